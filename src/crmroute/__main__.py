@@ -1,0 +1,3 @@
+from crmroute.cli import main
+
+raise SystemExit(main())

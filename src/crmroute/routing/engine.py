@@ -1,0 +1,129 @@
+"""Decide where a call goes: fetch one CRM value under a deadline, walk the rows.
+
+``decide()`` knows nothing of Asterisk, HTTP or the database: it is given the
+rule, the lookup key, a ``fetch`` callable and a deadline. The AGI server,
+``crmroute route`` and the UI's Test rule all call it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+from crmroute.deadline import Deadline
+from crmroute.errors import ConnectorError
+from crmroute.routing.compare import Operator, compare
+from crmroute.routing.trace import Decision, Destination, Status
+
+logger = logging.getLogger(__name__)
+
+# Caller IDs that Asterisk (or the carrier) uses for "no caller ID".
+WITHHELD_CALLER_IDS = frozenset({"", "unknown", "anonymous", "private", "restricted", "withheld"})
+
+
+@dataclass(frozen=True)
+class Row:
+    operator: Operator
+    value: str
+    destination: Destination
+
+
+@dataclass(frozen=True)
+class RuleSpec:
+    """A rule as the engine needs it (no CRM connection details)."""
+
+    name: str
+    crm_field: str
+    rows: tuple[Row, ...]
+    default: Destination  # the extension, or its voicemail
+    deadline_ms: int | None = None  # None: the global deadline
+    greeting: str = ""  # IVR rules only: collect DTMF while playing this
+    dtmf_timeout_ms: int = 5000
+    dtmf_max_digits: int = 10
+
+
+@dataclass(frozen=True)
+class LookupKey:
+    value: str
+    source: str  # "dtmf" or "caller_id"
+
+
+Fetch = Callable[[LookupKey], Awaitable[str | None]]
+
+
+def lookup_key(caller_id: str, dtmf: str = "") -> LookupKey | None:
+    """The typed digits if any, else the caller's number; ``None`` when neither is usable."""
+    dtmf = (dtmf or "").strip()
+    if dtmf:
+        return LookupKey(dtmf, "dtmf")
+    caller = (caller_id or "").strip()
+    if caller.lower() in WITHHELD_CALLER_IDS:
+        return None
+    return LookupKey(caller, "caller_id")
+
+
+def walk(rule: RuleSpec, value: str) -> tuple[int, Row] | None:
+    """The first row (1-based index) whose comparison holds for ``value``."""
+    for index, row in enumerate(rule.rows, start=1):
+        if compare(value, row.operator, row.value):
+            return index, row
+    return None
+
+
+async def decide(rule: RuleSpec, key: LookupKey | None, fetch: Fetch, deadline: Deadline) -> Decision:
+    """Fetch the rule's field for ``key`` before ``deadline`` and pick a destination.
+
+    Never raises for a CRM failure and never returns after ``deadline`` (bar
+    scheduling jitter): a slow or failing CRM gives status ``fallback``.
+    """
+    started = time.monotonic()
+    decision = Decision(status=Status.DEFAULT, rule=rule.name, destination=rule.default)
+
+    def finish() -> Decision:
+        decision.total_ms = round((time.monotonic() - started) * 1000, 3)
+        return decision
+
+    if key is None:
+        decision.reason = "no_caller_id"
+        decision.steps.append("no caller ID and no digits: CRM not asked")
+        return finish()
+
+    decision.key, decision.key_source = key.value, key.source
+    decision.steps.append(f"lookup key {key.value!r} from {key.source}")
+    asked = time.monotonic()
+    try:
+        async with asyncio.timeout_at(_loop_time(deadline)):
+            value = await fetch(key)
+    except TimeoutError:
+        decision.status, decision.reason = Status.FALLBACK, "timeout"
+        decision.error = "the CRM did not answer before the deadline"
+    except ConnectorError as exc:
+        decision.status, decision.reason = Status.FALLBACK, exc.reason
+        decision.error = str(exc)
+    else:
+        value = "" if value is None else str(value)
+        decision.value = value
+        decision.crm_ms = round((time.monotonic() - asked) * 1000, 3)
+        decision.steps.append(f"CRM value for {rule.crm_field}: {value!r}")
+        hit = walk(rule, value)
+        if hit is None:
+            decision.reason = "no_value" if value == "" else "no_match"
+            decision.steps.append("no row matched: default destination")
+        else:
+            index, row = hit
+            decision.status, decision.row, decision.destination = Status.MATCHED, index, row.destination
+            decision.steps.append(f"row {index} matched: {row.operator} {row.value!r}")
+        return finish()
+
+    decision.crm_ms = round((time.monotonic() - asked) * 1000, 3)
+    decision.steps.append(f"CRM failed ({decision.reason}): {decision.error}; default destination")
+    return finish()
+
+
+def _loop_time(deadline: Deadline) -> float:
+    """The event loop's clock value at ``deadline`` (both clocks are monotonic)."""
+    loop = asyncio.get_running_loop()
+    return loop.time() + deadline.remaining()

@@ -1,0 +1,62 @@
+"""What a routing decision is: its status, destination and trace.
+
+Statuses and destination types are defined here, once; the AGI variables,
+the store and the UI use these values.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from enum import StrEnum
+
+
+class Status(StrEnum):
+    MATCHED = "matched"  # a row matched
+    DEFAULT = "default"  # no row matched, no value, or no usable key
+    FALLBACK = "fallback"  # the CRM failed or the deadline passed
+    NO_RULE = "no_rule"  # nothing assigned to this DID/IVR/name
+    UNLICENSED = "unlicensed"
+    ERROR = "error"  # a bug or malformed AGI input
+
+
+class DestType(StrEnum):
+    QUEUE = "queue"
+    IVR = "ivr"
+    RECORDING = "recording"
+    EXTENSION = "extension"
+    VOICEMAIL = "voicemail"
+
+
+# Types a rule row may send a call to (the seed's Queue / IVR / Play recording).
+ROW_DEST_TYPES = (DestType.QUEUE, DestType.IVR, DestType.RECORDING)
+
+
+@dataclass(frozen=True)
+class Destination:
+    type: DestType
+    option: str  # queue number, IVR number, recording name or extension
+
+
+@dataclass
+class Decision:
+    """One call's decision and how it was reached (the decision log row)."""
+
+    status: Status
+    rule: str = ""
+    destination: Destination | None = None
+    value: str = ""
+    row: int | None = None  # 1-based index of the matching row
+    key: str = ""  # what the CRM was asked for
+    key_source: str = ""  # "dtmf", "caller_id" or "" when none
+    reason: str = ""  # short code: no_caller_id, timeout, http_500, circuit_open ...
+    error: str = ""  # text for the admin, no secrets
+    crm_ms: float | None = None
+    total_ms: float = 0.0
+    steps: list[str] = field(default_factory=list)  # human-readable trace lines
+
+    def as_dict(self) -> dict:
+        data = asdict(self)
+        data["status"] = str(self.status)
+        if self.destination is not None:
+            data["destination"] = {"type": str(self.destination.type), "option": self.destination.option}
+        return data
