@@ -1,0 +1,214 @@
+"""The rules file: YAML or JSON with integrations, destinations, rules, DIDs, IVRs.
+
+Import is all-or-nothing: the whole file is validated first (every bad field
+reported by its path), then applied in one transaction, creating or updating
+by name/number, so importing the same file twice changes nothing. Strings may
+name environment variables as ``${NAME}`` (``$${`` is a literal ``${``). A
+secret given as ``********`` (what export writes) keeps the stored value.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections import Counter
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from crmroute.errors import ConfigError
+from crmroute.schemas import RulesFile, problems
+from crmroute.store import assignments, destinations, integrations, rules
+from crmroute.store.db import bump_config_version, transaction
+from crmroute.store.secrets import SecretBox
+
+ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
+SECTIONS = ("integrations", "destinations", "rules", "dids", "ivrs")
+
+
+@dataclass
+class ImportSummary:
+    counts: dict[str, Counter] = field(default_factory=lambda: {s: Counter() for s in SECTIONS})
+
+    def add(self, section: str, outcome: str) -> None:
+        self.counts[section][outcome] += 1
+
+    def lines(self) -> list[str]:
+        return [
+            f"{section}: {c['created']} created, {c['updated']} updated, {c['unchanged']} unchanged"
+            for section, c in self.counts.items()
+            if sum(c.values())
+        ]
+
+    def as_dict(self) -> dict:
+        return {s: {k: c[k] for k in ("created", "updated", "unchanged")} for s, c in self.counts.items()}
+
+
+def parse(text: str, *, environ: Mapping[str, str] | None = None, fmt: str | None = None) -> RulesFile:
+    """Read and validate a rules file; ``ConfigError`` lists every problem."""
+    raw = load_text(text, fmt)
+    found: list[tuple[str, str]] = []
+    raw = substitute_env(raw, os.environ if environ is None else environ, "", found)
+    try:
+        data = RulesFile.model_validate(raw)
+    except ValidationError as exc:
+        found.extend(problems(exc))
+        raise ConfigError(found) from None
+    if found:
+        raise ConfigError(found)
+    return data
+
+
+def load_text(text: str, fmt: str | None = None) -> dict:
+    try:
+        raw = json.loads(text) if fmt == "json" else yaml.safe_load(text)
+    except (yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"not valid {'JSON' if fmt == 'json' else 'YAML or JSON'}: {exc}", field="file") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError("must be a mapping with integrations, destinations, rules, dids, ivrs", field="file")
+    return raw
+
+
+def substitute_env(value: Any, environ: Mapping[str, str], path: str, found: list[tuple[str, str]]) -> Any:
+    if isinstance(value, str):
+
+        def replace(match: re.Match) -> str:
+            if match.group(1):  # $${NAME} stays literal
+                return "${" + match.group(2) + "}"
+            name = match.group(2)
+            if name not in environ:
+                found.append((path, f"environment variable {name} is not set"))
+                return ""
+            return environ[name]
+
+        return ENV_REF.sub(replace, value)
+    if isinstance(value, list):
+        return [substitute_env(v, environ, f"{path}[{i}]", found) for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: substitute_env(v, environ, f"{path}.{k}" if path else str(k), found) for k, v in value.items()}
+    return value
+
+
+def check_references(session: Session, data: RulesFile) -> list[tuple[str, str]]:
+    """Names that must exist (in the file or the store) and must not repeat."""
+    found: list[tuple[str, str]] = []
+
+    def unique(section: str, keys: list[Any], what: str) -> None:
+        first: dict[Any, int] = {}
+        for i, key in enumerate(keys):
+            if key in first:
+                found.append((f"{section}[{i}].{what}", f"duplicate of {section}[{first[key]}]"))
+            first.setdefault(key, i)
+
+    unique("integrations", [i.name for i in data.integrations], "name")
+    unique("destinations", [(d.type, d.ref) for d in data.destinations], "number")
+    unique("rules", [r.name for r in data.rules], "name")
+    unique("dids", [d.number for d in data.dids], "number")
+    unique("ivrs", [i.number for i in data.ivrs], "number")
+
+    integration_names = set(integrations.by_name(session)) | {i.name for i in data.integrations}
+    dests = destinations.refs(session) | {(d.type, d.ref) for d in data.destinations}
+    stored_rules = {r.name: r.location for r in rules.list_all(session)}
+    rule_locations = stored_rules | {r.name: r.location for r in data.rules}
+
+    for i, rule in enumerate(data.rules):
+        at = f"rules[{i}]"
+        if rule.crm_source == "integration" and rule.integration and rule.integration not in integration_names:
+            found.append((f"{at}.integration", f"no integration named {rule.integration!r}"))
+        if ("extension", rule.default_destination) not in dests:
+            found.append((f"{at}.default_destination", f"no extension {rule.default_destination!r} among destinations"))
+        for j, row in enumerate(rule.rows):
+            if (row.destination, row.option) not in dests:
+                found.append((f"{at}.rows[{j}].option", f"no {row.destination} {row.option!r} among destinations"))
+    for section, items, location in (("dids", data.dids, "did"), ("ivrs", data.ivrs, "ivr")):
+        for i, item in enumerate(items):
+            if item.rule not in rule_locations:
+                found.append((f"{section}[{i}].rule", f"no rule named {item.rule!r}"))
+            elif rule_locations[item.rule] != location:
+                found.append((f"{section}[{i}].rule", f"rule {item.rule!r} has location {rule_locations[item.rule]}, not {location}"))  # fmt: skip
+    return found
+
+
+def import_rules(factory: sessionmaker[Session], box: SecretBox, data: RulesFile) -> ImportSummary:
+    """Apply a validated file in one transaction; ``ConfigError`` if a name it uses is missing."""
+    summary = ImportSummary()
+    with transaction(factory) as session:
+        found = check_references(session, data)
+        if found:
+            raise ConfigError(found)
+
+        def apply(section: str, upsert: Callable[[], Any], snapshot: Callable[[Any], dict], before: dict | None) -> Any:
+            row = upsert()
+            session.flush()
+            if before is None:
+                summary.add(section, "created")
+            else:
+                summary.add(section, "unchanged" if snapshot(row) == before else "updated")
+            return row
+
+        # Secrets are re-encrypted only when they change, so their ciphertext tells.
+        def integration_state(row: Any) -> dict:
+            return integrations.to_data(row, box) | {"secrets_enc": row.secrets_enc}
+
+        def rule_state(row: Any) -> dict:
+            return rules.to_data(row, box) | {"p": row.crm_password_enc, "h": row.custom_headers_enc}
+
+        stored = integrations.by_name(session)
+        for item in data.integrations:
+            old = stored.get(item.name)
+            apply("integrations", lambda: integrations.upsert(session, box, item), integration_state,
+                  integration_state(old) if old else None)  # fmt: skip
+
+        stored_dests = {(d.type, d.ref): d for d in destinations.list_all(session)}
+        for item in data.destinations:
+            old = stored_dests.get((item.type, item.ref))
+            apply("destinations", lambda: destinations.upsert(session, item), destinations.to_data,
+                  destinations.to_data(old) if old else None)  # fmt: skip
+
+        by_integration = integrations.by_name(session)
+        stored_rules = {r.name: r for r in rules.list_all(session)}
+
+        for item in data.rules:
+            old = stored_rules.get(item.name)
+            apply("rules", lambda: rules.upsert(session, box, item, by_integration), rule_state,
+                  rule_state(old) if old else None)  # fmt: skip
+
+        by_rule = {r.name: r for r in rules.list_all(session)}
+        stored_dids = {d.number: d for d in assignments.list_dids(session)}
+        for item in data.dids:
+            old = stored_dids.get(item.number)
+            apply("dids", lambda: assignments.upsert_did(session, item, by_rule), assignments.to_data,
+                  assignments.to_data(old) if old else None)  # fmt: skip
+        stored_ivrs = {i.number: i for i in assignments.list_ivrs(session)}
+        for item in data.ivrs:
+            old = stored_ivrs.get(item.number)
+            apply("ivrs", lambda: assignments.upsert_ivr(session, item, by_rule), assignments.to_data,
+                  assignments.to_data(old) if old else None)  # fmt: skip
+
+        if any(c["created"] or c["updated"] for c in summary.counts.values()):
+            bump_config_version(session)
+    return summary
+
+
+def export_rules(session: Session, box: SecretBox) -> dict:
+    """Everything configured, in rules-file shape, secrets masked."""
+    return {
+        "integrations": [integrations.to_data(i, box) for i in integrations.list_all(session)],
+        "destinations": [destinations.to_data(d) for d in destinations.list_all(session)],
+        "rules": [rules.to_data(r, box) for r in rules.list_all(session)],
+        "dids": [assignments.to_data(d) for d in assignments.list_dids(session)],
+        "ivrs": [assignments.to_data(i) for i in assignments.list_ivrs(session)],
+    }
+
+
+def dump(data: dict, fmt: str = "yaml") -> str:
+    if fmt == "json":
+        return json.dumps(data, indent=2, ensure_ascii=False) + "\n"
+    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True, default_flow_style=False)

@@ -1,0 +1,309 @@
+"""What administrators send: rules, destinations, DIDs, IVRs and integrations.
+
+One set of models validates the rules file, the REST API and the UI's forms,
+so each bad field gets the same message everywhere. ``problems()`` turns a
+pydantic ``ValidationError`` into ``(field path, message)`` pairs such as
+``("rules[2].custom_url", "must start with https://")``.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from crmroute.connectors.custom import validate_custom_url, validate_header
+from crmroute.routing.compare import Operator, check_operand, parse_operator
+from crmroute.routing.trace import ROW_DEST_TYPES
+
+CRM_KINDS = (
+    "bullhorn", "dynamics2015", "hubspot", "pipedrive", "proprietary", "proprietary1",
+    "salesforce", "sugarcrm", "suitecrm", "vtiger", "zendesk", "zoho",
+)  # fmt: skip
+CRM_MODULES = ("accounts", "contacts", "leads")
+DESTINATION_TYPES = ("extension", "queue", "ivr", "recording")
+
+NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
+FIELD_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-:]*$")  # API names, dotted for lookups
+NUMBER_PATTERN = re.compile(r"^[0-9A-Za-z*#+_.\-]+$")  # extension/queue/IVR numbers
+DID_PATTERN = re.compile(r"^(\+?[0-9*#]+|_[0-9A-Za-z*#+\[\]\-.!]+)$")  # a number or an Asterisk pattern
+SOUND_PATTERN = re.compile(r"^[A-Za-z0-9_\-./]+$")
+
+
+
+def _name(value: str) -> str:
+    if not NAME_PATTERN.match(value):
+        raise ValueError("use letters, digits, spaces and - _ . only")
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_name)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+
+class RowIn(Strict):
+    operator: Operator
+    value: str = Field("", max_length=1024)
+    destination: Literal["queue", "ivr", "recording"]
+    option: str = Field(min_length=1, max_length=128)
+
+    @field_validator("operator", mode="before")
+    @classmethod
+    def _operator(cls, value: Any) -> Operator:
+        return parse_operator(str(value))
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value_text(cls, value: Any) -> str:
+        return "" if value is None else str(value)  # YAML reads 50 as a number
+
+    @field_validator("option", mode="before")
+    @classmethod
+    def _option_text(cls, value: Any) -> str:
+        return str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _operand(self) -> "RowIn":
+        message = check_operand(self.operator, self.value)
+        if message:
+            raise _FieldError("value", message)
+        return self
+
+
+class HeaderIn(Strict):
+    name: str = Field(min_length=1, max_length=128)
+    value: str = Field("", max_length=4096)
+
+    @model_validator(mode="after")
+    def _valid(self) -> "HeaderIn":
+        message = validate_header(self.name, self.value)
+        if message:
+            raise _FieldError("name" if "name" in message.lower() else "value", message)
+        return self
+
+
+class RuleIn(Strict):
+    name: Name
+    crm_field: str = Field(min_length=1, max_length=255)
+    location: Literal["did", "ivr"]
+    greeting: str = Field("", max_length=255)
+    dtmf_timeout_ms: int = Field(5000, ge=500, le=60_000)
+    dtmf_max_digits: int = Field(10, ge=1, le=64)
+    crm_source: Literal["integration", "custom"]
+    integration: str | None = None
+    crm_module: Literal["accounts", "contacts", "leads", ""] = ""
+    crm_username: str = Field("", max_length=255)
+    crm_password: str = Field("", max_length=4096)
+    custom_url: str = Field("", max_length=2048)
+    custom_post: bool = False
+    custom_headers: list[HeaderIn] = Field(default_factory=list, max_length=32)
+    default_destination: str = Field(min_length=1, max_length=64)
+    default_voicemail: Literal["yes", "no", "not_set"] = "not_set"
+    deadline_ms: int | None = Field(None, ge=50, le=60_000)
+    rows: list[RowIn] = Field(default_factory=list, max_length=500)
+
+    @field_validator("crm_field")
+    @classmethod
+    def _field(cls, value: str) -> str:
+        if not FIELD_PATTERN.match(value):
+            raise ValueError("must be the CRM field's API name, e.g. Account_Name or Account.Name")
+        return value
+
+    @field_validator("greeting")
+    @classmethod
+    def _greeting(cls, value: str) -> str:
+        if value and not SOUND_PATTERN.match(value):
+            raise ValueError("must be a sound file name such as greeting-default-attendant")
+        return value
+
+    @field_validator("default_destination", mode="before")
+    @classmethod
+    def _default_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @field_validator("default_voicemail", mode="before")
+    @classmethod
+    def _voicemail(cls, value: Any) -> Any:
+        if value is True:  # YAML reads an unquoted yes/no as a boolean
+            return "yes"
+        if value is False:
+            return "no"
+        return value
+
+    @model_validator(mode="after")
+    def _conditional(self) -> "RuleIn":
+        errors: list[tuple[str, str]] = []
+        if self.greeting and self.location != "ivr":
+            errors.append(("greeting", "only IVR rules have a greeting"))
+        if self.crm_source == "custom":
+            message = validate_custom_url(self.custom_url) if self.custom_url else "required for a Custom CRM"
+            if message:
+                errors.append(("custom_url", message))
+        else:
+            if not self.integration:
+                errors.append(("integration", "required when the CRM is an integration"))
+            if not self.crm_module:
+                errors.append(("crm_module", "required when the CRM is an integration: accounts, contacts or leads"))
+        if errors:
+            raise _FieldError(*errors[0]) if len(errors) == 1 else _FieldErrors(errors)
+        return self
+
+
+class DestinationIn(Strict):
+    type: Literal["extension", "queue", "ivr", "recording"]
+    number: str | None = Field(None, max_length=64)
+    name: str = Field("", max_length=128)
+    voicemail: bool = False
+
+    @field_validator("number", mode="before")
+    @classmethod
+    def _number_text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) else value
+
+    @model_validator(mode="after")
+    def _ref(self) -> "DestinationIn":
+        if self.type == "recording":
+            if not self.name:
+                raise _FieldError("name", "required: the recording's sound file name")
+            if not SOUND_PATTERN.match(self.name):
+                raise _FieldError("name", "must be a sound file name such as closed-today")
+        elif not self.number:
+            raise _FieldError("number", f"required for a destination of type {self.type}")
+        elif not NUMBER_PATTERN.match(self.number):
+            raise _FieldError("number", "use digits, letters and * # + - _ . only")
+        return self
+
+    @property
+    def ref(self) -> str:
+        """What rows and defaults use to name this destination."""
+        return self.name if self.type == "recording" else str(self.number)
+
+
+class DidIn(Strict):
+    number: str = Field(min_length=1, max_length=64)
+    rule: Name
+    name: str = Field("", max_length=128)
+
+    @field_validator("number", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> str:
+        value = str(value).strip()
+        if not DID_PATTERN.match(value):
+            raise ValueError("must be a number (digits, optional leading +) or an Asterisk pattern such as _555XXXX")
+        return value
+
+
+class IvrIn(Strict):
+    number: str = Field(min_length=1, max_length=64)
+    rule: Name
+    name: str = Field("", max_length=128)
+
+    @field_validator("number", mode="before")
+    @classmethod
+    def _number(cls, value: Any) -> str:
+        value = str(value).strip()
+        if not NUMBER_PATTERN.match(value):
+            raise ValueError("use digits, letters and * # + - _ . only")
+        return value
+
+
+class LogOptions(Strict):
+    inbound_answered: bool = False
+    inbound_missed: bool = False
+    outbound: bool = False
+    create_unknown: bool = False
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class IntegrationIn(Strict):
+    name: Name
+    kind: str
+    enabled: bool = True
+    settings: dict[str, Any] = Field(default_factory=dict)
+    secrets: dict[str, str] = Field(default_factory=dict)
+    log_options: LogOptions = Field(default_factory=LogOptions)
+
+    @field_validator("kind")
+    @classmethod
+    def _kind(cls, value: str) -> str:
+        if value not in CRM_KINDS:
+            raise ValueError(f"unknown CRM kind; use one of {', '.join(CRM_KINDS)}")
+        return value
+
+    @field_validator("secrets", mode="before")
+    @classmethod
+    def _secret_text(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: "" if v is None else str(v) for k, v in value.items()}
+        return value
+
+
+class RulesFile(Strict):
+    """The rules file of SPEC 10 (also the body of ``POST /api/v1/import``)."""
+
+    integrations: list[IntegrationIn] = Field(default_factory=list)
+    destinations: list[DestinationIn] = Field(default_factory=list)
+    rules: list[RuleIn] = Field(default_factory=list)
+    dids: list[DidIn] = Field(default_factory=list)
+    ivrs: list[IvrIn] = Field(default_factory=list)
+
+    @field_validator("integrations", "destinations", "rules", "dids", "ivrs", mode="before")
+    @classmethod
+    def _none_is_empty(cls, value: Any) -> Any:
+        return [] if value is None else value
+
+
+# --- errors ------------------------------------------------------------------
+
+
+class _FieldError(ValueError):
+    """Raised inside a model validator to blame one field of that model."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}\x00{message}")
+
+
+class _FieldErrors(ValueError):
+    def __init__(self, errors: list[tuple[str, str]]) -> None:
+        super().__init__("\x01".join(f"{f}\x00{m}" for f, m in errors))
+
+
+def problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
+    """``(path, message)`` for each error, e.g. ``("rules[2].custom_url", "must start with https://")``."""
+    found: list[tuple[str, str]] = []
+    for item in error.errors(include_url=False):
+        path = format_path(item["loc"], prefix)
+        message = str(item["msg"]).removeprefix("Value error, ")
+        if "\x00" in message:  # blame set by a model validator
+            for part in message.split("\x01"):
+                field, _, text = part.partition("\x00")
+                found.append((join_path(path, field), text))
+            continue
+        if item["type"] == "missing":
+            message = "required"
+        elif item["type"] == "extra_forbidden":
+            message = "unknown field"
+        elif item["type"] == "literal_error":
+            message = "must be one of " + str(item.get("ctx", {}).get("expected", "")).replace("'", "")
+        found.append((path, message))
+    return found
+
+
+def format_path(loc: tuple[Any, ...], prefix: str = "") -> str:
+    path = prefix
+    for part in loc:
+        if isinstance(part, int):
+            path += f"[{part}]"
+        elif part not in ("function-after", "function-before") and not str(part).startswith("function-"):
+            path = join_path(path, str(part))
+    return path
+
+
+def join_path(path: str, field: str) -> str:
+    if not field:
+        return path
+    return f"{path}.{field}" if path else field

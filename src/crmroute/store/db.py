@@ -1,0 +1,72 @@
+"""Engine, sessions and migrations for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Engine, create_engine, event, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from crmroute.store.models import Meta
+
+logger = logging.getLogger(__name__)
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+CONFIG_VERSION = "config_version"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url.removeprefix("postgresql://")
+    if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"check_same_thread": False, "timeout": 15})
+        event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return create_engine(url, pool_pre_ping=True, pool_size=5, max_overflow=5)
+
+
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.close()
+
+
+def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    return sessionmaker(engine, expire_on_commit=False)
+
+
+@contextmanager
+def transaction(factory: sessionmaker[Session]) -> Iterator[Session]:
+    """A session whose work is committed at the end, or rolled back on error."""
+    with factory() as session, session.begin():
+        yield session
+
+
+def upgrade(engine: Engine) -> None:
+    """Migrate the database to the newest schema (idempotent)."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    with engine.begin() as connection:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+
+def config_version(session: Session) -> int:
+    value = session.scalar(select(Meta.value).where(Meta.key == CONFIG_VERSION))
+    return int(value) if value else 0
+
+
+def bump_config_version(session: Session) -> None:
+    """Tell every AGI worker sharing this store to reload rules, DIDs and IVRs."""
+    meta = session.get(Meta, CONFIG_VERSION, with_for_update=True)
+    if meta is None:
+        session.add(Meta(key=CONFIG_VERSION, value="1"))
+    else:
+        meta.value = str(int(meta.value or 0) + 1)

@@ -1,0 +1,165 @@
+"""The stored rows. One class per table; secrets are kept in ``*_enc`` columns."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON, datetime: DateTime(timezone=True)}
+
+
+class Meta(Base):
+    """Key/value facts about the store; ``config_version`` bumps on every config change."""
+
+    __tablename__ = "meta"
+    key: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text, default="")
+
+
+class Destination(Base):
+    """An extension, queue, IVR or recording that rules may send calls to."""
+
+    __tablename__ = "destinations"
+    __table_args__ = (UniqueConstraint("type", "ref", name="uq_destinations_type_ref"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    type: Mapped[str] = mapped_column(String(16))
+    # The number for extensions, queues and IVRs; the sound name for recordings.
+    ref: Mapped[str] = mapped_column(String(128))
+    name: Mapped[str] = mapped_column(String(128), default="")
+    voicemail: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Integration(Base):
+    __tablename__ = "integrations"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    secrets_enc: Mapped[str] = mapped_column(Text, default="")  # encrypted JSON object
+    log_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Rule(Base):
+    __tablename__ = "rules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    crm_field: Mapped[str] = mapped_column(String(255))
+    location: Mapped[str] = mapped_column(String(8))
+    greeting: Mapped[str] = mapped_column(String(255), default="")
+    dtmf_timeout_ms: Mapped[int] = mapped_column(Integer, default=5000)
+    dtmf_max_digits: Mapped[int] = mapped_column(Integer, default=10)
+    crm_source: Mapped[str] = mapped_column(String(16))
+    integration_id: Mapped[int | None] = mapped_column(ForeignKey("integrations.id", ondelete="RESTRICT"))
+    crm_module: Mapped[str] = mapped_column(String(16), default="")
+    crm_username: Mapped[str] = mapped_column(String(255), default="")
+    crm_password_enc: Mapped[str] = mapped_column(Text, default="")
+    custom_url: Mapped[str] = mapped_column(Text, default="")
+    custom_post: Mapped[bool] = mapped_column(Boolean, default=False)
+    custom_headers_enc: Mapped[str] = mapped_column(Text, default="")  # encrypted JSON list
+    default_destination: Mapped[str] = mapped_column(String(64))
+    default_voicemail: Mapped[str] = mapped_column(String(8), default="not_set")
+    deadline_ms: Mapped[int | None] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    integration: Mapped[Integration | None] = relationship()
+    rows: Mapped[list[RuleRow]] = relationship(
+        back_populates="rule", order_by="RuleRow.position", cascade="all, delete-orphan"
+    )
+
+
+class RuleRow(Base):
+    __tablename__ = "rule_rows"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer)
+    operator: Mapped[str] = mapped_column(String(16))
+    value: Mapped[str] = mapped_column(Text, default="")
+    destination: Mapped[str] = mapped_column(String(16))
+    option: Mapped[str] = mapped_column(String(128))
+
+    rule: Mapped[Rule] = relationship(back_populates="rows")
+
+
+class Did(Base):
+    __tablename__ = "dids"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(64), unique=True)  # a number or an Asterisk pattern (_X.)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id", ondelete="RESTRICT"))
+    rule: Mapped[Rule] = relationship()
+
+
+class Ivr(Base):
+    __tablename__ = "ivrs"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    number: Mapped[str] = mapped_column(String(64), unique=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    rule_id: Mapped[int] = mapped_column(ForeignKey("rules.id", ondelete="RESTRICT"))
+    rule: Mapped[Rule] = relationship()
+
+
+class DecisionRecord(Base):
+    """One routed call (or dry run): the decision log of SPEC 8."""
+
+    __tablename__ = "decisions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    source: Mapped[str] = mapped_column(String(8), default="agi")  # agi or dry_run
+    call_id: Mapped[str] = mapped_column(String(64), default="", index=True)
+    channel: Mapped[str] = mapped_column(String(128), default="")
+    caller: Mapped[str] = mapped_column(String(64), default="", index=True)
+    did: Mapped[str] = mapped_column(String(64), default="")
+    ivr: Mapped[str] = mapped_column(String(64), default="")
+    rule: Mapped[str] = mapped_column(String(128), default="", index=True)
+    lookup_key: Mapped[str] = mapped_column(String(128), default="")
+    key_source: Mapped[str] = mapped_column(String(16), default="")
+    value: Mapped[str] = mapped_column(Text, default="")
+    row: Mapped[int | None] = mapped_column(Integer)
+    dest_type: Mapped[str] = mapped_column(String(16), default="")
+    dest: Mapped[str] = mapped_column(String(128), default="")
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    reason: Mapped[str] = mapped_column(String(64), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    crm_ms: Mapped[float | None] = mapped_column(Float)
+    total_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    trace: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class User(Base):
+    __tablename__ = "users"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    username: Mapped[str] = mapped_column(String(64), unique=True)
+    password_hash: Mapped[str] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ApiToken(Base):
+    __tablename__ = "api_tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    name: Mapped[str] = mapped_column(String(128), default="")
+    token_hash: Mapped[str] = mapped_column(String(128), unique=True)  # sha256 hex of the token
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column()
+    revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class License(Base):
+    """The installed license file (at most one row is in force: the newest)."""
+
+    __tablename__ = "licenses"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    text: Mapped[str] = mapped_column(Text)
+    installed_at: Mapped[datetime] = mapped_column(default=utcnow)
