@@ -11,7 +11,16 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from crmroute.connectors.custom import validate_custom_url, validate_header
 from crmroute.routing.compare import Operator, check_operand, parse_operator
@@ -87,6 +96,8 @@ class HeaderIn(Strict):
 
 
 class RuleIn(Strict):
+    # Fields are declared in the order their checks need: a field's validator
+    # sees the ones above it (``info.data``), so every bad field is reported.
     name: Name
     crm_field: str = Field(min_length=1, max_length=255)
     location: Literal["did", "ivr"]
@@ -94,11 +105,11 @@ class RuleIn(Strict):
     dtmf_timeout_ms: int = Field(5000, ge=500, le=60_000)
     dtmf_max_digits: int = Field(10, ge=1, le=64)
     crm_source: Literal["integration", "custom"]
-    integration: str | None = None
-    crm_module: Literal["accounts", "contacts", "leads", ""] = ""
+    integration: str | None = Field(None, validate_default=True)
+    crm_module: Literal["accounts", "contacts", "leads", ""] = Field("", validate_default=True)
     crm_username: str = Field("", max_length=255)
     crm_password: str = Field("", max_length=4096)
-    custom_url: str = Field("", max_length=2048)
+    custom_url: str = Field("", max_length=2048, validate_default=True)
     custom_post: bool = False
     custom_headers: list[HeaderIn] = Field(default_factory=list, max_length=32)
     default_destination: str = Field(min_length=1, max_length=64)
@@ -115,9 +126,34 @@ class RuleIn(Strict):
 
     @field_validator("greeting")
     @classmethod
-    def _greeting(cls, value: str) -> str:
+    def _greeting(cls, value: str, info: ValidationInfo) -> str:
         if value and not SOUND_PATTERN.match(value):
             raise ValueError("must be a sound file name such as greeting-default-attendant")
+        if value and info.data.get("location") == "did":
+            raise ValueError("only IVR rules have a greeting")
+        return value
+
+    @field_validator("integration")
+    @classmethod
+    def _integration(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if info.data.get("crm_source") == "integration" and not value:
+            raise ValueError("required when the CRM is an integration")
+        return value
+
+    @field_validator("crm_module")
+    @classmethod
+    def _module(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("crm_source") == "integration" and not value:
+            raise ValueError("required when the CRM is an integration: accounts, contacts or leads")
+        return value
+
+    @field_validator("custom_url")
+    @classmethod
+    def _custom_url(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("crm_source") == "custom":
+            message = validate_custom_url(value) if value else "required for a Custom CRM"
+            if message:
+                raise ValueError(message)
         return value
 
     @field_validator("default_destination", mode="before")
@@ -134,29 +170,11 @@ class RuleIn(Strict):
             return "no"
         return value
 
-    @model_validator(mode="after")
-    def _conditional(self) -> "RuleIn":
-        errors: list[tuple[str, str]] = []
-        if self.greeting and self.location != "ivr":
-            errors.append(("greeting", "only IVR rules have a greeting"))
-        if self.crm_source == "custom":
-            message = validate_custom_url(self.custom_url) if self.custom_url else "required for a Custom CRM"
-            if message:
-                errors.append(("custom_url", message))
-        else:
-            if not self.integration:
-                errors.append(("integration", "required when the CRM is an integration"))
-            if not self.crm_module:
-                errors.append(("crm_module", "required when the CRM is an integration: accounts, contacts or leads"))
-        if errors:
-            raise _FieldError(*errors[0]) if len(errors) == 1 else _FieldErrors(errors)
-        return self
-
 
 class DestinationIn(Strict):
     type: Literal["extension", "queue", "ivr", "recording"]
-    number: str | None = Field(None, max_length=64)
-    name: str = Field("", max_length=128)
+    number: str | None = Field(None, max_length=64, validate_default=True)
+    name: str = Field("", max_length=128, validate_default=True)
     voicemail: bool = False
 
     @field_validator("number", mode="before")
@@ -164,18 +182,27 @@ class DestinationIn(Strict):
     def _number_text(cls, value: Any) -> Any:
         return str(value) if isinstance(value, int) else value
 
-    @model_validator(mode="after")
-    def _ref(self) -> "DestinationIn":
-        if self.type == "recording":
-            if not self.name:
-                raise _FieldError("name", "required: the recording's sound file name")
-            if not SOUND_PATTERN.match(self.name):
-                raise _FieldError("name", "must be a sound file name such as closed-today")
-        elif not self.number:
-            raise _FieldError("number", f"required for a destination of type {self.type}")
-        elif not NUMBER_PATTERN.match(self.number):
-            raise _FieldError("number", "use digits, letters and * # + - _ . only")
-        return self
+    @field_validator("number")
+    @classmethod
+    def _number(cls, value: str | None, info: ValidationInfo) -> str | None:
+        kind = info.data.get("type")
+        if kind is None or kind == "recording":
+            return value
+        if not value:
+            raise ValueError(f"required for a destination of type {kind}")
+        if not NUMBER_PATTERN.match(value):
+            raise ValueError("use digits, letters and * # + - _ . only")
+        return value
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str, info: ValidationInfo) -> str:
+        if info.data.get("type") == "recording":
+            if not value:
+                raise ValueError("required: the recording's sound file name")
+            if not SOUND_PATTERN.match(value):
+                raise ValueError("must be a sound file name such as closed-today")
+        return value
 
     @property
     def ref(self) -> str:
@@ -267,11 +294,6 @@ class _FieldError(ValueError):
         super().__init__(f"{field}\x00{message}")
 
 
-class _FieldErrors(ValueError):
-    def __init__(self, errors: list[tuple[str, str]]) -> None:
-        super().__init__("\x01".join(f"{f}\x00{m}" for f, m in errors))
-
-
 def problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     """``(path, message)`` for each error, e.g. ``("rules[2].custom_url", "must start with https://")``."""
     found: list[tuple[str, str]] = []
@@ -279,10 +301,8 @@ def problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
         path = format_path(item["loc"], prefix)
         message = str(item["msg"]).removeprefix("Value error, ")
         if "\x00" in message:  # blame set by a model validator
-            for part in message.split("\x01"):
-                field, _, text = part.partition("\x00")
-                found.append((join_path(path, field), text))
-            continue
+            field, _, message = message.partition("\x00")
+            path = join_path(path, field)
         if item["type"] == "missing":
             message = "required"
         elif item["type"] == "extra_forbidden":

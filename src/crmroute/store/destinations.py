@@ -15,14 +15,14 @@ def upsert(session: Session, data: DestinationIn) -> Destination:
     if row is None:
         row = Destination(type=data.type, ref=data.ref)
         session.add(row)
-    row.name = data.name if data.type != "recording" else data.name
+    row.name = data.name
     row.voicemail = data.voicemail
     return row
 
 
 def refs(session: Session) -> set[tuple[str, str]]:
     """Every stored ``(type, ref)`` pair."""
-    return set(session.execute(select(Destination.type, Destination.ref)).tuples())
+    return {(t, r) for t, r in session.execute(select(Destination.type, Destination.ref))}
 
 
 def to_data(row: Destination) -> dict:

@@ -1,0 +1,238 @@
+"""The ``crmroute`` command: thin subcommands over the service modules."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import sys
+from datetime import date
+from pathlib import Path
+
+from crmroute import __version__, logs
+from crmroute.errors import ConfigError, CrmrouteError, LicenseError
+from crmroute.settings import Settings
+
+logger = logging.getLogger("crmroute")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="crmroute", description="Route Asterisk calls by CRM data.")
+    parser.add_argument("--version", action="version", version=f"crmroute {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("serve", help="run the FastAGI server and the web UI/API (migrates first)")
+    sub.add_parser("agi", help="run only the FastAGI server")
+    sub.add_parser("web", help="run only the web UI/API")
+
+    db = sub.add_parser("db", help="database maintenance").add_subparsers(dest="db_command", required=True)
+    db.add_parser("upgrade", help="migrate the database to the newest schema")
+
+    rules = sub.add_parser("rules", help="import or export the rules file").add_subparsers(
+        dest="rules_command", required=True
+    )
+    imp = rules.add_parser("import", help="import a YAML or JSON rules file (all or nothing)")
+    imp.add_argument("file", help="path to the file, or - for standard input")
+    imp.add_argument("--format", choices=("yaml", "json"), help="default: by file extension, else YAML")
+    imp.add_argument("--check", action="store_true", help="validate only; change nothing")
+    exp = rules.add_parser("export", help="print everything configured as a rules file (secrets masked)")
+    exp.add_argument("--format", choices=("yaml", "json"), default="yaml")
+    exp.add_argument("--output", "-o", help="write to this file instead of standard output")
+
+    route = sub.add_parser("route", help="dry run: show where a call would go, without a call")
+    where = route.add_mutually_exclusive_group(required=True)
+    where.add_argument("--did", help="the dialled number (DID)")
+    where.add_argument("--ivr", help="the IVR number")
+    where.add_argument("--rule", help="a rule by name")
+    route.add_argument("--caller", default="", help="the caller's number")
+    route.add_argument("--dtmf", default="", help="digits the caller typed")
+    route.add_argument("--json", action="store_true", help="print the trace as JSON")
+
+    lic = sub.add_parser("license", help="licensing").add_subparsers(dest="license_command", required=True)
+    install = lic.add_parser("install", help="install a license file")
+    install.add_argument("file")
+    lic.add_parser("show", help="show the license state")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        logs.configure(settings)
+        return COMMANDS[args.command](settings, args)
+    except ConfigError as exc:
+        print("error: invalid configuration:", file=sys.stderr)
+        for field, message in exc.problems:
+            print(f"  {field}: {message}" if field else f"  {message}", file=sys.stderr)
+        return 2
+    except CrmrouteError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
+    from crmroute.service import run
+
+    asyncio.run(run(settings, agi=args.command in ("serve", "agi"), web=args.command in ("serve", "web")))
+    return 0
+
+
+def cmd_db(settings: Settings, args: argparse.Namespace) -> int:
+    from crmroute.service import Store
+
+    store = Store(settings)
+    store.upgrade()
+    store.close()
+    print(f"database at {redact_url(settings.db_url)} is up to date")
+    return 0
+
+
+def cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
+    from crmroute import rulesfile
+    from crmroute.service import Store
+
+    store = Store(settings)
+    try:
+        store.upgrade()
+        if args.rules_command == "export":
+            with store.factory() as session:
+                text = rulesfile.dump(rulesfile.export_rules(session, store.box), args.format)
+            if args.output:
+                Path(args.output).write_text(text)
+            else:
+                sys.stdout.write(text)
+            return 0
+        text = sys.stdin.read() if args.file == "-" else read_file(args.file)
+        fmt = args.format or ("json" if args.file.endswith(".json") else "yaml")
+        data = rulesfile.parse(text, fmt=fmt)
+        if args.check:
+            with store.factory() as session:
+                problems = rulesfile.check_references(session, data)
+            if problems:
+                raise ConfigError(problems)
+            print("the file is valid; nothing was changed")
+            return 0
+        summary = rulesfile.import_rules(store.factory, store.box, data)
+        for line in summary.lines() or ["nothing to import"]:
+            print(line)
+        return 0
+    finally:
+        store.close()
+
+
+def cmd_route(settings: Settings, args: argparse.Namespace) -> int:
+    from crmroute.agi.jumps import JumpTable
+    from crmroute.router import Target
+    from crmroute.routing.trace import Destination, DestType
+    from crmroute.service import Store, build_router
+
+    async def dry_run() -> dict:
+        store = Store(settings)
+        router = build_router(store, with_log=False)
+        try:
+            await asyncio.to_thread(store.upgrade)
+            await asyncio.to_thread(router.load)
+            target = Target("did", args.did) if args.did else Target("ivr", args.ivr) if args.ivr else Target("rule", args.rule)  # fmt: skip
+            trace = await router.dry_run(target, caller_id=args.caller, dtmf=args.dtmf)
+            dest = trace.get("destination")
+            if dest and settings.jump_mode == "goto":
+                trace["jump"] = ",".join(JumpTable.from_settings(settings).target(Destination(DestType(dest["type"]), dest["option"])))  # fmt: skip
+            return trace
+        finally:
+            await router.http.aclose()
+            store.close()
+
+    trace = asyncio.run(dry_run())
+    if args.json:
+        print(json.dumps(trace, indent=2, ensure_ascii=False))
+    else:
+        print(format_trace(trace))
+    return 0
+
+
+def format_trace(trace: dict) -> str:
+    dest = trace.get("destination") or {}
+    lines = [
+        f"status:      {trace['status']}" + (f" ({trace['reason']})" if trace.get("reason") else ""),
+        f"rule:        {trace.get('rule') or '-'}",
+        f"lookup key:  {trace.get('key') or '-'}" + (f" ({trace['key_source']})" if trace.get("key_source") else ""),
+        f"CRM value:   {trace.get('value')!r}",
+        f"row:         {trace.get('row') or '-'}",
+        f"destination: {dest.get('type', '-')} {dest.get('option', '')}".rstrip(),
+    ]
+    if trace.get("jump"):
+        lines.append(f"jump:        {trace['jump']}")
+    if trace.get("error"):
+        lines.append(f"error:       {trace['error']}")
+    crm = f"{trace['crm_ms']:.1f} ms" if trace.get("crm_ms") is not None else "-"
+    lines.append(f"timings:     CRM {crm}, total {trace.get('total_ms', 0):.1f} ms")
+    lines += [f"  - {step}" for step in trace.get("steps", [])]
+    return "\n".join(lines)
+
+
+def cmd_license(settings: Settings, args: argparse.Namespace) -> int:
+    from crmroute import licensing
+    from crmroute.service import Store
+    from crmroute.store.db import bump_config_version, transaction
+    from crmroute.store.models import License
+
+    store = Store(settings)
+    try:
+        store.upgrade()
+        if args.license_command == "install":
+            text = read_file(args.file)
+            if settings.license_key:
+                found = licensing.verify_license(text, licensing.load_public_key(settings.license_key))
+            else:
+                found = licensing.parse_license(text)
+                print("note: no CRMROUTE_LICENSE_KEY is configured, so licenses are not enforced", file=sys.stderr)
+            with transaction(store.factory) as session:
+                session.add(License(text=text))
+                bump_config_version(session)
+            print(f"installed the license for {found.licensee}: features {', '.join(sorted(found.features))}, "
+                  f"expires {found.expires or 'never'}")  # fmt: skip
+            return 0
+        from sqlalchemy import select
+
+        with store.factory() as session:
+            text = session.scalar(select(License.text).order_by(License.id.desc()).limit(1))
+        state = licensing.license_state(settings.license_key, text, date.today())
+        print(f"license: {state.status}; CRM routing {'enabled' if state.routing_enabled else 'disabled'}")
+        if state.message:
+            print(state.message)
+        return 0 if state.routing_enabled else 1
+    except LicenseError:
+        raise
+    finally:
+        store.close()
+
+
+def read_file(path: str) -> str:
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}", field="file") from None
+
+
+def redact_url(url: str) -> str:
+    """A database URL without its password."""
+    if "://" in url and "@" in url:
+        scheme, rest = url.split("://", 1)
+        creds, host = rest.rsplit("@", 1)
+        return f"{scheme}://{creds.split(':', 1)[0]}:***@{host}"
+    return url
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "agi": cmd_serve,
+    "web": cmd_serve,
+    "db": cmd_db,
+    "rules": cmd_rules,
+    "route": cmd_route,
+    "license": cmd_license,
+}

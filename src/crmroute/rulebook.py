@@ -1,0 +1,141 @@
+"""Rules, DIDs, IVRs and the license, compiled in memory for the call path.
+
+A ``RuleBook`` is built from the store in one go and replaced whole when the
+store's ``config_version`` changes, so a call never queries the database.
+Secrets needed on the call path (custom header values, CRM passwords) are
+decrypted here once; ``repr`` of a compiled rule never shows them.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import date
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from crmroute.licensing import LicenseState, license_state
+from crmroute.routing.compare import Operator
+from crmroute.routing.engine import Row, RuleSpec
+from crmroute.routing.patterns import DialPattern, best_match, compile_pattern
+from crmroute.routing.trace import DestType, Destination
+from crmroute.settings import Settings
+from crmroute.store import assignments, rules
+from crmroute.store.db import config_version
+from crmroute.store.models import License, Rule
+from crmroute.store.secrets import SecretBox
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class CustomSource:
+    """The rule-level Custom CRM of SPEC 5."""
+
+    url: str
+    post: bool
+    headers: tuple[tuple[str, str], ...] = field(repr=False)
+
+
+@dataclass(frozen=True)
+class IntegrationSource:
+    """A CRM configured under Integrations, asked through its connector."""
+
+    integration_id: int
+    integration: str
+    kind: str
+    module: str
+    username: str = ""
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class CompiledRule:
+    spec: RuleSpec
+    location: str
+    source: CustomSource | IntegrationSource
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+
+@dataclass
+class RuleBook:
+    version: int = -1
+    rules: dict[str, CompiledRule] = field(default_factory=dict)
+    dids: dict[str, str] = field(default_factory=dict)  # exact number -> rule name
+    did_patterns: list[tuple[DialPattern, str]] = field(default_factory=list)
+    ivrs: dict[str, str] = field(default_factory=dict)  # IVR number -> rule name
+    license: LicenseState | None = None
+
+    def rule_named(self, name: str) -> CompiledRule | None:
+        return self.rules.get(name)
+
+    def rule_for_ivr(self, number: str) -> CompiledRule | None:
+        name = self.ivrs.get(number)
+        return self.rules.get(name) if name else None
+
+    def rule_for_did(self, *candidates: str) -> tuple[str, CompiledRule] | None:
+        """The first candidate number assigned a rule (exact numbers before patterns)."""
+        numbers = [c for c in candidates if c and c.lower() not in ("unknown", "s")]
+        for number in numbers:
+            for form in (number, number.lstrip("+"), "+" + number.lstrip("+")):
+                if form in self.dids:
+                    return number, self.rules[self.dids[form]]
+        for number in numbers:
+            pattern = best_match(number, [p for p, _ in self.did_patterns])
+            if pattern is not None:
+                name = next(n for p, n in self.did_patterns if p is pattern)
+                return number, self.rules[name]
+        return None
+
+    @property
+    def routing_enabled(self) -> bool:
+        return self.license is None or self.license.routing_enabled
+
+
+def compile_rule(rule: Rule, box: SecretBox) -> CompiledRule:
+    if rule.default_voicemail == "yes":
+        default = Destination(DestType.VOICEMAIL, rule.default_destination)
+    else:
+        default = Destination(DestType.EXTENSION, rule.default_destination)
+    spec = RuleSpec(
+        name=rule.name,
+        crm_field=rule.crm_field,
+        rows=tuple(Row(Operator(r.operator), r.value, Destination(DestType(r.destination), r.option)) for r in rule.rows),
+        default=default,
+        deadline_ms=rule.deadline_ms,
+        greeting=rule.greeting if rule.location == "ivr" else "",
+        dtmf_timeout_ms=rule.dtmf_timeout_ms,
+        dtmf_max_digits=rule.dtmf_max_digits,
+    )
+    source: CustomSource | IntegrationSource
+    if rule.crm_source == "custom":
+        headers = tuple((h["name"], h["value"]) for h in box.decrypt_json(rule.custom_headers_enc, []))
+        source = CustomSource(rule.custom_url, rule.custom_post, headers)
+    else:
+        integration = rule.integration
+        assert integration is not None, "validation requires an integration"
+        source = IntegrationSource(
+            integration.id, integration.name, integration.kind, rule.crm_module,
+            rule.crm_username, box.decrypt(rule.crm_password_enc),
+        )  # fmt: skip
+    return CompiledRule(spec, rule.location, source)
+
+
+def load_rulebook(session: Session, box: SecretBox, settings: Settings, today: date | None = None) -> RuleBook:
+    book = RuleBook(version=config_version(session))
+    for rule in rules.list_all(session):
+        book.rules[rule.name] = compile_rule(rule, box)
+    for did in assignments.list_dids(session):
+        if did.number.startswith("_"):
+            book.did_patterns.append((compile_pattern(did.number), did.rule.name))
+        else:
+            book.dids[did.number] = did.rule.name
+    for ivr in assignments.list_ivrs(session):
+        book.ivrs[ivr.number] = ivr.rule.name
+    text = session.scalar(select(License.text).order_by(License.id.desc()).limit(1))
+    book.license = license_state(settings.license_key, text, today or date.today())
+    return book

@@ -1,0 +1,118 @@
+"""Wiring: build the parts once from Settings and run the AGI and web halves."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+from dataclasses import dataclass, field
+
+import uvicorn
+from sqlalchemy import Engine, func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from crmroute.agi.jumps import JumpTable
+from crmroute.agi.scripts import CallHandler
+from crmroute.agi.server import AgiServer
+from crmroute.connectors._http import make_client
+from crmroute.router import Router
+from crmroute.settings import Settings
+from crmroute.store.db import make_engine, make_sessionmaker, upgrade
+from crmroute.store.decisions import DecisionLog
+from crmroute.store.models import User
+from crmroute.store.secrets import SecretBox
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Store:
+    """The database and the key for its secrets."""
+
+    settings: Settings
+    engine: Engine = field(init=False)
+    factory: sessionmaker[Session] = field(init=False)
+    box: SecretBox = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings.ensure_data_dir()
+        self.engine = make_engine(self.settings.db_url)
+        self.factory = make_sessionmaker(self.engine)
+        self.box = SecretBox.from_settings(self.settings)
+
+    def upgrade(self) -> None:
+        upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def build_router(store: Store, *, with_log: bool = True) -> Router:
+    settings = store.settings
+    log = DecisionLog(store.factory, settings.decision_retention_days) if with_log else None
+    return Router(settings, store.factory, store.box, make_client(settings), log)
+
+
+async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None:
+    """Run the AGI server and/or the web app until SIGINT/SIGTERM."""
+    store = Store(settings)
+    await asyncio.to_thread(store.upgrade)
+    router = build_router(store) if agi else None
+    agi_server: AgiServer | None = None
+    tasks: list[asyncio.Task] = []
+    try:
+        if router is not None:
+            await router.start()
+            handler = CallHandler(router, JumpTable.from_settings(settings), settings.jump_mode)
+            agi_server = AgiServer(
+                handler, host=settings.agi_host, port=settings.agi_port, allow=settings.agi_allow
+            )
+            await agi_server.start()
+            logger.info("FastAGI listening on %s:%d", settings.agi_host, agi_server.port)
+        if web:
+            from crmroute.web.app import create_app
+
+            app = create_app(settings, store, router=router, agi_server=agi_server)
+            config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
+                                    log_config=None, access_log=False, lifespan="on")  # fmt: skip
+            server = uvicorn.Server(config)
+            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
+            tasks.append(asyncio.create_task(server.serve(), name="web"))
+            logger.info("web UI and API on http://%s:%d", settings.http_host, settings.http_port)
+        await asyncio.to_thread(warn_if_no_user, store)
+        await wait_for_signal(tasks)
+    finally:
+        for task in tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        if agi_server is not None:
+            await agi_server.close()
+        if router is not None:
+            await router.close()
+            await router.http.aclose()
+        store.close()
+
+
+async def wait_for_signal(tasks: list[asyncio.Task]) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, stop.set)
+    waiters = [asyncio.create_task(stop.wait())] + tasks
+    done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    waiters[0].cancel()
+    for task in done:
+        if task is not waiters[0] and task.exception():
+            raise task.exception()  # type: ignore[misc]
+    logger.info("stopping")
+
+
+def warn_if_no_user(store: Store) -> None:
+    with store.factory() as session:
+        if not session.scalar(select(func.count()).select_from(User)):
+            logger.warning(
+                "no user exists yet: create one with `crmroute user create USERNAME` to sign in to the web UI"
+            )

@@ -1,0 +1,176 @@
+"""The decision log: one row per call, written in batches off the call path.
+
+``DecisionLog.record()`` only appends to an in-memory buffer; a background
+task writes the buffer every ``FLUSH_INTERVAL`` seconds (sooner when it fills)
+in a worker thread. When the database is unreachable the rows stay buffered
+and are written when it returns; past ``MAX_BUFFER`` the oldest are dropped
+and counted. Rows older than the retention period are purged hourly.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections import deque
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from crmroute.routing.trace import Decision
+from crmroute.store.models import DecisionRecord
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.5
+BATCH_SIZE = 500
+MAX_BUFFER = 50_000
+PURGE_INTERVAL = 3600.0
+
+
+@dataclass(frozen=True)
+class CallMeta:
+    call_id: str = ""
+    channel: str = ""
+    caller: str = ""
+    did: str = ""
+    ivr: str = ""
+
+
+def to_record(decision: Decision, meta: CallMeta, at: datetime | None = None) -> DecisionRecord:
+    dest = decision.destination
+    return DecisionRecord(
+        created_at=at or datetime.now(timezone.utc),
+        call_id=meta.call_id[:64],
+        channel=meta.channel[:128],
+        caller=meta.caller[:64],
+        did=meta.did[:64],
+        ivr=meta.ivr[:64],
+        rule=decision.rule[:128],
+        lookup_key=decision.key[:128],
+        key_source=decision.key_source,
+        value=decision.value,
+        row=decision.row,
+        dest_type=str(dest.type) if dest else "",
+        dest=dest.option if dest else "",
+        status=str(decision.status),
+        reason=decision.reason[:64],
+        error=decision.error,
+        crm_ms=decision.crm_ms,
+        total_ms=decision.total_ms,
+        trace=list(decision.steps),
+    )
+
+
+class DecisionLog:
+    def __init__(self, factory: sessionmaker[Session], retention_days: int) -> None:
+        self._factory = factory
+        self._retention = retention_days
+        self._buffer: deque[DecisionRecord] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self.dropped = 0
+        self.written = 0
+        self.db_ok = True
+
+    def record(self, decision: Decision, meta: CallMeta) -> None:
+        """Queue one call's decision; never blocks, never raises."""
+        if len(self._buffer) >= MAX_BUFFER:
+            self._buffer.popleft()
+            self.dropped += 1
+        self._buffer.append(to_record(decision, meta))
+        if len(self._buffer) >= BATCH_SIZE:
+            self._wake.set()
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="decision-log")
+
+    async def close(self) -> None:
+        """Stop the writer and write what is buffered (best effort)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> None:
+        while self._buffer:
+            batch = [self._buffer.popleft() for _ in range(min(BATCH_SIZE, len(self._buffer)))]
+            try:
+                await asyncio.to_thread(self._write, batch)
+            except SQLAlchemyError as exc:
+                self._buffer.extendleft(reversed(batch))  # keep order; retried on the next tick
+                if self.db_ok:
+                    logger.warning("decision log: database unavailable, %d rows buffered: %s", len(self._buffer), exc)
+                self.db_ok = False
+                return
+            if not self.db_ok:
+                logger.info("decision log: database back, buffered rows written")
+            self.db_ok = True
+            self.written += len(batch)
+
+    def _write(self, batch: list[DecisionRecord]) -> None:
+        with self._factory() as session, session.begin():
+            session.add_all(batch)
+        # A failed transaction leaves the objects attached to nothing: safe to re-add later.
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_INTERVAL):
+                    await self._wake.wait()
+            self._wake.clear()
+            await self.flush()
+            if self._retention and loop.time() >= next_purge and self.db_ok:
+                next_purge = loop.time() + PURGE_INTERVAL
+                try:
+                    removed = await asyncio.to_thread(purge, self._factory, self._retention)
+                except SQLAlchemyError as exc:
+                    logger.warning("decision log: purge failed: %s", exc)
+                else:
+                    if removed:
+                        logger.info("decision log: purged %d rows older than %d days", removed, self._retention)
+
+
+def purge(factory: sessionmaker[Session], retention_days: int, now: datetime | None = None) -> int:
+    cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
+    with factory() as session, session.begin():
+        return session.execute(delete(DecisionRecord).where(DecisionRecord.created_at < cutoff)).rowcount or 0
+
+
+def search(
+    session: Session,
+    *,
+    caller: str = "",
+    rule: str = "",
+    status: str = "",
+    since: datetime | None = None,
+    until: datetime | None = None,
+    offset: int = 0,
+    limit: int = 50,
+) -> tuple[int, list[DecisionRecord]]:
+    """Newest first; ``caller`` matches a substring of the number."""
+    query = select(DecisionRecord)
+    if caller:
+        query = query.where(DecisionRecord.caller.contains(caller, autoescape=True))
+    if rule:
+        query = query.where(DecisionRecord.rule == rule)
+    if status:
+        query = query.where(DecisionRecord.status == status)
+    if since:
+        query = query.where(DecisionRecord.created_at >= since)
+    if until:
+        query = query.where(DecisionRecord.created_at < until)
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(DecisionRecord.id.desc()).offset(offset).limit(limit))
+    return total, list(rows)
