@@ -35,7 +35,7 @@ def create_app(
         except SQLAlchemyError as exc:
             body["database"] = f"error: {type(exc).__name__}"
         if agi_server is not None:
-            body["agi"] = "listening" if agi_server.is_serving() else "down"
+            body["agi"] = "listening" if agi_server.serving else "down"
             body["agi_active_sessions"] = agi_server.active_sessions
         else:
             body["agi"] = "not running in this process"
