@@ -23,6 +23,7 @@ from pydantic import (
 )
 
 from crmroute.connectors.custom import validate_custom_url, validate_header
+from crmroute.routing.patterns import compile_pattern
 from crmroute.routing.compare import Operator, check_operand, parse_operator
 from crmroute.routing.trace import ROW_DEST_TYPES
 
@@ -221,6 +222,8 @@ class DidIn(Strict):
         value = str(value).strip()
         if not DID_PATTERN.match(value):
             raise ValueError("must be a number (digits, optional leading +) or an Asterisk pattern such as _555XXXX")
+        if value.startswith("_"):
+            compile_pattern(value)  # its ValueError names the problem
         return value
 
 

@@ -1,0 +1,94 @@
+"""The decision log: batched writes, buffering while the database is away, retention, search."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta, timezone
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import sessionmaker
+
+from crmroute.routing.trace import Decision, DestType, Destination, Status
+from crmroute.store.db import make_engine, make_sessionmaker
+from crmroute.store.decisions import CallMeta, DecisionLog, purge, search
+from crmroute.store.models import DecisionRecord
+
+
+def sample(i: int = 0, status: Status = Status.MATCHED) -> tuple[Decision, CallMeta]:
+    decision = Decision(status, rule="VIP", destination=Destination(DestType.QUEUE, "103"), value="GOLD", row=1,
+                        key=f"+1555000{i:04d}", key_source="caller_id", crm_ms=12.5, total_ms=13.0,
+                        steps=["lookup key", "row 1 matched"])  # fmt: skip
+    return decision, CallMeta(call_id=f"call-{i}", channel="PJSIP/trunk-1", caller=f"+1555000{i:04d}", did="5551000")
+
+
+def count(factory: sessionmaker) -> int:
+    with factory() as session:
+        return session.scalar(select(func.count()).select_from(DecisionRecord))
+
+
+async def test_rows_are_written_in_a_batch(store):
+    log = DecisionLog(store.factory, retention_days=30)
+    for i in range(120):
+        log.record(*sample(i))
+    assert count(store.factory) == 0  # recording never touches the database
+    await log.flush()
+    assert count(store.factory) == 120 and log.pending == 0
+    with store.factory() as session:
+        row = session.scalar(select(DecisionRecord).where(DecisionRecord.call_id == "call-7"))
+    assert (row.status, row.rule, row.dest_type, row.dest, row.value, row.row) == ("matched", "VIP", "queue", "103", "GOLD", 1)  # fmt: skip
+    assert row.trace == ["lookup key", "row 1 matched"] and row.crm_ms == 12.5
+
+
+async def test_rows_wait_for_the_database_and_none_are_lost(store, tmp_path):
+    broken = make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"))
+    log = DecisionLog(broken, retention_days=30)
+    for i in range(10):
+        log.record(*sample(i))
+    await log.flush()
+    assert log.pending == 10 and not log.db_ok
+    log._factory = store.factory  # the database is back
+    await log.flush()
+    assert log.pending == 0 and log.db_ok and count(store.factory) == 10
+
+
+async def test_buffer_is_bounded_and_drops_are_counted(store, monkeypatch):
+    monkeypatch.setattr("crmroute.store.decisions.MAX_BUFFER", 5)
+    log = DecisionLog(store.factory, retention_days=30)
+    for i in range(8):
+        log.record(*sample(i))
+    assert log.pending == 5 and log.dropped == 3
+    await log.flush()
+    with store.factory() as session:
+        assert sorted(session.scalars(select(DecisionRecord.call_id))) == [f"call-{i}" for i in range(3, 8)]
+
+
+async def test_background_writer_and_close(store):
+    log = DecisionLog(store.factory, retention_days=30)
+    log.start()
+    log.record(*sample(1))
+    await log.close()  # writes what is left
+    assert count(store.factory) == 1
+
+
+def test_retention_purges_old_rows(store):
+    now = datetime.now(timezone.utc)
+    with store.factory() as session, session.begin():
+        for days in (1, 10, 40):
+            session.add(DecisionRecord(created_at=now - timedelta(days=days), status="matched", call_id=f"d{days}"))
+    assert purge(store.factory, 30, now) == 1
+    with store.factory() as session:
+        assert sorted(session.scalars(select(DecisionRecord.call_id))) == ["d1", "d10"]
+
+
+async def test_search_filters(store):
+    log = DecisionLog(store.factory, retention_days=30)
+    for i in range(5):
+        log.record(*sample(i, Status.MATCHED if i % 2 else Status.FALLBACK))
+    await log.flush()
+    with store.factory() as session:
+        total, rows = search(session, status="fallback")
+        assert total == 3 and [r.call_id for r in rows] == ["call-4", "call-2", "call-0"]
+        total, rows = search(session, caller="0003")
+        assert total == 1 and rows[0].call_id == "call-3"
+        total, rows = search(session, rule="VIP", limit=2, offset=1)
+        assert total == 5 and [r.call_id for r in rows] == ["call-3", "call-2"]
+        assert search(session, since=datetime.now(timezone.utc) + timedelta(hours=1))[0] == 0
