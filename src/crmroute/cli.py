@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import asyncio
 import json
 import logging
@@ -48,6 +49,15 @@ def build_parser() -> argparse.ArgumentParser:
     route.add_argument("--caller", default="", help="the caller's number")
     route.add_argument("--dtmf", default="", help="digits the caller typed")
     route.add_argument("--json", action="store_true", help="print the trace as JSON")
+
+    user = sub.add_parser("user", help="web UI users").add_subparsers(dest="user_command", required=True)
+    create = user.add_parser("create", help="create a user (prompts for the password)")
+    create.add_argument("username")
+    create.add_argument("--password-stdin", action="store_true", help="read the password from standard input")
+    token = sub.add_parser("token", help="API tokens").add_subparsers(dest="token_command", required=True)
+    new_token = token.add_parser("create", help="print a new API token for a user")
+    new_token.add_argument("username")
+    new_token.add_argument("--name", default="", help="what the token is for")
 
     lic = sub.add_parser("license", help="licensing").add_subparsers(dest="license_command", required=True)
     install = lic.add_parser("install", help="install a license file")
@@ -211,6 +221,44 @@ def cmd_license(settings: Settings, args: argparse.Namespace) -> int:
         store.close()
 
 
+def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
+    from crmroute.service import Store
+    from crmroute.store.db import transaction
+    from crmroute.store.users import create_user
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+    else:
+        password = getpass.getpass("Password: ")
+        if getpass.getpass("Repeat password: ") != password:
+            raise ConfigError("the two passwords differ", field="password")
+    store = Store(settings)
+    try:
+        store.upgrade()
+        with transaction(store.factory) as session:
+            create_user(session, args.username, password)
+    finally:
+        store.close()
+    print(f"created user {args.username}")
+    return 0
+
+
+def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
+    from crmroute.service import Store
+    from crmroute.store.db import transaction
+    from crmroute.store.users import create_token
+
+    store = Store(settings)
+    try:
+        store.upgrade()
+        with transaction(store.factory) as session:
+            token = create_token(session, args.username, args.name)
+    finally:
+        store.close()
+    print(token)
+    return 0
+
+
 def read_file(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -235,4 +283,6 @@ COMMANDS = {
     "rules": cmd_rules,
     "route": cmd_route,
     "license": cmd_license,
+    "user": cmd_user,
+    "token": cmd_token,
 }

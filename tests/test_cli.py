@@ -1,0 +1,194 @@
+"""The crmroute command, run as a user runs it: a subprocess with CRMROUTE_* set."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from datetime import date, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from crmroute.licensing import sign_license
+from tests.connectors.fakecustom import custom_crm, custom_crm_server  # noqa: F401
+
+SAMPLE = Path(__file__).parent / "store" / "sample_rules.yaml"
+SECRETS = {"ZOHO_SECRET": "zs-cli-secret", "ZOHO_REFRESH": "zr-cli-secret", "CRM_KEY": "k-cli-secret"}
+
+
+def run(env: dict, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "crmroute", *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
+    )
+
+
+@pytest.fixture
+def env(data_dir: Path, db_url: str) -> dict:
+    base = {k: v for k, v in os.environ.items() if not k.startswith("CRMROUTE_")}
+    return base | {"CRMROUTE_DATA_DIR": str(data_dir), "CRMROUTE_DATABASE_URL": db_url}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_db_upgrade(env):
+    result = run(env, "db", "upgrade")
+    assert result.returncode == 0, result.stderr
+    assert "up to date" in result.stdout
+
+
+def test_rules_import_export_round_trip(env):
+    result = run(env | SECRETS, "rules", "import", str(SAMPLE))
+    assert result.returncode == 0, result.stderr
+    assert "rules: 2 created, 0 updated, 0 unchanged" in result.stdout
+    again = run(env | SECRETS, "rules", "import", str(SAMPLE))
+    assert "rules: 0 created, 0 updated, 2 unchanged" in again.stdout
+    exported = run(env, "rules", "export")
+    assert exported.returncode == 0
+    for secret in SECRETS.values():
+        assert secret not in exported.stdout + exported.stderr
+    assert "********" in exported.stdout
+    as_json = json.loads(run(env, "rules", "export", "--format", "json").stdout)
+    assert [r["name"] for r in as_json["rules"]] == ["Accounts by number", "VIP"]
+    reimport = run(env, "rules", "import", "-", "--format", "json", stdin=json.dumps(as_json))
+    assert reimport.returncode == 0, reimport.stderr
+    assert "rules: 0 created, 0 updated, 2 unchanged" in reimport.stdout
+
+
+def test_rules_import_errors_list_every_field_and_change_nothing(env, tmp_path):
+    bad = SAMPLE.read_text().replace('"https://crm.example.com/lookup"', '"http://crm.example.com/lookup"')
+    bad = bad.replace("crm_module: accounts", "crm_module: planets")
+    path = tmp_path / "bad.yaml"
+    path.write_text(bad)
+    result = run(env | SECRETS, "rules", "import", str(path))
+    assert result.returncode == 2
+    assert "rules[0].custom_url: must start with https://" in result.stderr
+    assert "rules[1].crm_module: must be one of" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert run(env, "rules", "export", "--format", "json").stdout.count('"name"') == 0
+
+
+def test_rules_import_check_only(env):
+    result = run(env | SECRETS, "rules", "import", "--check", str(SAMPLE))
+    assert result.returncode == 0 and "nothing was changed" in result.stdout
+    assert json.loads(run(env, "rules", "export", "--format", "json").stdout)["rules"] == []
+
+
+def test_missing_file_and_bad_setting(env):
+    result = run(env, "rules", "import", "/nonexistent.yaml")
+    assert result.returncode == 2 and "file: cannot read /nonexistent.yaml" in result.stderr
+    result = run(env | {"CRMROUTE_AGI_ALLOW": "not-an-address"}, "db", "upgrade")
+    assert result.returncode == 2 and "CRMROUTE_AGI_ALLOW" in result.stderr
+
+
+def test_route_dry_run(env, custom_crm, tmp_path):  # noqa: F811
+    rules = SAMPLE.read_text().replace("https://crm.example.com/lookup", custom_crm.url)
+    (tmp_path / "rules.yaml").write_text(rules)
+    env = env | SECRETS | {"CRMROUTE_CA_BUNDLE": str(custom_crm.ca_path)}
+    assert run(env, "rules", "import", str(tmp_path / "rules.yaml")).returncode == 0
+    custom_crm.records = {"+15551230001": {"Status": "GOLD"}}
+    result = run(env, "route", "--did", "5551000", "--caller", "+15551230001", "--json")
+    assert result.returncode == 0, result.stderr
+    trace = json.loads(result.stdout)
+    assert trace["status"] == "matched" and trace["row"] == 1 and trace["value"] == "GOLD"
+    assert trace["destination"] == {"type": "queue", "option": "103"}
+    assert trace["jump"] == "crmroute-queue,103,1"
+    assert trace["crm_ms"] > 0 and trace["steps"]
+    assert custom_crm.last.headers["x-api-key"] == SECRETS["CRM_KEY"]
+    text = run(env, "route", "--did", "5551000", "--caller", "+15550000000")
+    assert "status:      default (no_value)" in text.stdout
+    assert "destination: extension 100" in text.stdout
+    nothing = json.loads(run(env, "route", "--did", "999", "--caller", "1", "--json").stdout)
+    assert nothing["status"] == "no_rule"
+
+
+def make_license(tmp_path: Path, features=("crm_routing",), expires=None) -> tuple[str, Path]:
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
+    text = sign_license({"licensee": "Example Ltd", "features": list(features), "limits": {"rules": 10},
+                         "issued": date.today() - timedelta(days=1), "expires": expires}, key)  # fmt: skip
+    path = tmp_path / "license.json"
+    path.write_text(text)
+    return public, path
+
+
+def test_license_install_and_show(env, tmp_path):
+    public, path = make_license(tmp_path)
+    env = env | {"CRMROUTE_LICENSE_KEY": public}
+    shown = run(env, "license", "show")
+    assert shown.returncode == 1 and "license: missing" in shown.stdout
+    installed = run(env, "license", "install", str(path))
+    assert installed.returncode == 0, installed.stderr
+    assert "Example Ltd" in installed.stdout
+    assert "license: valid; CRM routing enabled" in run(env, "license", "show").stdout
+    other, forged = make_license(tmp_path / "..")
+    refused = run(env, "license", "install", str(forged))
+    assert refused.returncode == 1 and "signature" in refused.stderr
+
+
+def test_serve_opens_both_ports(env, tmp_path):
+    agi_port, http_port = free_port(), free_port()
+    env = env | {"CRMROUTE_AGI_PORT": str(agi_port), "CRMROUTE_HTTP_PORT": str(http_port)}
+    process = subprocess.Popen([sys.executable, "-m", "crmroute", "serve"], env=env,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)  # fmt: skip
+    try:
+        health = None
+        for _ in range(100):
+            try:
+                health = httpx.get(f"http://127.0.0.1:{http_port}/healthz", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        assert health is not None and health.status_code == 200
+        body = health.json()
+        assert body["database"] == "ok" and body["agi"] == "listening" and body["status"] == "ok"
+        with socket.create_connection(("127.0.0.1", agi_port), timeout=2) as sock:
+            sock.sendall(b"agi_network: yes\nagi_network_script: did\nagi_extension: 1\nagi_callerid: 1\n\n")
+            reply = sock.recv(1000).decode()
+        assert reply.startswith('SET VARIABLE CRMROUTE_STATUS "no_rule"')
+    finally:
+        process.terminate()
+        output, _ = process.communicate(timeout=15)
+    assert process.returncode == 0, output
+    assert "crmroute user create" in output  # tells the operator how to create the first user
+
+
+def test_user_and_token_create(env, store_for_env):
+    created = run(env, "user", "create", "admin", "--password-stdin", stdin="correct horse\n")
+    assert created.returncode == 0, created.stderr
+    duplicate = run(env, "user", "create", "admin", "--password-stdin", stdin="correct horse\n")
+    assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
+    short = run(env, "user", "create", "bob", "--password-stdin", stdin="short\n")
+    assert short.returncode == 2 and "password: must be at least 8 characters" in short.stderr
+    token = run(env, "token", "create", "admin").stdout.strip()
+    assert token.startswith("crt_") and len(token) > 40
+    assert run(env, "token", "create", "nobody").returncode == 1
+
+    from sqlalchemy import select
+
+    from crmroute.store.models import ApiToken, User
+    from crmroute.store.users import check_password, hash_token
+
+    with store_for_env.factory() as session:
+        user = session.scalar(select(User).where(User.username == "admin"))
+        assert "correct horse" not in user.password_hash and check_password(user, "correct horse")
+        assert session.scalar(select(ApiToken.token_hash)) == hash_token(token)
+
+
+@pytest.fixture
+def store_for_env(settings):
+    from crmroute.service import Store
+
+    store = Store(settings)
+    yield store
+    store.close()
