@@ -6,14 +6,17 @@ import asyncio
 import copy
 import logging
 import time
+from datetime import date, timedelta
 
 import pytest
 from sqlalchemy import select
 
 from crmroute import rulesfile
-from crmroute.store.models import DecisionRecord
+from crmroute.store.db import bump_config_version, transaction
+from crmroute.store.models import DecisionRecord, License
 from tests.agi.conftest import CRM_KEY, base_rules
 from tests.agi.fakeasterisk import call_agi
+from tests.test_cli import make_license
 
 GOLD_CALLER = "+15551230001"
 
@@ -291,3 +294,30 @@ async def test_rule_changes_reach_the_agi_server(stack, custom_crm):
     assert await stack.router.reload_if_changed()
     result = await call_agi(stack.port, "did", env={"extension": "5551000"})
     assert result.jump == ("crmroute-queue", "104", "1")
+
+
+async def test_unlicensed_when_a_key_is_configured_without_a_license(stack_factory, custom_crm, tmp_path):
+    public, path = make_license(tmp_path)
+    stack = await stack_factory(license_key=public)
+    custom_crm.values = {"Status": "GOLD"}
+    result = await call_agi(stack.port, "did", env={"extension": "5551000"})
+    assert result.variables == {"CRMROUTE_STATUS": "unlicensed", "CRMROUTE_RULE": "VIP"}
+    assert result.jump is None and custom_crm.requests == []
+
+    with transaction(stack.store.factory) as session:
+        session.add(License(text=path.read_text()))
+        bump_config_version(session)
+    assert await stack.router.reload_if_changed()
+    result = await call_agi(stack.port, "did", env={"extension": "5551000"})
+    assert result.variables["CRMROUTE_STATUS"] == "matched"
+
+
+async def test_expired_license_stops_routing(stack_factory, custom_crm, tmp_path):
+    public, path = make_license(tmp_path, expires=date.today() - timedelta(days=1))
+    stack = await stack_factory(license_key=public)
+    with transaction(stack.store.factory) as session:
+        session.add(License(text=path.read_text()))
+        bump_config_version(session)
+    await stack.router.reload_if_changed()
+    result = await call_agi(stack.port, "did", env={"extension": "5551000"})
+    assert result.variables["CRMROUTE_STATUS"] == "unlicensed"
