@@ -149,8 +149,9 @@ def cmd_route(settings: Settings, args: argparse.Namespace) -> int:
             target = Target("did", args.did) if args.did else Target("ivr", args.ivr) if args.ivr else Target("rule", args.rule)  # fmt: skip
             trace = await router.dry_run(target, caller_id=args.caller, dtmf=args.dtmf)
             dest = trace.get("destination")
-            if dest and settings.jump_mode == "goto":
-                trace["jump"] = ",".join(JumpTable.from_settings(settings).target(Destination(DestType(dest["type"]), dest["option"])))  # fmt: skip
+            jump = JumpTable.from_settings(settings).jump_for(dest and Destination(DestType(dest["type"]), dest["option"]))
+            if jump:
+                trace["jump"] = ",".join(jump)
             return trace
         finally:
             await router.http.aclose()

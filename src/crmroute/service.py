@@ -64,7 +64,7 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
     try:
         if router is not None:
             await router.start()
-            handler = CallHandler(router, JumpTable.from_settings(settings), settings.jump_mode)
+            handler = CallHandler(router, JumpTable.from_settings(settings))
             agi_server = AgiServer(
                 handler, host=settings.agi_host, port=settings.agi_port, allow=settings.agi_allow
             )

@@ -98,7 +98,7 @@ async def stack_factory(data_dir: Path, db_url: str, custom_crm) -> AsyncIterato
         store = Store(settings)
         store.upgrade()
         router = build_router(store)
-        handler = CallHandler(router, JumpTable.from_settings(settings), settings.jump_mode)
+        handler = CallHandler(router, JumpTable.from_settings(settings))
         server = AgiServer(handler, host="127.0.0.1", port=0, allow=settings.agi_allow, session_timeout=10.0)
         stack = Stack(store, router, server, custom_crm)
         opened.append(stack)

@@ -51,10 +51,9 @@ def parse_target(env: AgiEnv) -> Target:
 class CallHandler:
     """The server's handler: one instance serves every call."""
 
-    def __init__(self, router: Router, jumps: JumpTable, jump_mode: str = "goto") -> None:
+    def __init__(self, router: Router, jumps: JumpTable) -> None:
         self.router = router
         self.jumps = jumps
-        self.jump_mode = jump_mode
 
     async def __call__(self, channel: AgiChannel) -> Outcome:
         env = channel.env
@@ -72,11 +71,7 @@ class CallHandler:
             f"{decision.destination.type} {decision.destination.option}" if decision.destination else "dialplan",
             extra={"call_id": meta.call_id},
         )  # fmt: skip
-        jump = None
-        if decision.destination is not None and decision.status in (Status.MATCHED, Status.DEFAULT, Status.FALLBACK):
-            if self.jump_mode == "goto":
-                jump = self.jumps.target(decision.destination)
-        return Outcome(decision_variables(decision), jump)
+        return Outcome(decision_variables(decision), self.jumps.jump_for(decision.destination))
 
     async def _decide(self, channel: AgiChannel, meta: CallMeta) -> tuple[Decision, CallMeta]:
         env = channel.env

@@ -71,6 +71,7 @@ class DecisionLog:
         self._retention = retention_days
         self._buffer: deque[DecisionRecord] = deque()
         self._wake = asyncio.Event()
+        self._flushing = asyncio.Lock()  # one writer at a time, so flush() returns only when written
         self._task: asyncio.Task | None = None
         self.dropped = 0
         self.written = 0
@@ -102,6 +103,10 @@ class DecisionLog:
         await self.flush()
 
     async def flush(self) -> None:
+        async with self._flushing:
+            await self._flush()
+
+    async def _flush(self) -> None:
         while self._buffer:
             batch = [self._buffer.popleft() for _ in range(min(BATCH_SIZE, len(self._buffer)))]
             try:
