@@ -25,6 +25,10 @@ from crmroute.store.secrets import SecretBox
 
 logger = logging.getLogger(__name__)
 
+# A backstop only: the CRM part of a call is bounded by the rule's deadline;
+# the rest is Asterisk playing the greeting and collecting digits (GET DATA).
+SESSION_TIMEOUT = 180.0
+
 
 @dataclass
 class Store:
@@ -66,8 +70,9 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
             await router.start()
             handler = CallHandler(router, JumpTable.from_settings(settings))
             agi_server = AgiServer(
-                handler, host=settings.agi_host, port=settings.agi_port, allow=settings.agi_allow
-            )
+                handler, host=settings.agi_host, port=settings.agi_port, allow=settings.agi_allow,
+                session_timeout=SESSION_TIMEOUT,
+            )  # fmt: skip
             await agi_server.start()
             logger.info("FastAGI listening on %s:%d", settings.agi_host, agi_server.port)
         if web:
