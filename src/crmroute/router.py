@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from crmroute.connectors.custom import fetch_custom
 from crmroute.deadline import Deadline
 from crmroute.errors import ConnectorUnavailable
+from crmroute.metrics import Metrics
 from crmroute.routing.engine import Fetch, LookupKey, decide, lookup_key
 from crmroute.routing.trace import Decision, Status
 from crmroute.rulebook import CompiledRule, CustomSource, RuleBook, load_rulebook
@@ -62,6 +63,10 @@ class Router:
         self._box = box
         self.http = http
         self.decision_log = decision_log
+        self.metrics = Metrics()
+        if decision_log is not None:
+            self.metrics.track(self.metrics.decisions_pending, lambda: decision_log.pending)
+            self.metrics.track(self.metrics.decisions_dropped, lambda: decision_log.dropped)
         self.book = RuleBook()
         self._task: asyncio.Task | None = None
 
@@ -171,5 +176,13 @@ class Router:
         return decision.as_dict() | {"did": resolved.did, "ivr": resolved.ivr, "caller": caller_id, "dtmf": dtmf}
 
     def record(self, decision: Decision, meta: CallMeta) -> None:
+        """Log one call's decision and count it in the metrics."""
         if self.decision_log is not None:
             self.decision_log.record(decision, meta)
+        rule = self.book.rules.get(decision.rule)
+        if rule is None or decision.key == "":  # the CRM was not asked
+            self.metrics.observe(decision)
+        elif isinstance(rule.source, CustomSource):
+            self.metrics.observe(decision, integration="custom", kind="custom")
+        else:
+            self.metrics.observe(decision, integration=rule.source.integration, kind=rule.source.kind)

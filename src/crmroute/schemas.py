@@ -9,6 +9,7 @@ pydantic ``ValidationError`` into ``(field path, message)`` pairs such as
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -299,18 +300,26 @@ class _FieldError(ValueError):
 
 def problems(error: ValidationError, prefix: str = "") -> list[tuple[str, str]]:
     """``(path, message)`` for each error, e.g. ``("rules[2].custom_url", "must start with https://")``."""
+    return error_problems(error.errors(include_url=False), prefix)
+
+
+def error_problems(errors: Sequence[Any], prefix: str = "", *, request: bool = False) -> list[tuple[str, str]]:
+    """The same for pydantic's error dicts; ``request`` drops FastAPI's body/query/path root."""
     found: list[tuple[str, str]] = []
-    for item in error.errors(include_url=False):
-        path = format_path(item["loc"], prefix)
-        message = str(item["msg"]).removeprefix("Value error, ")
+    for item in errors:
+        loc = tuple(item.get("loc", ()))
+        if request and loc and loc[0] in ("body", "query", "path"):
+            loc = loc[1:]
+        path = format_path(loc, prefix)
+        message = str(item.get("msg", "invalid")).removeprefix("Value error, ")
         if "\x00" in message:  # blame set by a model validator
             field, _, message = message.partition("\x00")
             path = join_path(path, field)
-        if item["type"] == "missing":
+        elif item.get("type") == "missing":
             message = "required"
-        elif item["type"] == "extra_forbidden":
+        elif item.get("type") == "extra_forbidden":
             message = "unknown field"
-        elif item["type"] == "literal_error":
+        elif item.get("type") == "literal_error":
             message = "must be one of " + str(item.get("ctx", {}).get("expected", "")).replace("'", "")
         found.append((path, message))
     return found

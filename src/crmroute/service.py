@@ -64,6 +64,7 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
     await asyncio.to_thread(store.upgrade)
     router = build_router(store) if agi else None
     agi_server: AgiServer | None = None
+    web_server: uvicorn.Server | None = None
     tasks: list[asyncio.Task] = []
     try:
         if router is not None:
@@ -74,24 +75,25 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
                 session_timeout=SESSION_TIMEOUT,
             )  # fmt: skip
             await agi_server.start()
-            logger.info("FastAGI listening on %s:%d", settings.agi_host, agi_server.port)
+            router.metrics.track(router.metrics.agi_sessions, lambda: agi_server.active_sessions)
         if web:
             from crmroute.web.app import create_app
 
             app = create_app(settings, store, router=router, agi_server=agi_server)
             config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                     log_config=None, access_log=False, lifespan="on")  # fmt: skip
-            server = uvicorn.Server(config)
-            server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
-            tasks.append(asyncio.create_task(server.serve(), name="web"))
+            web_server = uvicorn.Server(config)
+            web_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours stop both halves
+            tasks.append(asyncio.create_task(web_server.serve(), name="web"))
             logger.info("web UI and API on http://%s:%d", settings.http_host, settings.http_port)
         await asyncio.to_thread(warn_if_no_user, store)
         await wait_for_signal(tasks)
     finally:
+        if web_server is not None:
+            web_server.should_exit = True  # a graceful stop: finish requests, run the lifespan's end
         for task in tasks:
-            task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+                await asyncio.wait_for(task, timeout=10)
         if agi_server is not None:
             await agi_server.close()
         if router is not None:

@@ -1,18 +1,19 @@
-"""Users (argon2 password hashes) and API tokens (stored as SHA-256 hashes)."""
+"""Users (argon2 password hashes), API tokens and browser sessions (stored as SHA-256 hashes)."""
 
 from __future__ import annotations
 
 import hashlib
 import secrets
+from datetime import datetime, timedelta, timezone
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import delete, func, select
+from sqlalchemy.orm import Session, selectinload
 
 from crmroute.errors import ConfigError, Conflict, NotFound
 from crmroute.schemas import NAME_PATTERN
-from crmroute.store.models import ApiToken, User
+from crmroute.store.models import ApiToken, User, WebSession, utcnow
 
 MIN_PASSWORD_LENGTH = 8
 TOKEN_PREFIX = "crt_"
@@ -51,3 +52,107 @@ def create_token(session: Session, username: str, name: str = "") -> str:
 
 def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+# --- browser sessions ----------------------------------------------------------
+
+SESSION_LIFETIME = timedelta(hours=12)
+
+
+def create_session(session: Session, user: User, *, lifetime: timedelta = SESSION_LIFETIME) -> tuple[str, WebSession]:
+    """A new signed-in session; returns the cookie value (only its hash is stored)."""
+    token = secrets.token_urlsafe(32)
+    row = WebSession(
+        token_hash=hash_token(token), user_id=user.id, csrf_token=secrets.token_urlsafe(24),
+        expires_at=utcnow() + lifetime,
+    )  # fmt: skip
+    session.add(row)
+    session.flush()
+    return token, row
+
+
+def find_session(session: Session, token: str) -> WebSession | None:
+    """The live session for a cookie value, with its user; ``None`` if unknown or expired."""
+    if not token:
+        return None
+    row = session.scalar(
+        select(WebSession).where(WebSession.token_hash == hash_token(token)).options(selectinload(WebSession.user))
+    )
+    if row is None or _aware(row.expires_at) <= utcnow() or not row.user.is_active:
+        return None
+    return row
+
+
+def end_session(session: Session, token: str) -> None:
+    session.execute(delete(WebSession).where(WebSession.token_hash == hash_token(token)))
+
+
+def purge_sessions(session: Session) -> int:
+    return session.execute(delete(WebSession).where(WebSession.expires_at <= utcnow())).rowcount or 0
+
+
+# --- lookups --------------------------------------------------------------------
+
+
+def authenticate(session: Session, username: str, password: str) -> User | None:
+    user = session.scalar(select(User).where(User.username == username.strip()))
+    if user is None:
+        _hasher.hash(password)  # same work either way: no timing hint that the name exists
+        return None
+    return user if user.is_active and check_password(user, password) else None
+
+
+def find_token_user(session: Session, token: str) -> User | None:
+    """The user of a live API token, noting when it was last used."""
+    row = session.scalar(
+        select(ApiToken).where(ApiToken.token_hash == hash_token(token)).options(selectinload(ApiToken.user))
+    )
+    if row is None or row.revoked or not row.user.is_active:
+        return None
+    row.last_used_at = utcnow()
+    return row.user
+
+
+def get_user(session: Session, user_id: int) -> User:
+    user = session.get(User, user_id)
+    if user is None:
+        raise NotFound(f"no user with id {user_id}")
+    return user
+
+
+def list_users(session: Session) -> list[User]:
+    return list(session.scalars(select(User).order_by(User.username)))
+
+
+def set_password(session: Session, user: User, password: str) -> None:
+    if len(password) < MIN_PASSWORD_LENGTH:
+        raise ConfigError(f"must be at least {MIN_PASSWORD_LENGTH} characters", field="password")
+    user.password_hash = _hasher.hash(password)
+    session.execute(delete(WebSession).where(WebSession.user_id == user.id))  # sign out everywhere
+
+
+def delete_user(session: Session, user: User) -> None:
+    active = session.scalar(select(func.count()).select_from(User).where(User.is_active, User.id != user.id))
+    if not active:
+        raise Conflict("the last user cannot be deleted")
+    session.delete(user)
+
+
+def list_tokens(session: Session, user: User | None = None) -> list[ApiToken]:
+    query = select(ApiToken).options(selectinload(ApiToken.user)).order_by(ApiToken.id)
+    if user is not None:
+        query = query.where(ApiToken.user_id == user.id)
+    return list(session.scalars(query))
+
+
+def revoke_token(session: Session, token_id: int) -> ApiToken:
+    row = session.get(ApiToken, token_id)
+    if row is None:
+        raise NotFound(f"no token with id {token_id}")
+    row.revoked = True
+    return row
+
+
+def _aware(value: datetime) -> datetime:
+    """SQLite gives naive datetimes back; they were stored as UTC."""
+    return value if value.tzinfo else value.replace(tzinfo=timezone.utc)

@@ -1,28 +1,54 @@
-"""The web half: REST API and admin UI (FastAPI), plus /healthz."""
+"""The web half: REST API under /api/v1, the admin UI, /healthz and /metrics."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
 
-from fastapi import FastAPI
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 
 from crmroute import __version__
+from crmroute.errors import ConfigError, Conflict, NotFound
+from crmroute.metrics import CONTENT_TYPE, Metrics
+from crmroute.schemas import error_problems
 from crmroute.settings import Settings
+from crmroute.web.deps import CsrfFailed, LoginRequired
+from crmroute.web.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from crmroute.agi.server import AgiServer
     from crmroute.router import Router
     from crmroute.service import Store
 
+STATIC = Path(__file__).parent / "static"
+
 
 def create_app(
     settings: Settings, store: "Store", *, router: "Router | None" = None, agi_server: "AgiServer | None" = None
 ) -> FastAPI:
-    app = FastAPI(title="crmroute", version=__version__, openapi_url="/api/v1/openapi.json", docs_url=None)
-    app.state.settings, app.state.store, app.state.router, app.state.agi_server = settings, store, router, agi_server
+    from crmroute.web.api import api_router
+    from crmroute.web.ui import ui_router
+
+    app = FastAPI(
+        title="crmroute", version=__version__, openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs",
+        redoc_url=None,
+    )  # fmt: skip
+    app.state.settings = settings
+    app.state.store = store
+    app.state.router = router
+    app.state.agi_server = agi_server
+    app.state.metrics = router.metrics if router is not None else Metrics()
+    app.state.throttle = LoginThrottle()
+    install_error_handlers(app)
+    app.mount("/static", StaticFiles(directory=STATIC), name="static")
+    app.include_router(api_router)
+    app.include_router(ui_router)
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:
@@ -47,4 +73,40 @@ def create_app(
         body["status"] = "ok" if healthy else "degraded"
         return JSONResponse(body, status_code=200 if healthy else 503)
 
+    @app.get("/metrics", tags=["health"])
+    def metrics() -> Response:
+        """Prometheus text format."""
+        return Response(app.state.metrics.render(), media_type=CONTENT_TYPE)
+
     return app
+
+
+def problem_list(problems: list[tuple[str, str]]) -> list[dict[str, str]]:
+    return [{"field": field, "message": message} for field, message in problems]
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(NotFound)
+    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Conflict)
+    async def conflict(request: Request, exc: Conflict) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=409)
+
+    @app.exception_handler(ConfigError)
+    async def invalid(request: Request, exc: ConfigError) -> JSONResponse:
+        return JSONResponse({"detail": problem_list(exc.problems)}, status_code=422)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+        return JSONResponse({"detail": problem_list(error_problems(exc.errors(), request=True))}, status_code=422)
+
+    @app.exception_handler(LoginRequired)
+    async def login_required(request: Request, exc: LoginRequired) -> RedirectResponse:
+        return RedirectResponse(f"/login?next={quote(exc.next_url, safe='/')}", status_code=303)
+
+    @app.exception_handler(CsrfFailed)
+    async def csrf_failed(request: Request, exc: CsrfFailed) -> Response:
+        return Response("The form expired or came from another site. Go back, reload the page and try again.",
+                        status_code=403, media_type="text/plain")  # fmt: skip
