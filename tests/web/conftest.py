@@ -40,13 +40,14 @@ class Web:
         client = self.client()
         response = client.post("/login", data={"username": ADMIN[0], "password": ADMIN[1], "next": "/rules"})
         assert response.status_code == 303, response.text
-        page = client.get("/login")  # any page rendered for a signed-in user carries the token
-        client.csrf = csrf_from(client.get("/rules").text if client.get("/rules").status_code == 200 else page.text)  # type: ignore[attr-defined]
+        page = client.get("/rules")  # every page for a signed-in user carries the token
+        assert page.status_code == 200, page.text
+        client.csrf = csrf_from(page.text)  # type: ignore[attr-defined]
         return client
 
 
 def csrf_from(html: str) -> str:
-    match = re.search(r'name="csrf_token" value="([^"]+)"', html)
+    match = re.search(r'<meta name="csrf-token" content="([^"]*)">', html)
     return match.group(1) if match else ""
 
 
