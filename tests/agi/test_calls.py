@@ -321,3 +321,17 @@ async def test_expired_license_stops_routing(stack_factory, custom_crm, tmp_path
     await stack.router.reload_if_changed()
     result = await call_agi(stack.port, "did", env={"extension": "5551000"})
     assert result.variables["CRMROUTE_STATUS"] == "unlicensed"
+
+
+async def test_calls_are_counted_in_the_metrics(stack):
+    stack.crm.values = {"Status": "GOLD"}
+    await call_agi(stack.port, "did", env={"extension": "5551000"})
+    stack.crm.respond(500, "x")
+    await call_agi(stack.port, "did", env={"extension": "5551000"})
+    await call_agi(stack.port, "did", env={"extension": "5559999"})
+    text = stack.router.metrics.render().decode()
+    assert 'crmroute_calls_total{rule="VIP",status="matched"} 1.0' in text
+    assert 'crmroute_calls_total{rule="VIP",status="fallback"} 1.0' in text
+    assert 'crmroute_calls_total{rule="-",status="no_rule"} 1.0' in text
+    assert 'crmroute_crm_request_seconds_count{integration="custom",kind="custom"} 2.0' in text
+    assert 'crmroute_crm_errors_total{integration="custom",kind="custom",reason="http_500"} 1.0' in text

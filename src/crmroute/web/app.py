@@ -18,7 +18,7 @@ from crmroute.errors import ConfigError, Conflict, NotFound
 from crmroute.metrics import CONTENT_TYPE, Metrics
 from crmroute.schemas import error_problems
 from crmroute.settings import Settings
-from crmroute.web.deps import CsrfFailed, LoginRequired
+from crmroute.web.deps import ApiUser, CsrfFailed, LoginRequired
 from crmroute.web.throttle import LoginThrottle
 
 if TYPE_CHECKING:
@@ -35,10 +35,8 @@ def create_app(
     from crmroute.web.api import api_router
     from crmroute.web.ui import ui_router
 
-    app = FastAPI(
-        title="crmroute", version=__version__, openapi_url="/api/v1/openapi.json", docs_url="/api/v1/docs",
-        redoc_url=None,
-    )  # fmt: skip
+    # The OpenAPI document is served below, behind auth; no docs UI (it would load a CDN).
+    app = FastAPI(title="crmroute", version=__version__, openapi_url=None, docs_url=None, redoc_url=None)
     app.state.settings = settings
     app.state.store = store
     app.state.router = router
@@ -72,6 +70,10 @@ def create_app(
         healthy = body["database"] == "ok" and body["agi"] != "down"
         body["status"] = "ok" if healthy else "degraded"
         return JSONResponse(body, status_code=200 if healthy else 503)
+
+    @app.get("/api/v1/openapi.json", include_in_schema=False)
+    def openapi(user: ApiUser) -> JSONResponse:
+        return JSONResponse(app.openapi())
 
     @app.get("/metrics", tags=["health"])
     def metrics() -> Response:
