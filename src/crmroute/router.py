@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.connectors.custom import fetch_custom
 from crmroute.deadline import Deadline
-from crmroute.errors import ConnectorUnavailable
+from crmroute.connectors.pool import ConnectorPool
 from crmroute.metrics import Metrics
 from crmroute.routing.engine import Fetch, LookupKey, decide, lookup_key
 from crmroute.routing.trace import Decision, Status
@@ -63,6 +63,7 @@ class Router:
         self._box = box
         self.http = http
         self.decision_log = decision_log
+        self.pool = ConnectorPool(http, box, settings.default_region)
         self.metrics = Metrics()
         if decision_log is not None:
             self.metrics.track(self.metrics.decisions_pending, lambda: decision_log.pending)
@@ -101,6 +102,7 @@ class Router:
                 await self._task
         if self.decision_log is not None:
             await self.decision_log.close()
+        await self.pool.aclose()
 
     async def _watch(self) -> None:
         """Keep routing on the last good rule book while the database is away."""
@@ -158,13 +160,11 @@ class Router:
 
             return fetch
 
-        async def unavailable(key: LookupKey) -> str | None:
-            raise ConnectorUnavailable(
-                f"no connector for CRM kind {source.kind!r} (integration {source.integration!r}) in this version",
-                kind=source.kind, operation="find_record", reason="no_connector",
-            )  # fmt: skip
+        async def ask_connector(key: LookupKey) -> str | None:
+            connector = self.pool.get(source.connector)
+            return await connector.fetch(key, source.module, rule.spec.crm_field, deadline=deadline)
 
-        return unavailable
+        return ask_connector
 
     async def dry_run(self, target: Target, *, caller_id: str, dtmf: str = "") -> dict:
         """The trace a call would produce, without a call and without logging it."""

@@ -15,6 +15,7 @@ from datetime import date
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from crmroute.connectors.pool import ConnectorSpec
 from crmroute.licensing import LicenseState, license_state
 from crmroute.routing.compare import Operator
 from crmroute.routing.engine import Row, RuleSpec
@@ -42,12 +43,16 @@ class CustomSource:
 class IntegrationSource:
     """A CRM configured under Integrations, asked through its connector."""
 
-    integration_id: int
-    integration: str
-    kind: str
+    connector: ConnectorSpec
     module: str
-    username: str = ""
-    password: str = field(default="", repr=False)
+
+    @property
+    def integration(self) -> str:
+        return self.connector.name
+
+    @property
+    def kind(self) -> str:
+        return self.connector.kind
 
 
 @dataclass(frozen=True)
@@ -118,10 +123,11 @@ def compile_rule(rule: Rule, box: SecretBox) -> CompiledRule:
     else:
         integration = rule.integration
         assert integration is not None, "validation requires an integration"
-        source = IntegrationSource(
-            integration.id, integration.name, integration.kind, rule.crm_module,
-            rule.crm_username, box.decrypt(rule.crm_password_enc),
+        spec = ConnectorSpec(
+            integration.id, integration.name, integration.kind, integration.enabled, dict(integration.settings),
+            integration.secrets_enc, rule.crm_username, box.decrypt(rule.crm_password_enc),
         )  # fmt: skip
+        source = IntegrationSource(spec, rule.crm_module)
     return CompiledRule(spec, rule.location, source)
 
 

@@ -1,0 +1,68 @@
+"""The forms a caller's number may be stored in, for CRMs that compare text.
+
+``phone_forms("+1 415 555 2671", "US")`` gives E.164 ``+14155552671``,
+national ``(415) 555-2671``, national digits ``4155552671``, international
+digits ``14155552671``, and ``last(7)`` for ends-with searches. A number
+``phonenumbers`` cannot parse keeps its digits only. Each connector picks
+the forms its vendor's search needs (see the vendor's module docstring).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import phonenumbers
+
+_NON_DIGITS = re.compile(r"\D+")
+
+
+@dataclass(frozen=True)
+class PhoneForms:
+    raw: str
+    e164: str = ""  # +14155552671
+    national: str = ""  # (415) 555-2671, as the region writes it
+    international: str = ""  # +1 415-555-2671
+    national_digits: str = ""  # 4155552671 (national significant number)
+    digits: str = ""  # 14155552671 (country code + national), or the raw digits
+
+    @property
+    def valid(self) -> bool:
+        return bool(self.e164)
+
+    def last(self, n: int) -> str:
+        """The last ``n`` digits, for ends-with / contains searches."""
+        return (self.national_digits or self.digits)[-n:]
+
+    def distinct(self, *names: str) -> list[str]:
+        """The named forms (``"e164"``, ``"national"``...), non-empty and without repeats, in order."""
+        seen: list[str] = []
+        for name in names:
+            value = getattr(self, name)
+            if value and value not in seen:
+                seen.append(value)
+        return seen
+
+
+def digits_of(text: str) -> str:
+    return _NON_DIGITS.sub("", text or "")
+
+
+def phone_forms(number: str, region: str = "US") -> PhoneForms:
+    raw = (number or "").strip()
+    digits = digits_of(raw)
+    try:
+        parsed = phonenumbers.parse(raw, region.upper())
+    except phonenumbers.NumberParseException:
+        return PhoneForms(raw=raw, digits=digits)
+    if not phonenumbers.is_possible_number(parsed):
+        return PhoneForms(raw=raw, digits=digits)
+    national_digits = phonenumbers.national_significant_number(parsed)
+    return PhoneForms(
+        raw=raw,
+        e164=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164),
+        national=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.NATIONAL),
+        international=phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.INTERNATIONAL),
+        national_digits=national_digits,
+        digits=f"{parsed.country_code}{national_digits}",
+    )

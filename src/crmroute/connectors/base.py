@@ -1,0 +1,449 @@
+"""What every CRM connector is: class data, settings, and the async operations.
+
+A connector is a subclass of :class:`Connector` in ``connectors/<kind>.py``;
+it is found by scanning the package (``connectors.registry()``), never listed.
+
+Class data
+    ``kind`` (slug), ``title``, ``docs_url``, ``Settings`` (a pydantic model
+    derived from :class:`ConnectorSettings`; fields typed ``SecretStr`` are
+    secrets: stored encrypted, masked in the API, UI and exports, redacted in
+    logs; the UI form and ``crmroute crm kinds`` are drawn from it),
+    ``MODULES`` (accounts/contacts/leads to the vendor's objects),
+    ``requests_per_second`` (the vendor's published budget).
+
+Operations (async; network ones take ``deadline=``, never outlive it)
+    ``authenticate()``   get or refresh a token, cached; ``AuthError`` if refused
+    ``find_record()``    by phone (forms from ``_phone``) or typed key; ``None`` if none
+    ``read_field()``     any field by API name, dotted names for nested/lookups
+    ``fetch()``          find + read: what a routing rule needs
+    ``test()``           the integration's Test action, steps timed, never raises
+    ``log_call()``       one call activity linked to the record; idempotent
+
+Every request goes through :meth:`Connector.request`: the shared client,
+the auth header, one refresh-and-retry after a 401, ``Retry-After`` waited
+out only when it fits the deadline, and one mapping from vendor status codes
+to ``ConnectorError`` subclasses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from types import UnionType
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, SecretStr
+
+from crmroute.connectors._http import CappedResponse, safe_url, send_capped
+from crmroute.connectors._phone import PhoneForms, phone_forms
+from crmroute.deadline import Deadline
+from crmroute.errors import (
+    AuthError,
+    ConnectorError,
+    ConnectorTimeout,
+    ConnectorUnavailable,
+    RateLimited,
+    UnexpectedResponse,
+)
+from crmroute.routing.engine import LookupKey
+
+logger = logging.getLogger(__name__)
+
+MODULE_NAMES = ("accounts", "contacts", "leads")
+TOKEN_MARGIN = 60.0  # refresh a token this many seconds before it expires
+TEST_TIMEOUT = 15.0  # the Test action is interactive, not on a call's deadline
+
+
+class ConnectorSettings(BaseModel):
+    """Settings every connector has; a kind adds its own fields."""
+
+    model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
+
+    match_pick: Literal["newest", "oldest", "first"] = Field(
+        "newest", description="When several records match: the most recently modified (newest), the oldest, "
+        "or the first the CRM lists"
+    )  # fmt: skip
+    key_field: str = Field(
+        "", description="API name of the field a typed (DTMF) key is looked up by, e.g. AccountNumber; "
+        "empty: the record id"
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class SettingSpec:
+    """One setting as ``crm kinds`` and the UI form show it."""
+
+    name: str
+    type: str  # string, url, secret, integer, number, boolean, choice
+    required: bool
+    secret: bool
+    help: str
+    default: Any = None
+    choices: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict:
+        data = {"name": self.name, "type": self.type, "required": self.required, "secret": self.secret,
+                "help": self.help}  # fmt: skip
+        if self.default not in (None, ""):
+            data["default"] = self.default
+        if self.choices:
+            data["choices"] = list(self.choices)
+        return data
+
+
+def setting_specs(model: type[BaseModel]) -> list[SettingSpec]:
+    specs = []
+    for name, info in model.model_fields.items():
+        annotation, choices = info.annotation, ()
+        if get_origin(annotation) in (Union, UnionType):  # Optional[X]: describe X
+            annotation = next(a for a in get_args(annotation) if a is not type(None))
+        if get_origin(annotation) is Literal:
+            kind, choices = "choice", tuple(str(a) for a in get_args(annotation))
+        elif annotation is SecretStr:
+            kind = "secret"
+        else:
+            kind = {bool: "boolean", int: "integer", float: "number"}.get(annotation, "string")  # type: ignore[arg-type]
+            if kind == "string" and name.endswith(("_url", "_domain")):
+                kind = "url"
+        secret = kind == "secret"
+        default = None if info.is_required() or secret else info.get_default(call_default_factory=True)
+        specs.append(SettingSpec(name, kind, info.is_required(), secret, info.description or "", default, choices))
+    return specs
+
+
+@dataclass
+class Record:
+    """A CRM record found for a call."""
+
+    module: str  # the vendor's object, e.g. Contact
+    id: str
+    fields: dict[str, Any]
+    matches: int = 1  # how many records matched the key
+    url: str = ""  # where an admin can see it, when the vendor has one
+
+    def describe(self) -> str:
+        extra = f" (picked from {self.matches} matches)" if self.matches > 1 else ""
+        return f"{self.module} {self.id}{extra}"
+
+
+@dataclass
+class TestStep:
+    name: str
+    ok: bool
+    ms: float
+    detail: str = ""
+
+
+@dataclass
+class TestReport:
+    """The integration's Test action: what was tried, how long it took, what was found."""
+
+    ok: bool = True
+    steps: list[TestStep] = field(default_factory=list)
+    record: dict[str, Any] | None = None  # module, id, matches, fields (as text)
+    error_code: str = ""
+    error_message: str = ""
+
+    def as_dict(self) -> dict:
+        return {
+            "ok": self.ok,
+            "steps": [s.__dict__ for s in self.steps],
+            "record": self.record,
+            "error": {"code": self.error_code, "message": self.error_message} if self.error_code else None,
+        }
+
+
+@dataclass
+class CallActivity:
+    """A finished call to write into the CRM (see ``Connector.log_call``)."""
+
+    call_id: str  # Asterisk's linkedid: the idempotency key
+    direction: Literal["inbound", "outbound"]
+    outcome: Literal["answered", "missed", "busy", "failed"]
+    external_number: str
+    started_at: datetime
+    ring_seconds: int = 0
+    talk_seconds: int = 0
+    extension: str = ""  # who answered (or who dialled out)
+    recording: str = ""
+    subject: str = ""
+    description: str = ""
+    record: Record | None = None  # the record found during routing, if any
+
+
+@dataclass
+class Token:
+    value: str
+    expires_at: float | None = None  # time.monotonic(); None: until refused
+    extra: dict[str, Any] = field(default_factory=dict)  # instance_url, rest_url ...
+
+    def fresh(self) -> bool:
+        return self.expires_at is None or time.monotonic() < self.expires_at - TOKEN_MARGIN
+
+
+class Connector:
+    kind: ClassVar[str] = ""
+    title: ClassVar[str] = ""
+    docs_url: ClassVar[str] = ""
+    Settings: ClassVar[type[ConnectorSettings]] = ConnectorSettings
+    MODULES: ClassVar[Mapping[str, str]] = {}
+    requests_per_second: ClassVar[float] = 5.0
+
+    def __init__(
+        self,
+        settings: ConnectorSettings,
+        http: httpx.AsyncClient,
+        *,
+        region: str = "US",
+        username: str = "",
+        password: str = "",
+    ) -> None:
+        """No I/O here. ``username``/``password`` are a rule's own CRM credentials, if any."""
+        self.settings = settings
+        self.http = http
+        self.region = region
+        self.username = username
+        self.password = password
+        self._token: Token | None = None
+        self._auth_lock = asyncio.Lock()
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(<settings hidden>)"
+
+    # --- to implement ----------------------------------------------------------
+
+    async def _login(self, *, deadline: Deadline) -> Token:
+        """Get a new token from the vendor; ``AuthError`` when refused."""
+        raise NotImplementedError
+
+    def _auth_headers(self, token: Token) -> dict[str, str]:
+        return {"Authorization": f"Bearer {token.value}"}
+
+    async def find_record(
+        self, key: LookupKey, module: str, *, fields: Sequence[str] = (), deadline: Deadline
+    ) -> Record | None:
+        raise NotImplementedError
+
+    async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
+        raise NotImplementedError
+
+    # --- shared behaviour ----------------------------------------------------------
+
+    async def authenticate(self, *, deadline: Deadline, force: bool = False) -> Token:
+        """The cached token, refreshed when stale (one refresh for many concurrent calls)."""
+        stale = self._token
+        if not force and stale is not None and stale.fresh():
+            return stale
+        async with self._auth_lock:
+            if self._token is not None and self._token is not stale and self._token.fresh():
+                return self._token  # another call refreshed it while we waited
+            self._token = await self._login(deadline=deadline)
+            return self._token
+
+    async def read_field(self, record: Record, api_name: str, *, deadline: Deadline) -> str | None:
+        """The field's value as text; dotted names walk nested objects. ``None`` if absent or empty."""
+        return field_text(lookup_path(record.fields, api_name))
+
+    async def fetch(self, key: LookupKey, module: str, api_name: str, *, deadline: Deadline) -> str | None:
+        record = await self.find_record(key, module, fields=[api_name], deadline=deadline)
+        if record is None:
+            return None
+        return await self.read_field(record, api_name, deadline=deadline)
+
+    async def test(
+        self, key: str | None = None, *, module: str = "contacts", fields: Sequence[str] = (), timeout: float = TEST_TIMEOUT
+    ) -> TestReport:
+        """Authenticate, then (with ``key``) look the number up and read ``fields``. Never raises."""
+        report = TestReport()
+        deadline = Deadline.after_ms(timeout * 1000)
+
+        async def step(name: str, work: Any) -> Any:
+            started = time.monotonic()
+            try:
+                result = await work
+            except ConnectorError as exc:
+                report.steps.append(TestStep(name, False, _ms(started), str(exc)))
+                report.ok, report.error_code, report.error_message = False, exc.reason, str(exc)
+                raise
+            report.steps.append(TestStep(name, True, _ms(started)))
+            return result
+
+        try:
+            await step("authenticate", self.authenticate(deadline=deadline, force=True))
+            if key:
+                lookup = LookupKey(key, "caller_id" if phone_forms(key, self.region).valid else "dtmf")
+                record = await step(f"find {module} record for {key}", self.find_record(lookup, module, fields=fields, deadline=deadline))  # fmt: skip
+                if record is None:
+                    report.steps[-1].detail = "no record matches"
+                else:
+                    report.steps[-1].detail = record.describe()
+                    values = {name: await self.read_field(record, name, deadline=deadline) for name in fields}
+                    shown = {k: field_text(v) for k, v in record.fields.items() if not isinstance(v, (dict, list))}
+                    report.record = {"module": record.module, "id": record.id, "matches": record.matches,
+                                     "url": record.url, "fields": shown | values}  # fmt: skip
+        except ConnectorError:
+            pass
+        except Exception as exc:  # a bug must not take the admin's page down
+            logger.exception("%s test failed", self.kind)
+            report.ok, report.error_code, report.error_message = False, "internal", f"{type(exc).__name__}: {exc}"
+        return report
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        *,
+        deadline: Deadline,
+        operation: str,
+        auth: bool = True,
+        ok: Sequence[int] = (),
+        **kwargs: Any,
+    ) -> CappedResponse:
+        """Send one request as this connector; statuses in ``ok`` (beside 2xx) are returned as is."""
+        retried = False
+        while True:
+            headers = dict(kwargs.pop("headers", None) or {})
+            if auth:
+                token = await self.authenticate(deadline=deadline)
+                headers.update(self._auth_headers(token))
+            response = await send_capped(
+                self.http, method, url, headers=headers, timeout=deadline.remaining(), kind=self.kind,
+                operation=operation, **kwargs,
+            )  # fmt: skip
+            kwargs["headers"] = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+            status = response.status_code
+            if 200 <= status < 300 or status in ok:
+                return response
+            if status == 401 and auth and not retried:
+                retried = True
+                await self.authenticate(deadline=deadline, force=True)
+                continue
+            if status == 429 or (status == 503 and "retry-after" in response.headers):
+                wait = retry_after_seconds(response)
+                if wait is not None and not retried and wait < deadline.remaining():
+                    retried = True
+                    await asyncio.sleep(wait)
+                    continue
+                raise RateLimited(f"{self.title} is rate limiting ({operation}); retry after {wait or '?'} s",
+                                  kind=self.kind, operation=operation, reason="rate_limited")  # fmt: skip
+            raise self.error_for(response, operation)
+
+    def error_for(self, response: CappedResponse, operation: str) -> ConnectorError:
+        """One mapping from a vendor's failure answer to a ``ConnectorError`` (kinds may refine it)."""
+        status = response.status_code
+        detail = self.vendor_message(response)
+        text = f"{self.title} answered HTTP {status} to {operation}" + (f": {detail}" if detail else "")
+        args = {"kind": self.kind, "operation": operation, "reason": f"http_{status}"}
+        if status in (401, 403):
+            return AuthError(text, **args)
+        if status >= 500:
+            return ConnectorUnavailable(text, **args)
+        return UnexpectedResponse(text, **args)
+
+    def vendor_message(self, response: CappedResponse) -> str:
+        """The vendor's own error text, shortened (kinds override for their error shapes)."""
+        try:
+            data = json.loads(response.text)
+        except ValueError:
+            return response.text.strip()[:200] if response.media_type.startswith("text/plain") else ""
+        for path in ("message", "error_description", "error.message", "[0].message", "errors[0].message",
+                     "error", "description", "detail", "title"):  # fmt: skip
+            value = lookup_path(data, path)
+            if isinstance(value, str) and value.strip():
+                return value.strip()[:300]
+        return ""
+
+    def json_of(self, response: CappedResponse, operation: str) -> Any:
+        try:
+            return json.loads(response.content or b"null")
+        except ValueError:
+            raise UnexpectedResponse(f"{self.title} sent something that is not JSON for {operation} "
+                                     f"({safe_url(response.url)})", kind=self.kind, operation=operation,
+                                     reason="bad_json") from None  # fmt: skip
+
+    def phone(self, key: LookupKey) -> PhoneForms:
+        return phone_forms(key.value, self.region)
+
+    def vendor_module(self, module: str) -> str:
+        try:
+            return self.MODULES[module]
+        except KeyError:
+            raise UnexpectedResponse(f"{self.title} has no {module} module", kind=self.kind, operation="find_record",
+                                     reason="no_module") from None  # fmt: skip
+
+    def pick(self, records: list[dict[str, Any]], modified: str) -> tuple[dict[str, Any], int]:
+        """The record the ``match_pick`` setting chooses among several, and how many there were."""
+        if self.settings.match_pick == "first" or len(records) == 1:
+            return records[0], len(records)
+        ordered = sorted(records, key=lambda r: str(lookup_path(r, modified) or ""))
+        return (ordered[-1] if self.settings.match_pick == "newest" else ordered[0]), len(records)
+
+    async def aclose(self) -> None:
+        """Release what this connector holds (the shared client belongs to the pool)."""
+        self._token = None
+
+    def timeout_error(self, operation: str) -> ConnectorTimeout:
+        return ConnectorTimeout(f"{self.title} did not answer {operation} in time", kind=self.kind,
+                                operation=operation, reason="timeout")  # fmt: skip
+
+
+def lookup_path(data: Any, path: str) -> Any:
+    """``data`` at a dotted path: ``Account.Name``, ``properties.phone``, ``emails[0].value``, ``[0].message``."""
+    current = data
+    for part in _split_path(path):
+        if isinstance(part, int):
+            if not isinstance(current, list) or not -len(current) <= part < len(current):
+                return None
+            current = current[part]
+        elif isinstance(current, Mapping):
+            if part in current:
+                current = current[part]
+            else:
+                folded = {str(k).casefold(): v for k, v in current.items()}
+                if part.casefold() not in folded:
+                    return None
+                current = folded[part.casefold()]
+        else:
+            return None
+    return current
+
+
+def _split_path(path: str) -> list[str | int]:
+    parts: list[str | int] = []
+    for chunk in path.replace("]", "").split("."):
+        name, *indexes = chunk.split("[")
+        if name:
+            parts.append(name)
+        parts.extend(int(i) for i in indexes if i.lstrip("-").isdigit())
+    return parts
+
+
+def field_text(value: Any) -> str | None:
+    """A field value as the rule engine compares it; ``None`` for absent or empty."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, (dict, list)):
+        return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+    text = str(value).strip()
+    return text or None
+
+
+def retry_after_seconds(response: CappedResponse) -> float | None:
+    value = response.headers.get("retry-after", "").strip()
+    if value.isdigit():
+        return float(value)
+    return None
+
+
+def _ms(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
