@@ -123,11 +123,11 @@ def compile_rule(rule: Rule, box: SecretBox) -> CompiledRule:
     else:
         integration = rule.integration
         assert integration is not None, "validation requires an integration"
-        spec = ConnectorSpec(
+        connector = ConnectorSpec(
             integration.id, integration.name, integration.kind, integration.enabled, dict(integration.settings),
             integration.secrets_enc, rule.crm_username, box.decrypt(rule.crm_password_enc),
         )  # fmt: skip
-        source = IntegrationSource(spec, rule.crm_module)
+        source = IntegrationSource(connector, rule.crm_module)
     return CompiledRule(spec, rule.location, source)
 
 

@@ -1,0 +1,347 @@
+"""``ConnectorContract``: the tests every CRM connector passes against its vendor fake.
+
+A vendor's ``test_<kind>.py`` subclasses it next to its fake (see
+``fakecrm.py``) and fills in the class data and ``settings()``::
+
+    fake_server, fake = vendor_fixtures(make_app)
+
+    class TestZoho(ConnectorContract):
+        kind = "zoho"
+        MODULE = "contacts"
+        FIELD = "Status"
+        IDS = ("4150868000000224001", "4150868000000224002", "4150868000000224003")
+
+        def settings(self, fake):
+            return {"accounts_url": fake.base_url, "api_domain": fake.base_url, "client_id": "1000.X",
+                    "client_secret": "s3cret-client", "refresh_token": "r3fresh-token"}
+
+The fake must implement the vendor's real matching (a number stored as
+``(415) 555-2671`` is found from the caller ID ``+14155552671``), token
+issue and expiry, the record's fields including the nested one, and call
+activities (appended to ``fake.activities``, contacts/leads created for
+unknown numbers to ``fake.created``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from datetime import datetime, timezone
+from typing import Any, ClassVar
+
+import httpx
+import pytest
+import yaml
+from pydantic import SecretStr
+
+from crmroute import rulesfile
+from crmroute.agi.jumps import JumpTable
+from crmroute.agi.scripts import CallHandler
+from crmroute.agi.server import AgiServer
+from crmroute.connectors import registry
+from crmroute.connectors._http import make_client
+from crmroute.connectors.base import MODULE_NAMES, CallActivity, Connector, Record, setting_specs
+from crmroute.deadline import Deadline
+from crmroute.errors import AuthError, ConnectorTimeout, ConnectorUnavailable, RateLimited, UnexpectedResponse
+from crmroute.routing.engine import LookupKey
+from crmroute.schemas import LogOptions
+from crmroute.service import Store, build_router
+from crmroute.settings import Settings
+from tests.agi.fakeasterisk import call_agi
+from tests.connectors.fakecrm import FakeRecord, VendorFake
+
+CALLER = "+14155552671"  # what Asterisk sends
+STORED_PHONE = "(415) 555-2671"  # how the CRM stores it
+OTHER_PHONE = "+14155550000"
+
+
+class ConnectorContract:
+    kind: ClassVar[str]
+    MODULE: ClassVar[str] = "contacts"
+    FIELD: ClassVar[str] = "Status"  # a custom field's API name
+    NESTED_FIELD: ClassVar[str | None] = "Account.Name"  # None: the vendor has no nested fields (say why)
+    NESTED_FIELDS: ClassVar[dict[str, Any]] = {"Account": {"Name": "Acme Corp"}}
+    NESTED_VALUE: ClassVar[str] = "Acme Corp"
+    IDS: ClassVar[tuple[str, str, str]] = ("1001", "1002", "1003")  # vendor-shaped record ids
+    KEY_FIELD: ClassVar[str] = "AccountNumber"  # the field a typed (DTMF) key is looked up by
+    CALLER_FORMS: ClassVar[tuple[str, ...]] = (CALLER, "4155552671", "14155552671")
+
+    def settings(self, fake: VendorFake) -> dict[str, Any]:
+        """Settings (secrets included) pointing the connector at the fake."""
+        raise NotImplementedError
+
+    # --- fixtures ------------------------------------------------------------------
+
+    @pytest.fixture
+    async def http(self, fake: VendorFake):
+        client = make_client(Settings(ca_bundle=fake.ca_path))
+        yield client
+        await client.aclose()
+
+    def build(self, fake: VendorFake, http: httpx.AsyncClient, **overrides: Any) -> Connector:
+        cls = registry()[self.kind]
+        return cls(cls.Settings.model_validate(self.settings(fake) | overrides), http, region="US")
+
+    @pytest.fixture
+    def connector(self, fake: VendorFake, http: httpx.AsyncClient) -> Connector:
+        return self.build(fake, http)
+
+    def record(self, index: int = 0, **changes: Any) -> FakeRecord:
+        fields = {self.FIELD: "GOLD", self.KEY_FIELD: "12345"} | (self.NESTED_FIELDS if self.NESTED_FIELD else {})
+        base = FakeRecord(module=self.MODULE, id=self.IDS[index], phone=STORED_PHONE, fields=fields,
+                          name="Alice Gold", modified="2026-03-01T10:00:00Z")  # fmt: skip
+        for name, value in changes.items():
+            setattr(base, name, value)
+        return base
+
+    @staticmethod
+    def deadline(seconds: float = 5.0) -> Deadline:
+        return Deadline.after_ms(seconds * 1000)
+
+    # --- class data --------------------------------------------------------------------
+
+    def test_kind_is_discovered_and_describes_itself(self):
+        cls = registry()[self.kind]
+        assert cls.title and cls.docs_url.startswith("https://")
+        assert set(cls.MODULES) <= set(MODULE_NAMES) and cls.MODULES
+        assert cls.requests_per_second > 0
+        specs = {s.name: s for s in setting_specs(cls.Settings)}
+        assert any(s.secret for s in specs.values()), "a CRM connection has at least one secret"
+        assert all(s.help for s in specs.values()), "every setting explains itself"
+
+    # --- finding records --------------------------------------------------------------
+
+    @pytest.mark.parametrize("caller_index", [0, 1, 2])
+    async def test_finds_the_record_from_the_callers_number(self, fake, connector, caller_index):
+        fake.records = [self.record()]
+        caller = self.CALLER_FORMS[caller_index]
+        value = await connector.fetch(LookupKey(caller, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        assert value == "GOLD"
+
+    async def test_unknown_number_is_not_found(self, fake, connector):
+        fake.records = [self.record()]
+        key = LookupKey(OTHER_PHONE, "caller_id")
+        assert await connector.find_record(key, self.MODULE, fields=[self.FIELD], deadline=self.deadline()) is None
+        assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) is None
+
+    async def test_empty_field_is_none(self, fake, connector):
+        fake.records = [self.record(fields={self.FIELD: None})]
+        key = LookupKey(CALLER, "caller_id")
+        assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) is None
+
+    async def test_nested_field(self, fake, connector):
+        if self.NESTED_FIELD is None:
+            pytest.skip("this vendor has no nested fields")
+        fake.records = [self.record()]
+        key = LookupKey(CALLER, "caller_id")
+        assert await connector.fetch(key, self.MODULE, self.NESTED_FIELD, deadline=self.deadline()) == self.NESTED_VALUE
+
+    async def test_several_matches_pick_the_newest_by_default(self, fake, connector):
+        fake.records = [
+            self.record(0, fields={self.FIELD: "OLD"}, modified="2025-01-01T00:00:00Z"),
+            self.record(1, fields={self.FIELD: "NEW"}, modified="2026-06-01T00:00:00Z"),
+            self.record(2, fields={self.FIELD: "MID"}, modified="2025-06-01T00:00:00Z"),
+        ]
+        record = await connector.find_record(LookupKey(CALLER, "caller_id"), self.MODULE, fields=[self.FIELD],
+                                             deadline=self.deadline())  # fmt: skip
+        assert record is not None and record.id == self.IDS[1] and record.matches == 3
+        assert await connector.read_field(record, self.FIELD, deadline=self.deadline()) == "NEW"
+
+    async def test_pick_is_configurable(self, fake, http):
+        connector = self.build(fake, http, match_pick="oldest")
+        fake.records = [
+            self.record(0, fields={self.FIELD: "OLD"}, modified="2025-01-01T00:00:00Z"),
+            self.record(1, fields={self.FIELD: "NEW"}, modified="2026-06-01T00:00:00Z"),
+        ]
+        value = await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        assert value == "OLD"
+
+    async def test_typed_key_searches_the_key_field(self, fake, http):
+        connector = self.build(fake, http, key_field=self.KEY_FIELD)
+        fake.records = [self.record(0, phone="")]
+        value = await connector.fetch(LookupKey("12345", "dtmf"), self.MODULE, self.FIELD, deadline=self.deadline())
+        assert value == "GOLD"
+        assert await connector.fetch(LookupKey("99999", "dtmf"), self.MODULE, self.FIELD, deadline=self.deadline()) is None
+
+    # --- auth ---------------------------------------------------------------------------
+
+    async def test_token_is_reused(self, fake, connector):
+        fake.records = [self.record()]
+        for _ in range(3):
+            await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        assert fake.token_requests == 1
+
+    async def test_a_rejected_token_is_refreshed_once(self, fake, connector):
+        fake.records = [self.record()]
+        key = LookupKey(CALLER, "caller_id")
+        assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
+        fake.expire_tokens()
+        assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
+        assert fake.token_requests == 2
+
+    async def test_rejected_credentials_are_an_auth_error(self, fake, connector):
+        fake.reject_credentials = True
+        with pytest.raises(AuthError) as caught:
+            await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        self.assert_no_secrets(str(caught.value))
+
+    # --- faults -----------------------------------------------------------------------------
+
+    async def test_rate_limit_waited_out_when_it_fits(self, fake, connector):
+        fake.records = [self.record()]
+        await connector.authenticate(deadline=self.deadline())
+        fake.fail_next(429, {"message": "slow down"}, headers={"Retry-After": "0"})
+        value = await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        assert value == "GOLD"
+
+    async def test_rate_limit_past_the_deadline_is_rate_limited(self, fake, connector):
+        await connector.authenticate(deadline=self.deadline())
+        fake.fail_next(429, {"message": "slow down"}, headers={"Retry-After": "30"})
+        started = time.monotonic()
+        with pytest.raises(RateLimited):
+            await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline(2))
+        assert time.monotonic() - started < 1.0
+
+    async def test_server_error_is_unavailable(self, fake, connector):
+        await connector.authenticate(deadline=self.deadline())
+        fake.fail_next(500, {"message": "internal"}, times=2)
+        with pytest.raises(ConnectorUnavailable) as caught:
+            await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        assert caught.value.reason.startswith("http_5") or caught.value.reason == "unavailable"
+
+    async def test_garbage_is_an_unexpected_response(self, fake, connector):
+        await connector.authenticate(deadline=self.deadline())
+        fake.fail_next(200, b"<html>not json</html>", content_type="application/json")
+        with pytest.raises(UnexpectedResponse):
+            await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+
+    async def test_never_outlives_the_deadline(self, fake, connector):
+        fake.records = [self.record()]
+        await connector.authenticate(deadline=self.deadline())
+        fake.delay = 3.0
+        started = time.monotonic()
+        with pytest.raises(ConnectorTimeout):
+            await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline(0.3))
+        assert time.monotonic() - started < 0.3 + 0.15
+
+    # --- the Test action -------------------------------------------------------------------
+
+    async def test_test_action_reports_steps_and_record(self, fake, connector):
+        fake.records = [self.record()]
+        report = await connector.test(CALLER, module=self.MODULE, fields=[self.FIELD])
+        assert report.ok, report.as_dict()
+        assert [s.ok for s in report.steps] == [True, True]
+        assert all(s.ms >= 0 for s in report.steps)
+        assert report.record["id"] == self.IDS[0]
+        assert report.record["fields"][self.FIELD] == "GOLD"
+        self.assert_no_secrets(json.dumps(report.as_dict()))
+
+    async def test_test_action_explains_rejected_credentials(self, fake, connector):
+        fake.reject_credentials = True
+        report = await connector.test(CALLER, module=self.MODULE, fields=[self.FIELD])
+        assert not report.ok and report.error_code and report.error_message
+        assert report.steps[0].name == "authenticate" and not report.steps[0].ok
+        self.assert_no_secrets(json.dumps(report.as_dict()))
+
+    # --- call logging -------------------------------------------------------------------------
+
+    def call(self, record: Record | None = None, call_id: str = "1795657573.1") -> CallActivity:
+        return CallActivity(
+            call_id=call_id, direction="inbound", outcome="answered", external_number=CALLER,
+            started_at=datetime(2026, 11, 26, 9, 30, tzinfo=timezone.utc), ring_seconds=6, talk_seconds=93,
+            extension="201", subject=f"Inbound call from {CALLER}", description="Answered by 201 after 6 s",
+            record=record,
+        )  # fmt: skip
+
+    async def test_log_call_links_the_record_and_is_idempotent(self, fake, connector):
+        fake.records = [self.record()]
+        record = await connector.find_record(LookupKey(CALLER, "caller_id"), self.MODULE, deadline=self.deadline())
+        assert record is not None
+        first = await connector.log_call(self.call(record), LogOptions(inbound_answered=True), deadline=self.deadline())
+        again = await connector.log_call(self.call(record), LogOptions(inbound_answered=True), deadline=self.deadline())
+        assert first and first == again
+        assert len(fake.activities) == 1
+        stored = json.dumps(fake.activities[0])
+        assert self.IDS[0] in stored and "1795657573.1" in stored
+
+    async def test_log_call_looks_the_number_up_when_routing_found_nothing(self, fake, connector):
+        fake.records = [self.record()]
+        await connector.log_call(self.call(None), LogOptions(inbound_answered=True), deadline=self.deadline())
+        assert len(fake.activities) == 1 and self.IDS[0] in json.dumps(fake.activities[0])
+        assert fake.created == []
+
+    async def test_log_call_creates_unknown_callers_only_when_asked(self, fake, connector):
+        options = LogOptions(inbound_answered=True, create_unknown=True)
+        await connector.log_call(self.call(None, "call-new"), options, deadline=self.deadline())
+        assert len(fake.created) == 1 and len(fake.activities) == 1
+        created = json.dumps(fake.created[0])
+        assert "4155552671" in created
+
+    # --- secrets ----------------------------------------------------------------------------------
+
+    def secret_values(self, fake: VendorFake) -> list[str]:
+        cls = registry()[self.kind]
+        secret_names = {s.name for s in setting_specs(cls.Settings) if s.secret}
+        return [str(v) for k, v in self.settings(fake).items() if k in secret_names and v]
+
+    def assert_no_secrets(self, text: str) -> None:
+        for value in self._secrets:
+            assert value not in text
+
+    @pytest.fixture(autouse=True)
+    def _remember_secrets(self, fake):
+        self._secrets = self.secret_values(fake)
+
+    async def test_secrets_stay_out_of_repr_and_logs(self, fake, connector, caplog):
+        caplog.set_level(logging.DEBUG)
+        fake.records = [self.record()]
+        await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        fake.fail_next(500, {"message": "boom"}, times=2)
+        with pytest.raises(ConnectorUnavailable) as caught:
+            await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        self.assert_no_secrets(repr(connector) + repr(connector.settings) + caplog.text + str(caught.value))
+        for name, value in connector.settings:
+            if isinstance(value, SecretStr):
+                assert value.get_secret_value() not in repr(connector.settings)
+
+    # --- end to end ----------------------------------------------------------------------------------
+
+    async def test_a_fastagi_call_is_routed_by_this_crm(self, fake, tmp_path):
+        fake.records = [self.record()]
+        cls = registry()[self.kind]
+        secret_names = {s.name for s in setting_specs(cls.Settings) if s.secret}
+        values = self.settings(fake)
+        rules = {
+            "integrations": [{"name": "The CRM", "kind": self.kind,
+                              "settings": {k: v for k, v in values.items() if k not in secret_names},
+                              "secrets": {k: v for k, v in values.items() if k in secret_names}}],
+            "destinations": [{"type": "extension", "number": "100"}, {"type": "queue", "number": "103"}],
+            "rules": [{"name": "By CRM", "crm_field": self.FIELD, "location": "did", "crm_source": "integration",
+                       "integration": "The CRM", "crm_module": self.MODULE, "default_destination": "100",
+                       "rows": [{"operator": "=", "value": "gold", "destination": "queue", "option": "103"}]}],
+            "dids": [{"number": "5551000", "rule": "By CRM"}],
+        }  # fmt: skip
+        settings = Settings.from_env({"CRMROUTE_DATA_DIR": str(tmp_path), "CRMROUTE_CA_BUNDLE": str(fake.ca_path)})
+        store = Store(settings)
+        store.upgrade()
+        rulesfile.import_rules(store.factory, store.box, rulesfile.parse(yaml.safe_dump(rules), environ={}))
+        router = build_router(store)
+        await router.start()
+        server = AgiServer(CallHandler(router, JumpTable.from_settings(settings)), port=0, allow=settings.agi_allow)
+        await server.start()
+        try:
+            result = await call_agi(server.port, "did", env={"extension": "5551000", "callerid": CALLER})
+            assert result.variables["CRMROUTE_STATUS"] == "matched", result.variables
+            assert result.variables["CRMROUTE_VALUE"] == "GOLD"
+            assert result.jump == ("crmroute-queue", "103", "1")
+            fake.records = []
+            await asyncio.sleep(0)
+            result = await call_agi(server.port, "did", env={"extension": "5551000", "callerid": OTHER_PHONE})
+            assert result.variables["CRMROUTE_STATUS"] == "default"
+        finally:
+            await server.close()
+            await router.close()
+            await router.http.aclose()
+            store.close()
