@@ -126,7 +126,7 @@ def cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
                 raise ConfigError(problems)
             print("the file is valid; nothing was changed")
             return 0
-        summary = rulesfile.import_rules(store.factory, store.box, data)
+        summary = rulesfile.import_rules(store.factory, store.box, data, license_key=settings.license_key)
         for line in summary.lines() or ["nothing to import"]:
             print(line)
         return 0

@@ -23,8 +23,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.errors import ConfigError
 from crmroute.schemas import RulesFile, problems
-from crmroute.store import assignments, destinations, integrations, rules
+from crmroute.store import assignments, destinations, integrations, licenses, rules
 from crmroute.store.db import bump_config_version, transaction
+from crmroute.store.references import References, check_assignment, check_rule, prefixed
 from crmroute.store.secrets import SecretBox
 
 ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -113,34 +114,28 @@ def check_references(session: Session, data: RulesFile) -> list[tuple[str, str]]
     unique("dids", [d.number for d in data.dids], "number")
     unique("ivrs", [i.number for i in data.ivrs], "number")
 
-    integration_names = set(integrations.by_name(session)) | {i.name for i in data.integrations}
-    dests = destinations.refs(session) | {(d.type, d.ref) for d in data.destinations}
-    stored_rules = {r.name: r.location for r in rules.list_all(session)}
-    rule_locations = stored_rules | {r.name: r.location for r in data.rules}
-
+    refs = References.stored(session).overlay(data)
     for i, rule in enumerate(data.rules):
-        at = f"rules[{i}]"
-        if rule.crm_source == "integration" and rule.integration and rule.integration not in integration_names:
-            found.append((f"{at}.integration", f"no integration named {rule.integration!r}"))
-        if ("extension", rule.default_destination) not in dests:
-            found.append((f"{at}.default_destination", f"no extension {rule.default_destination!r} among destinations"))
-        for j, row in enumerate(rule.rows):
-            if (row.destination, row.option) not in dests:
-                found.append((f"{at}.rows[{j}].option", f"no {row.destination} {row.option!r} among destinations"))
+        found += prefixed(f"rules[{i}]", check_rule(refs, rule, refs.assigned.get(rule.name, ())))
     for section, items, location in (("dids", data.dids, "did"), ("ivrs", data.ivrs, "ivr")):
         for i, item in enumerate(items):
-            if item.rule not in rule_locations:
-                found.append((f"{section}[{i}].rule", f"no rule named {item.rule!r}"))
-            elif rule_locations[item.rule] != location:
-                found.append((f"{section}[{i}].rule", f"rule {item.rule!r} has location {rule_locations[item.rule]}, not {location}"))  # fmt: skip
+            found += prefixed(f"{section}[{i}]", check_assignment(refs, location, item))
     return found
 
 
-def import_rules(factory: sessionmaker[Session], box: SecretBox, data: RulesFile) -> ImportSummary:
-    """Apply a validated file in one transaction; ``ConfigError`` if a name it uses is missing."""
+def import_rules(
+    factory: sessionmaker[Session], box: SecretBox, data: RulesFile, *, license_key: str = ""
+) -> ImportSummary:
+    """Apply a validated file in one transaction; ``ConfigError`` if a name it uses is missing.
+
+    ``license_key`` (``settings.license_key``) enforces the installed license's rule limit.
+    """
     summary = ImportSummary()
     with transaction(factory) as session:
         found = check_references(session, data)
+        stored_names = rules.names(session)
+        new = [f"rules[{i}].name" for i, r in enumerate(data.rules) if r.name not in stored_names]
+        found += licenses.rule_limit_problems(session, license_key, new)
         if found:
             raise ConfigError(found)
 

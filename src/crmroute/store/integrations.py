@@ -1,24 +1,89 @@
-"""CRM integrations: connection settings, encrypted secrets, log options."""
+"""CRM integrations: connection settings, encrypted secrets, log options.
+
+Secrets are write-only: shown as the mask, and a secret sent back as the
+mask keeps its stored value. An integration a rule uses cannot be deleted.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
 
+from crmroute.errors import Conflict, NotFound
 from crmroute.schemas import IntegrationIn
+from crmroute.store.db import bump_config_version
 from crmroute.store.models import Integration
+from crmroute.store.references import describe_rules, rules_using_integration
 from crmroute.store.secrets import MASK, SecretBox
 
 
+def get(session: Session, integration_id: int) -> Integration:
+    row = session.scalar(select(Integration).where(Integration.id == integration_id).options(selectinload(Integration.rules)))  # fmt: skip
+    if row is None:
+        raise NotFound(f"no integration with id {integration_id}")
+    return row
+
+
+def search(session: Session, *, search: str = "", offset: int = 0, limit: int = 50) -> tuple[int, list[Integration]]:
+    """Integrations whose name or kind contains ``search`` (any case), by name."""
+    query = select(Integration)
+    if search.strip():
+        text = search.strip()
+        query = query.where(or_(Integration.name.icontains(text, autoescape=True),
+                                Integration.kind.icontains(text, autoescape=True)))  # fmt: skip
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    query = query.order_by(func.lower(Integration.name), Integration.name).offset(offset).limit(limit)
+    return total, list(session.scalars(query.options(selectinload(Integration.rules))))
+
+
+def create(session: Session, box: SecretBox, data: IntegrationIn) -> Integration:
+    _refuse_duplicate(session, data.name)
+    row = Integration(name=data.name)
+    session.add(row)
+    apply(box, row, data)
+    _flush(session, data.name)
+    bump_config_version(session)
+    return row
+
+
+def update(session: Session, box: SecretBox, integration_id: int, data: IntegrationIn) -> Integration:
+    """Replace the integration with ``data`` (renaming allowed; rules keep using it)."""
+    row = get(session, integration_id)
+    if data.name != row.name:
+        _refuse_duplicate(session, data.name)
+    row.name = data.name
+    apply(box, row, data)
+    _flush(session, data.name)
+    bump_config_version(session)
+    return row
+
+
+def delete(session: Session, integration_id: int) -> None:
+    """Refused (``Conflict``) while a rule uses the integration."""
+    row = get(session, integration_id)
+    used = rules_using_integration(session, row.id)
+    if used:
+        raise Conflict(f"integration {row.name!r} is used by {describe_rules(used)}; "
+                       f"give {'it' if len(used) == 1 else 'them'} another CRM first")  # fmt: skip
+    session.delete(row)
+    session.flush()
+    bump_config_version(session)
+
+
 def upsert(session: Session, box: SecretBox, data: IntegrationIn) -> Integration:
-    """Create or update by name. A secret sent as the mask keeps its stored value."""
+    """Create or update by name (the rules file)."""
     row = session.scalar(select(Integration).where(Integration.name == data.name))
-    stored: dict[str, str] = {}
     if row is None:
         row = Integration(name=data.name)
         session.add(row)
-    else:
-        stored = box.decrypt_json(row.secrets_enc, {})
+    apply(box, row, data)
+    return row
+
+
+def apply(box: SecretBox, row: Integration, data: IntegrationIn) -> Integration:
+    """Set every field but the name. A secret sent as the mask keeps its stored value; one left out is dropped."""
+    stored: dict[str, str] = box.decrypt_json(row.secrets_enc or "", {})
     secrets = {k: stored.get(k, "") if v == MASK else v for k, v in data.secrets.items()}
     row.kind = data.kind
     row.enabled = data.enabled
@@ -30,8 +95,25 @@ def upsert(session: Session, box: SecretBox, data: IntegrationIn) -> Integration
     return row
 
 
+def _refuse_duplicate(session: Session, name: str) -> None:
+    if session.scalar(select(Integration.id).where(Integration.name == name)) is not None:
+        raise Conflict(f"an integration named {name!r} already exists")
+
+
+def _flush(session: Session, name: str) -> None:
+    try:
+        session.flush()
+    except IntegrityError:
+        raise Conflict(f"an integration named {name!r} already exists") from None
+
+
 def by_name(session: Session) -> dict[str, Integration]:
     return {row.name: row for row in session.scalars(select(Integration))}
+
+
+def to_public(row: Integration, box: SecretBox) -> dict:
+    """What the API returns: the id, the rules-file fields (secrets masked) and the rules using it."""
+    return {"id": row.id, **to_data(row, box), "used_by": {"rules": [r.name for r in row.rules]}}
 
 
 def to_data(row: Integration, box: SecretBox) -> dict:

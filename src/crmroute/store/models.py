@@ -49,6 +49,9 @@ class Integration(Base):
     log_options: Mapped[dict[str, Any]] = mapped_column(default=dict)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
+    # Read-only views of what points here (the deletion policy refuses to break them).
+    rules: Mapped[list[Rule]] = relationship(viewonly=True, order_by="Rule.name")
+
 
 class Rule(Base):
     __tablename__ = "rules"
@@ -76,6 +79,8 @@ class Rule(Base):
     rows: Mapped[list[RuleRow]] = relationship(
         back_populates="rule", order_by="RuleRow.position", cascade="all, delete-orphan"
     )
+    dids: Mapped[list[Did]] = relationship(viewonly=True, order_by="Did.number")
+    ivrs: Mapped[list[Ivr]] = relationship(viewonly=True, order_by="Ivr.number")
 
 
 class RuleRow(Base):

@@ -1,21 +1,106 @@
-"""Routing rules and their rows."""
+"""Routing rules and their rows.
+
+CRUD for the API and UI (``get``/``search``/``create``/``update``/``delete``)
+and the by-name ``upsert`` of the rules file share ``apply()``. Writes flush
+and bump the config version; the caller commits. A secret sent back as the
+mask (``********``) keeps its stored value.
+"""
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from sqlalchemy import func, or_, select
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
+from crmroute.errors import ConfigError, Conflict, NotFound
 from crmroute.schemas import RuleIn
+from crmroute.store import licenses
+from crmroute.store.db import bump_config_version
 from crmroute.store.models import Integration, Rule, RuleRow
+from crmroute.store.references import References, check_rule, describe, rule_assignments
 from crmroute.store.secrets import MASK, SecretBox
+
+_LOAD = (selectinload(Rule.rows), selectinload(Rule.integration), selectinload(Rule.dids), selectinload(Rule.ivrs))
+
+
+def get(session: Session, rule_id: int) -> Rule:
+    rule = session.scalar(select(Rule).where(Rule.id == rule_id).options(*_LOAD))
+    if rule is None:
+        raise NotFound(f"no rule with id {rule_id}")
+    return rule
+
+
+def search(session: Session, *, search: str = "", offset: int = 0, limit: int = 50) -> tuple[int, list[Rule]]:
+    """Rules whose name, CRM field or location contains ``search`` (any case), by name."""
+    query = select(Rule)
+    if search.strip():
+        text = search.strip()
+        query = query.where(or_(*(c.icontains(text, autoescape=True) for c in (Rule.name, Rule.crm_field, Rule.location))))  # fmt: skip
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    rows = session.scalars(query.order_by(func.lower(Rule.name), Rule.name).offset(offset).limit(limit).options(*_LOAD))
+    return total, list(rows)
+
+
+def create(session: Session, box: SecretBox, data: RuleIn, *, license_key: str = "") -> Rule:
+    """A new rule. ``license_key`` (``settings.license_key``) enforces the license's rule limit."""
+    _refuse_duplicate(session, data.name)
+    problems = check_rule(References.stored(session), data)
+    problems += licenses.rule_limit_problems(session, license_key)
+    if problems:
+        raise ConfigError(problems)
+    rule = apply(session, box, Rule(name=data.name), data)
+    session.add(rule)
+    _flush(session, data.name)
+    bump_config_version(session)
+    return rule
+
+
+def update(session: Session, box: SecretBox, rule_id: int, data: RuleIn) -> Rule:
+    """Replace the rule with ``data`` (renaming allowed); its DIDs and IVRs keep pointing at it."""
+    rule = get(session, rule_id)
+    if data.name != rule.name:
+        _refuse_duplicate(session, data.name)
+    problems = check_rule(References.stored(session), data, rule_assignments(session, rule.id))
+    if problems:
+        raise ConfigError(problems)
+    rule.name = data.name
+    apply(session, box, rule, data)
+    _flush(session, data.name)
+    bump_config_version(session)
+    return rule
+
+
+def delete(session: Session, rule_id: int) -> None:
+    """Refused (``Conflict``) while a DID or IVR uses the rule."""
+    rule = get(session, rule_id)
+    used = rule_assignments(session, rule.id)
+    if used:
+        raise Conflict(f"rule {rule.name!r} is used by {describe(used)}; "
+                       f"assign {'it' if len(used) == 1 else 'them'} another rule first")  # fmt: skip
+    session.delete(rule)
+    session.flush()
+    bump_config_version(session)
 
 
 def upsert(session: Session, box: SecretBox, data: RuleIn, integrations: dict[str, Integration]) -> Rule:
-    """Create or update by name; rows are replaced. Masked secrets keep their stored values."""
+    """Create or update by name (the rules file); references are checked by the caller."""
     row = session.scalar(select(Rule).where(Rule.name == data.name).options(selectinload(Rule.rows)))
     if row is None:
         row = Rule(name=data.name)
         session.add(row)
+    apply(session, box, row, data, integrations)
+    return row
+
+
+def apply(
+    session: Session, box: SecretBox, row: Rule, data: RuleIn, integrations: dict[str, Integration] | None = None
+) -> Rule:
+    """Set every field of ``row`` from ``data`` (not the name); rows are replaced.
+
+    ``integrations`` maps names to rows (looked up when not given). Secrets
+    sent as the mask keep their stored values; fields that do not apply to the
+    rule's CRM source or location are cleared.
+    """
     stored_headers = {h["name"].lower(): h["value"] for h in box.decrypt_json(row.custom_headers_enc or "", [])}
     custom = data.crm_source == "custom"
     row.crm_field = data.crm_field
@@ -24,7 +109,13 @@ def upsert(session: Session, box: SecretBox, data: RuleIn, integrations: dict[st
     row.dtmf_timeout_ms = data.dtmf_timeout_ms
     row.dtmf_max_digits = data.dtmf_max_digits
     row.crm_source = data.crm_source
-    row.integration = None if custom else integrations[data.integration or ""]
+    if custom:
+        row.integration = None
+    elif integrations is not None:
+        row.integration = integrations[data.integration or ""]
+    else:
+        with session.no_autoflush:  # ``row`` may be half set
+            row.integration = session.scalar(select(Integration).where(Integration.name == data.integration))
     row.crm_module = "" if custom else data.crm_module
     row.crm_username = "" if custom else data.crm_username
     stored_password = box.decrypt(row.crm_password_enc or "")
@@ -51,6 +142,18 @@ def upsert(session: Session, box: SecretBox, data: RuleIn, integrations: dict[st
     return row
 
 
+def _refuse_duplicate(session: Session, name: str) -> None:
+    if session.scalar(select(Rule.id).where(Rule.name == name)) is not None:
+        raise Conflict(f"a rule named {name!r} already exists")
+
+
+def _flush(session: Session, name: str) -> None:
+    try:
+        session.flush()
+    except IntegrityError:  # created by someone else since we looked
+        raise Conflict(f"a rule named {name!r} already exists") from None
+
+
 def list_all(session: Session) -> list[Rule]:
     query = select(Rule).order_by(Rule.name).options(selectinload(Rule.rows), selectinload(Rule.integration))
     return list(session.scalars(query))
@@ -58,6 +161,15 @@ def list_all(session: Session) -> list[Rule]:
 
 def names(session: Session) -> set[str]:
     return set(session.scalars(select(Rule.name)))
+
+
+def to_public(rule: Rule, box: SecretBox) -> dict:
+    """What the API returns: the id, the rules-file fields (secrets masked) and what uses the rule."""
+    return {
+        "id": rule.id,
+        **to_data(rule, box),
+        "used_by": {"dids": [d.number for d in rule.dids], "ivrs": [i.number for i in rule.ivrs]},
+    }
 
 
 def to_data(rule: Rule, box: SecretBox) -> dict:
