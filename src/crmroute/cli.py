@@ -59,6 +59,16 @@ def build_parser() -> argparse.ArgumentParser:
     new_token.add_argument("username")
     new_token.add_argument("--name", default="", help="what the token is for")
 
+    crm = sub.add_parser("crm", help="CRM kinds and integrations").add_subparsers(dest="crm_command", required=True)
+    kinds = crm.add_parser("kinds", help="list the supported CRM kinds and their settings")
+    kinds.add_argument("--json", action="store_true")
+    test = crm.add_parser("test", help="run an integration's Test action")
+    test.add_argument("name", help="the integration's name")
+    test.add_argument("--key", help="a phone number (or typed key) to look up")
+    test.add_argument("--module", default="contacts", choices=("accounts", "contacts", "leads"))
+    test.add_argument("--field", action="append", default=[], help="a field to read (repeatable)")
+    test.add_argument("--json", action="store_true")
+
     lic = sub.add_parser("license", help="licensing").add_subparsers(dest="license_command", required=True)
     install = lic.add_parser("install", help="install a license file")
     install.add_argument("file")
@@ -82,6 +92,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # e.g. `crmroute crm kinds | head`
+        sys.stderr.close()
+        return 0
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -260,6 +273,76 @@ def cmd_token(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
+CUSTOM_KIND = {
+    "kind": "custom", "title": "Custom CRM (rule level)", "docs_url": "",
+    "settings": [
+        {"name": "custom_url", "type": "url", "required": True, "secret": False, "help": "https:// URL asked per call"},
+        {"name": "custom_post", "type": "boolean", "required": False, "secret": False, "help": "POST JSON instead of GET"},
+        {"name": "custom_headers", "type": "headers", "required": False, "secret": True, "help": "extra request headers"},
+    ],
+}  # fmt: skip
+
+
+def cmd_crm(settings: Settings, args: argparse.Namespace) -> int:
+    if args.crm_command == "kinds":
+        return crm_kinds(args)
+    return asyncio.run(crm_test(settings, args))
+
+
+def crm_kinds(args: argparse.Namespace) -> int:
+    from crmroute.connectors import registry
+    from crmroute.connectors.base import setting_specs
+
+    kinds = [
+        {"kind": cls.kind, "title": cls.title, "docs_url": cls.docs_url, "modules": dict(cls.MODULES),
+         "settings": [spec.as_dict() for spec in setting_specs(cls.Settings)]}
+        for cls in registry().values()
+    ] + [CUSTOM_KIND]  # fmt: skip
+    if args.json:
+        print(json.dumps(kinds, indent=2))
+        return 0
+    for kind in kinds:
+        print(f"{kind['kind']}: {kind['title']}" + (f"  ({kind['docs_url']})" if kind["docs_url"] else ""))
+        for spec in kind["settings"]:
+            flags = ", ".join(f for f, on in (("required", spec["required"]), ("secret", spec["secret"])) if on)
+            print(f"  {spec['name']:<22} {spec['type']:<8} {flags:<17} {spec['help']}")
+    return 0
+
+
+async def crm_test(settings: Settings, args: argparse.Namespace) -> int:
+    from crmroute.connectors._http import make_client
+    from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
+    from crmroute.service import Store
+    from crmroute.store import integrations
+
+    store = Store(settings)
+    http = make_client(settings)
+    try:
+        await asyncio.to_thread(store.upgrade)
+        with store.factory() as session:
+            row = integrations.by_name(session).get(args.name)
+            if row is None:
+                raise ConfigError(f"no integration named {args.name!r}", field="name")
+            spec = ConnectorSpec(row.id, row.name, row.kind, True, dict(row.settings), row.secrets_enc)
+        connector = ConnectorPool(http, store.box, settings.default_region).build(spec)
+        report = await connector.test(args.key, module=args.module, fields=args.field)
+    finally:
+        await http.aclose()
+        store.close()
+    if args.json:
+        print(json.dumps(report.as_dict(), indent=2, default=str))
+    else:
+        for step in report.steps:
+            print(f"{'ok ' if step.ok else 'FAIL'} {step.name} ({step.ms:.0f} ms){': ' + step.detail if step.detail else ''}")
+        if report.record:
+            print(f"record: {report.record['module']} {report.record['id']} ({report.record['matches']} matched)")
+            for name, value in report.record["fields"].items():
+                print(f"  {name}: {value}")
+        if report.error_code:
+            print(f"error ({report.error_code}): {report.error_message}")
+    return 0 if report.ok else 1
+
+
 def read_file(path: str) -> str:
     try:
         return Path(path).read_text(encoding="utf-8")
@@ -285,5 +368,6 @@ COMMANDS = {
     "route": cmd_route,
     "license": cmd_license,
     "user": cmd_user,
+    "crm": cmd_crm,
     "token": cmd_token,
 }
