@@ -89,7 +89,11 @@ def problem_list(problems: list[tuple[str, str]]) -> list[dict[str, str]]:
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
-    async def not_found(request: Request, exc: NotFound) -> JSONResponse:
+    async def not_found(request: Request, exc: NotFound) -> Response:
+        if not request.url.path.startswith("/api/"):  # a page: an HTML answer the admin can go back from
+            from crmroute.web.templating import render
+
+            return render(request, "error.html", title="Not found", message=str(exc), status_code=404)
         return JSONResponse({"detail": str(exc)}, status_code=404)
 
     @app.exception_handler(Conflict)

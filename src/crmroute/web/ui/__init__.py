@@ -2,7 +2,8 @@
 
 from fastapi import APIRouter
 
-from crmroute.web.ui import auth
+from crmroute.web.ui import auth, rules
 
 ui_router = APIRouter(include_in_schema=False)
-ui_router.include_router(auth.router)
+for module in (auth, rules):
+    ui_router.include_router(module.router)
