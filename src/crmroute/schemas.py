@@ -339,3 +339,259 @@ def join_path(path: str, field: str) -> str:
     if not field:
         return path
     return f"{path}.{field}" if path else field
+
+
+# --- what the REST API returns (the OpenAPI document's response models) -------------
+#
+# The store's ``to_public()`` functions build these shapes; parts that do not
+# apply are left out (as in the rules file), and secrets are always the mask.
+
+
+class _Public(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+
+class Page(BaseModel):
+    """One page of a list: ``items`` from ``offset``, ``total`` matching in all."""
+
+    total: int
+    offset: int
+    limit: int
+
+
+class RowPublic(_Public):
+    operator: str
+    value: str
+    destination: str
+    option: str
+
+
+class HeaderPublic(_Public):
+    name: str
+    value: str = Field(description="always ********: header values are write-only")
+
+
+class RuleUsage(_Public):
+    dids: list[str] = Field(description="numbers of the DIDs using the rule")
+    ivrs: list[str] = Field(description="numbers of the IVRs using the rule")
+
+
+class RulePublic(_Public):
+    id: int
+    name: str
+    crm_field: str
+    location: str
+    greeting: str | None = None
+    dtmf_timeout_ms: int | None = None
+    dtmf_max_digits: int | None = None
+    crm_source: str
+    integration: str | None = None
+    crm_module: str | None = None
+    crm_username: str | None = None
+    crm_password: str | None = Field(None, description="******** when set: write-only; send it back to keep it")
+    custom_url: str | None = None
+    custom_post: bool | None = None
+    custom_headers: list[HeaderPublic] | None = None
+    default_destination: str
+    default_voicemail: str
+    deadline_ms: int | None = None
+    rows: list[RowPublic]
+    used_by: RuleUsage
+
+
+class RulePage(Page):
+    items: list[RulePublic]
+
+
+class DestinationPublic(_Public):
+    id: int
+    type: str
+    number: str | None = None
+    name: str
+    voicemail: bool | None = None
+
+
+class DestinationPage(Page):
+    items: list[DestinationPublic]
+
+
+class AssignmentPublic(_Public):
+    id: int
+    number: str
+    name: str
+    rule: str
+    rule_id: int
+
+
+class AssignmentPage(Page):
+    items: list[AssignmentPublic]
+
+
+class IntegrationUsage(_Public):
+    rules: list[str]
+
+
+class IntegrationPublic(_Public):
+    id: int
+    name: str
+    kind: str
+    enabled: bool
+    settings: dict[str, Any]
+    secrets: dict[str, str] = Field(description="names of the stored secrets, values ********")
+    log_options: dict[str, Any]
+    used_by: IntegrationUsage
+
+
+class IntegrationPage(Page):
+    items: list[IntegrationPublic]
+
+
+class IntegrationTestIn(Strict):
+    key: str | None = Field(None, max_length=64, description="a phone number or account key to look up")
+    module: Literal["accounts", "contacts", "leads"] = "contacts"
+    fields: list[str] = Field(default_factory=list, max_length=20, description="CRM field API names to read")
+
+
+class DecisionPublic(_Public):
+    id: int
+    created_at: str
+    source: str
+    call_id: str
+    channel: str
+    caller: str
+    did: str
+    ivr: str
+    rule: str
+    lookup_key: str
+    key_source: str
+    value: str
+    row: int | None
+    dest_type: str
+    dest: str
+    status: str
+    reason: str
+    error: str
+    crm_ms: float | None
+    total_ms: float
+    trace: list[Any] | None = Field(None, description="only in GET /decisions/{id}")
+
+
+class DecisionPage(Page):
+    items: list[DecisionPublic]
+
+
+class RouteIn(Strict):
+    """A dry run: exactly one of ``did``, ``ivr``, ``rule``."""
+
+    did: str | None = Field(None, max_length=64)
+    ivr: str | None = Field(None, max_length=64)
+    rule: str | None = Field(None, max_length=128)
+    caller: str = Field("", max_length=64)
+    dtmf: str = Field("", max_length=64)
+
+    @field_validator("did", "ivr", "caller", "dtmf", mode="before")
+    @classmethod
+    def _text(cls, value: Any) -> Any:
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> "RouteIn":
+        given = [name for name in ("did", "ivr", "rule") if getattr(self, name)]
+        if len(given) != 1:
+            raise _FieldError(given[1] if len(given) > 1 else "did", "give exactly one of did, ivr or rule")
+        return self
+
+
+class RouteDestination(_Public):
+    type: str
+    option: str
+
+
+class RouteResult(_Public):
+    status: str
+    rule: str
+    destination: RouteDestination | None
+    value: str
+    row: int | None
+    key: str
+    key_source: str
+    reason: str
+    error: str
+    crm_ms: float | None
+    total_ms: float
+    steps: list[str]
+    did: str
+    ivr: str
+    caller: str
+    dtmf: str
+    jump: str | None = Field(description="context,extension,priority; null in variables mode or with no destination")
+
+
+class SectionCounts(_Public):
+    created: int
+    updated: int
+    unchanged: int
+
+
+class ImportSummaryPublic(_Public):
+    integrations: SectionCounts
+    destinations: SectionCounts
+    rules: SectionCounts
+    dids: SectionCounts
+    ivrs: SectionCounts
+
+
+class LicensePublic(_Public):
+    status: str = Field(description="not_enforced, valid, missing, invalid or expired")
+    routing_enabled: bool
+    message: str
+    licensee: str | None
+    features: list[str]
+    limits: dict[str, int]
+    issued: str | None
+    expires: str | None
+
+
+class UserIn(Strict):
+    username: str = Field(min_length=1, max_length=64)
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class PasswordIn(Strict):
+    password: str = Field(min_length=1, max_length=1024)
+
+
+class UserPublic(_Public):
+    id: int
+    username: str
+    is_active: bool
+    created_at: str
+
+
+class UserPage(Page):
+    items: list[UserPublic]
+
+
+class TokenIn(Strict):
+    name: str = Field("", max_length=128)
+    username: str | None = Field(None, max_length=64, description="whose token; default: yours")
+
+
+class TokenPublic(_Public):
+    id: int
+    name: str
+    username: str
+    created_at: str
+    last_used_at: str | None
+    revoked: bool
+
+
+class TokenPage(Page):
+    items: list[TokenPublic]
+
+
+class TokenCreated(_Public):
+    id: int
+    name: str
+    username: str
+    token: str = Field(description="shown once: only its hash is stored")

@@ -20,6 +20,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from crmroute.errors import NotFound
 from crmroute.routing.trace import Decision
 from crmroute.store.models import DecisionRecord
 
@@ -179,3 +180,25 @@ def search(
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(DecisionRecord.id.desc()).offset(offset).limit(limit))
     return total, list(rows)
+
+
+def get(session: Session, decision_id: int) -> DecisionRecord:
+    row = session.get(DecisionRecord, decision_id)
+    if row is None:
+        raise NotFound(f"no decision with id {decision_id}")
+    return row
+
+
+def to_public(row: DecisionRecord, *, trace: bool = True) -> dict:
+    """The row as the API and UI show it (times in UTC ISO-8601); the trace only when asked."""
+    created = row.created_at if row.created_at.tzinfo else row.created_at.replace(tzinfo=timezone.utc)
+    data = {
+        "id": row.id, "created_at": created.isoformat(), "source": row.source, "call_id": row.call_id,
+        "channel": row.channel, "caller": row.caller, "did": row.did, "ivr": row.ivr, "rule": row.rule,
+        "lookup_key": row.lookup_key, "key_source": row.key_source, "value": row.value, "row": row.row,
+        "dest_type": row.dest_type, "dest": row.dest, "status": row.status, "reason": row.reason,
+        "error": row.error, "crm_ms": row.crm_ms, "total_ms": row.total_ms,
+    }  # fmt: skip
+    if trace:
+        data["trace"] = list(row.trace or [])
+    return data

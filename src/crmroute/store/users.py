@@ -42,12 +42,21 @@ def check_password(user: User, password: str) -> bool:
 
 def create_token(session: Session, username: str, name: str = "") -> str:
     """A new API token for ``username``; only its hash is stored, so show it once."""
+    return issue_token(session, username, name)[1]
+
+
+def issue_token(session: Session, username: str, name: str = "") -> tuple[ApiToken, str]:
+    """``create_token`` that also gives the stored row (flushed, so it has its id)."""
     user = session.scalar(select(User).where(User.username == username))
     if user is None:
         raise NotFound(f"no user named {username!r}")
+    if len(name) > 128:
+        raise ConfigError("use at most 128 characters", field="name")
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, name=name, token_hash=hash_token(token)))
-    return token
+    row = ApiToken(user_id=user.id, name=name, token_hash=hash_token(token), user=user)
+    session.add(row)
+    session.flush()
+    return row, token
 
 
 def hash_token(token: str) -> str:
@@ -156,3 +165,34 @@ def revoke_token(session: Session, token_id: int) -> ApiToken:
 def _aware(value: datetime) -> datetime:
     """SQLite gives naive datetimes back; they were stored as UTC."""
     return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+
+
+def search_users(session: Session, *, search: str = "", offset: int = 0, limit: int = 50) -> tuple[int, list[User]]:
+    query = select(User)
+    if search.strip():
+        query = query.where(User.username.icontains(search.strip(), autoescape=True))
+    total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
+    return total, list(session.scalars(query.order_by(User.username).offset(offset).limit(limit)))
+
+
+def search_tokens(session: Session, *, offset: int = 0, limit: int = 50) -> tuple[int, list[ApiToken]]:
+    """Every user's tokens, oldest first (revoked ones too, marked)."""
+    total = session.scalar(select(func.count()).select_from(ApiToken)) or 0
+    query = select(ApiToken).options(selectinload(ApiToken.user)).order_by(ApiToken.id).offset(offset).limit(limit)
+    return total, list(session.scalars(query))
+
+
+def user_public(user: User) -> dict:
+    """What the API shows of a user: never the password hash."""
+    return {"id": user.id, "username": user.username, "is_active": user.is_active,
+            "created_at": _aware(user.created_at).isoformat()}  # fmt: skip
+
+
+def token_public(row: ApiToken) -> dict:
+    """What the API shows of a token: never the token or its hash."""
+    return {
+        "id": row.id, "name": row.name, "username": row.user.username,
+        "created_at": _aware(row.created_at).isoformat(),
+        "last_used_at": _aware(row.last_used_at).isoformat() if row.last_used_at else None,
+        "revoked": row.revoked,
+    }  # fmt: skip

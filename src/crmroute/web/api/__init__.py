@@ -1,5 +1,20 @@
-"""The REST API under /api/v1: one module per resource, gathered here."""
+"""The REST API under /api/v1: one module per resource, gathered here.
 
-from fastapi import APIRouter
+Every route needs a bearer token or a signed-in browser session (then unsafe
+methods need its ``X-CSRF-Token``); the dependency is set once, on the router.
+Routes stay thin: the store's functions validate, write and flush; the route
+commits after a successful write.
+"""
 
-api_router = APIRouter(prefix="/api/v1")
+from fastapi import APIRouter, Depends
+
+from crmroute.web.api import decisions, destinations, dids, integrations, ivrs, license, route, rules, transfer, users
+from crmroute.web.deps import api_user
+
+api_router = APIRouter(
+    prefix="/api/v1",
+    dependencies=[Depends(api_user)],
+    responses={401: {"description": "no or bad credentials"}, 422: {"description": "a list of {field, message}"}},
+)
+for module in (rules, destinations, dids, ivrs, integrations, decisions, route, transfer, license, users):
+    api_router.include_router(module.router)

@@ -1,0 +1,82 @@
+"""/api/v1/import and /api/v1/export: the rules file (SPEC 10) over HTTP."""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Mapping
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import Response
+
+from crmroute import rulesfile
+from crmroute.errors import ConfigError
+from crmroute.schemas import ImportSummaryPublic, RulesFile
+from crmroute.web.api._common import BoxDep, SettingsDep
+from crmroute.web.deps import SessionDep
+
+router = APIRouter(tags=["rules file"])
+
+YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+MAX_BODY = 5 * 1024 * 1024
+# crmroute's own settings (the secret key, the database URL ...) never reach a file imported over HTTP.
+HIDDEN_PREFIX = "CRMROUTE_"
+
+_BODY = {
+    "requestBody": {
+        "required": True,
+        "description": "the rules file: a JSON object, or YAML text with Content-Type application/yaml",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/RulesFile"}},
+            "application/yaml": {"schema": {"type": "string"}},
+        },
+    }
+}
+
+
+def import_environ() -> Mapping[str, str]:
+    """What ``${NAME}`` may name in an imported file: the server's environment minus ``CRMROUTE_*``."""
+    return {k: v for k, v in os.environ.items() if not k.upper().startswith(HIDDEN_PREFIX)}
+
+
+@router.post("/import", response_model=ImportSummaryPublic, openapi_extra=_BODY,
+             responses={422: {"description": "every problem in the file, by path"}})  # fmt: skip
+async def import_file(request: Request, box: BoxDep, settings: SettingsDep) -> dict:
+    """Create or update everything in the file, all or nothing; ``${ENV}`` is substituted, ``********`` keeps secrets."""
+    content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
+    body = await request.body()
+    if len(body) > MAX_BODY:
+        raise ConfigError(f"the file is larger than {MAX_BODY // (1024 * 1024)} MB", field="file")
+    try:
+        text = body.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ConfigError("must be UTF-8 text", field="file") from None
+    if content_type in YAML_TYPES:
+        fmt = "yaml"
+    elif content_type in ("application/json", "text/json") or content_type.endswith("+json"):
+        fmt = "json"
+    else:
+        raise ConfigError("send JSON (application/json) or YAML (application/yaml)", field="file")
+    store = request.app.state.store
+
+    def apply() -> dict:
+        data = rulesfile.parse(text, environ=import_environ(), fmt=fmt)
+        return rulesfile.import_rules(store.factory, box, data, license_key=settings.license_key).as_dict()
+
+    return await run_in_threadpool(apply)
+
+
+@router.get("/export", response_model=RulesFile,  # documents the shape (also the import body's schema)
+            responses={200: {"content": {"text/yaml": {}},
+                             "description": "every object in rules-file shape, secrets as ********"}})  # fmt: skip
+def export_file(
+    session: SessionDep, box: BoxDep, format: Annotated[Literal["json", "yaml"], Query()] = "json"
+) -> Response:
+    """Everything configured, as a rules file (JSON by default, ``?format=yaml`` for YAML)."""
+    data = rulesfile.export_rules(session, box)
+    if format == "yaml":
+        return Response(rulesfile.dump(data, "yaml"), media_type="text/yaml; charset=utf-8")
+    return Response(json.dumps(data, ensure_ascii=False), media_type="application/json")
+
