@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from crmroute.web.ui import auth, rules
+from crmroute.web.ui import assignments, auth, destinations, integrations, rules
 
 ui_router = APIRouter(include_in_schema=False)
-for module in (auth, rules):
+for module in (auth, rules, destinations, assignments, integrations):
     ui_router.include_router(module.router)

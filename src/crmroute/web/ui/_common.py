@@ -41,14 +41,18 @@ def checked(form: FormData, name: str) -> bool:
     return form.get(name) in ("on", "yes", "true", "1")
 
 
-def indexed(form: FormData, prefix: str) -> list[dict[str, str]]:
-    """Rows posted as ``prefix-N-field`` inputs, ordered by N (the page re-numbers them in screen order)."""
+def indexed(form: FormData, prefix: str, untrimmed: tuple[str, ...] = ()) -> list[dict[str, str]]:
+    """Rows posted as ``prefix-N-field`` inputs, ordered by N (the page re-numbers them in screen order).
+
+    Values are trimmed, except the fields named in ``untrimmed`` (secrets).
+    """
     pattern = re.compile(rf"^{re.escape(prefix)}-(\d+)-(\w+)$")
     rows: dict[int, dict[str, str]] = {}
     for key, value in form.multi_items():
         match = pattern.match(key)
         if match and isinstance(value, str):
-            rows.setdefault(int(match.group(1)), {})[match.group(2)] = value.strip()
+            field = match.group(2)
+            rows.setdefault(int(match.group(1)), {})[field] = value if field in untrimmed else value.strip()
     return [rows[i] for i in sorted(rows)]
 
 

@@ -128,7 +128,7 @@ def read_form(form: FormData, stored: dict[str, Any] | None) -> tuple[dict[str, 
     }  # fmt: skip
     values["default_voicemail"] = values["default_voicemail"] or "not_set"  # no radio chosen
     values["custom_post"] = text(form, "custom_post") == "yes"
-    headers = [h for h in indexed(form, "custom_headers") if h.get("name") or h.get("value")]
+    headers = [h for h in indexed(form, "custom_headers", untrimmed=("value",)) if h.get("name") or h.get("value")]
     values["custom_headers"] = [{"name": h.get("name", ""), "stored": h.get("name", "").lower() in stored_headers}
                                 for h in headers]  # fmt: skip
     values["rows"] = [
