@@ -13,17 +13,32 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from argon2 import PasswordHasher
 from fastapi.testclient import TestClient
 
 from crmroute.schemas import DestinationIn, IntegrationIn
-from crmroute.store import destinations, integrations
+from crmroute.settings import Settings
+from crmroute.store import destinations, integrations, users
 from crmroute.store.db import transaction
+from tests.conftest import make_settings
 from tests.web.conftest import Web
 
 
 @pytest.fixture
 def db_url(data_dir: Path) -> Iterator[str]:
     yield f"sqlite:///{data_dir / 'crmroute.db'}"
+
+
+@pytest.fixture
+def settings(data_dir: Path, db_url: str, custom_crm_server) -> Settings:
+    """The app trusts the test Custom CRM's CA, so Test rule can really ask it."""
+    return make_settings(data_dir, db_url, ca_bundle=str(custom_crm_server.ca_path))
+
+
+@pytest.fixture(autouse=True)
+def quick_password_hashes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Argon2 at its cheapest: the pages are under test here, not the hash (tests/web/test_auth.py covers it)."""
+    monkeypatch.setattr(users, "_hasher", PasswordHasher(time_cost=1, memory_cost=1024, parallelism=1))
 
 
 @pytest.fixture

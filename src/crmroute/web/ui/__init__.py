@@ -2,8 +2,8 @@
 
 from fastapi import APIRouter
 
-from crmroute.web.ui import assignments, auth, destinations, integrations, rules
+from crmroute.web.ui import assignments, auth, decisions, destinations, dry_run, integrations, license, rules, users
 
 ui_router = APIRouter(include_in_schema=False)
-for module in (auth, rules, destinations, assignments, integrations):
+for module in (auth, rules, destinations, assignments, integrations, decisions, dry_run, users, license):
     ui_router.include_router(module.router)

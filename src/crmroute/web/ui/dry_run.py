@@ -1,0 +1,88 @@
+"""Test rule: the trace a call would produce (SPEC 8's dry run). The CRM is really asked; nothing is written."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import anyio.from_thread
+from fastapi import APIRouter, FastAPI, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import ValidationError
+from sqlalchemy.orm import Session
+
+from crmroute.agi.jumps import JumpTable
+from crmroute.router import Target
+from crmroute.routing.trace import Destination, DestType
+from crmroute.schemas import RouteIn
+from crmroute.store import rules
+from crmroute.web.deps import FormUser, PageUser, Principal, SessionDep
+from crmroute.web.templating import render
+from crmroute.web.ui._common import FormDep, problems_of, text
+
+router = APIRouter()
+
+TARGETS = [("did", "DID number"), ("ivr", "IVR number"), ("rule", "Rule")]
+
+
+@router.get("/test-rule", response_class=HTMLResponse)
+def test_rule_page(request: Request, principal: PageUser, session: SessionDep, rule: str = "") -> Response:
+    values = {"target": "rule" if rule else "did", "did": "", "ivr": "", "rule": rule, "caller": "", "dtmf": ""}
+    return page(request, principal, session, values)
+
+
+@router.post("/test-rule", response_class=HTMLResponse)
+def test_rule_run(request: Request, principal: FormUser, session: SessionDep, form: FormDep) -> Response:
+    values = {name: text(form, name) for name in ("target", "did", "ivr", "rule", "caller", "dtmf")}
+    target = values["target"] if values["target"] in dict(TARGETS) else "did"
+    try:
+        data = RouteIn.model_validate({target: values[target] or None, "caller": values["caller"],
+                                       "dtmf": values["dtmf"]})  # fmt: skip
+    except ValidationError as exc:
+        errors = {target if path in ("did", "ivr", "rule") else path: m for path, m in problems_of(exc).items()}
+        return page(request, principal, session, values, errors=errors, status_code=422)
+    kind = "did" if data.did else "ivr" if data.ivr else "rule"
+    trace = anyio.from_thread.run(dry_run, request.app, Target(kind, getattr(data, kind) or ""), data.caller, data.dtmf)
+    dest = trace.get("destination")
+    jump = JumpTable.from_settings(request.app.state.settings).jump_for(
+        Destination(DestType(dest["type"]), dest["option"]) if dest else None
+    )
+    trace["jump"] = ",".join(jump) if jump else ""
+    trace["matched"] = matched_row(session, trace.get("rule", ""), trace.get("row"))
+    return page(request, principal, session, values, trace=trace)
+
+
+async def dry_run(app: FastAPI, target: Target, caller: str, dtmf: str) -> dict:
+    """The app's router (rules reloaded if changed), or in a web-only process a temporary one."""
+    shared = app.state.router
+    if shared is not None:
+        await shared.reload_if_changed()
+        return await shared.dry_run(target, caller_id=caller, dtmf=dtmf)
+    from crmroute.service import build_router
+
+    temporary = build_router(app.state.store, with_log=False)
+    try:
+        await asyncio.to_thread(temporary.load)
+        return await temporary.dry_run(target, caller_id=caller, dtmf=dtmf)
+    finally:
+        await temporary.close()
+        await temporary.http.aclose()
+
+
+def matched_row(session: Session, rule_name: str, row: int | None) -> dict[str, Any] | None:
+    """The stored row a decision's 1-based ``row`` index names (as it is now)."""
+    if not rule_name or not row:
+        return None
+    found = [r for r in rules.search(session, search=rule_name, limit=100)[1] if r.name == rule_name]
+    if not found or row > len(found[0].rows):
+        return None
+    stored = found[0].rows[row - 1]
+    return {"operator": stored.operator, "value": stored.value, "destination": stored.destination,
+            "option": stored.option}  # fmt: skip
+
+
+def page(request: Request, principal: Principal, session: Session, values: dict[str, str], *,
+         errors: dict[str, str] | None = None, trace: dict | None = None, status_code: int = 200) -> Response:  # fmt: skip
+    names = [(r.name, f"{r.name} ({r.location.upper()})") for r in rules.list_all(session)]
+    return render(request, "test_rule/form.html", principal, status_code=status_code, values=values,
+                  errors=errors or {}, trace=trace, targets=TARGETS, rules=names)  # fmt: skip
