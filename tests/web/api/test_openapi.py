@@ -1,0 +1,38 @@
+"""The OpenAPI document lists every route of SPEC 10, tagged."""
+
+from __future__ import annotations
+
+from tests.web.api.conftest import SQLITE_ONLY
+
+EXPECTED = {
+    "/api/v1/rules": {"get", "post"}, "/api/v1/rules/{rule_id}": {"get", "put", "delete"},
+    "/api/v1/destinations": {"get", "post"}, "/api/v1/destinations/{dest_id}": {"get", "put", "delete"},
+    "/api/v1/dids": {"get", "post"}, "/api/v1/dids/{did_id}": {"get", "put", "delete"},
+    "/api/v1/ivrs": {"get", "post"}, "/api/v1/ivrs/{ivr_id}": {"get", "put", "delete"},
+    "/api/v1/integrations": {"get", "post"}, "/api/v1/integrations/{integration_id}": {"get", "put", "delete"},
+    "/api/v1/integrations/{integration_id}/test": {"post"},
+    "/api/v1/decisions": {"get"}, "/api/v1/decisions/{decision_id}": {"get"}, "/api/v1/route": {"post"},
+    "/api/v1/import": {"post"}, "/api/v1/export": {"get"}, "/api/v1/license": {"get", "post"},
+    "/api/v1/users": {"get", "post"}, "/api/v1/users/{user_id}": {"delete"},
+    "/api/v1/users/{user_id}/password": {"post"}, "/api/v1/tokens": {"get", "post"},
+    "/api/v1/tokens/{token_id}": {"delete"},
+}  # fmt: skip
+
+
+@SQLITE_ONLY
+def test_openapi_lists_the_api(web):
+    assert web.client().get("/api/v1/openapi.json").status_code == 401  # the document is behind auth too
+    document = web.api().get("/api/v1/openapi.json").json()
+    paths = {p: {m for m in ops if m in ("get", "post", "put", "delete")} for p, ops in document["paths"].items()
+             if p.startswith("/api/v1/")}  # fmt: skip
+    assert paths == EXPECTED
+    for path, ops in document["paths"].items():
+        for method, op in ops.items():
+            if path.startswith("/api/v1/"):
+                assert op.get("tags"), (method, path)
+    schemas = document["components"]["schemas"]
+    assert {"RuleIn", "RulePublic", "RulesFile", "RouteIn", "RouteResult", "LicensePublic", "TokenCreated"} <= set(schemas)
+    assert document["paths"]["/api/v1/rules"]["post"]["responses"]["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/RulePublic"
+    }
+    assert "application/yaml" in document["paths"]["/api/v1/import"]["post"]["requestBody"]["content"]

@@ -1,0 +1,80 @@
+"""/api/v1/import and /api/v1/export: the rules file over HTTP."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+from sqlalchemy import func, select
+
+from crmroute.store.models import Rule
+from crmroute.store.secrets import MASK
+from tests.web.api.conftest import SQLITE_ONLY, fields
+
+SAMPLE = (Path(__file__).parents[2] / "store" / "sample_rules.yaml").read_text()
+ENV = {"ZOHO_SECRET": "zs-from-env", "ZOHO_REFRESH": "zr-from-env", "CRM_KEY": "key-from-env"}
+
+
+def import_yaml(api, text: str):
+    return api.post("/api/v1/import", content=text.encode(), headers={"Content-Type": "application/yaml"})
+
+
+def test_yaml_import_then_json_round_trip(web, api, monkeypatch):
+    for name, value in ENV.items():
+        monkeypatch.setenv(name, value)
+    response = import_yaml(api, SAMPLE)
+    assert response.status_code == 200, response.text
+    assert response.json()["rules"] == {"created": 2, "updated": 0, "unchanged": 0}
+    assert response.json()["dids"] == {"created": 1, "updated": 0, "unchanged": 0}
+    with web.store.factory() as session:
+        rule = session.scalar(select(Rule).where(Rule.name == "VIP"))
+        assert web.store.box.decrypt_json(rule.custom_headers_enc, [])[0]["value"] == "key-from-env"
+
+    exported = api.get("/api/v1/export")
+    assert exported.headers["content-type"].startswith("application/json")
+    data = exported.json()
+    for secret in ENV.values():
+        assert secret not in exported.text
+    assert data["rules"][1]["custom_headers"] == [{"name": "X-Api-Key", "value": MASK}]
+    again = api.post("/api/v1/import", json=data)  # the export, as JSON: nothing changes, secrets kept
+    assert again.status_code == 200, again.text
+    assert all(c["created"] == 0 and c["updated"] == 0 for c in again.json().values())
+    as_yaml = api.get("/api/v1/export?format=yaml")
+    assert as_yaml.headers["content-type"].startswith("text/yaml") and yaml.safe_load(as_yaml.text) == data
+
+
+def test_import_is_all_or_nothing_with_every_problem(web, api):
+    bad = yaml.safe_load(SAMPLE)
+    bad["rules"][0]["custom_url"] = "http://crm.example.com"
+    bad["rules"][1]["rows"][0]["option"] = "999"
+    bad["dids"].append({"number": "5552000", "rule": "Nope"})
+    problems = fields(api.post("/api/v1/import", json=bad))
+    assert problems["rules[0].custom_url"] == "must start with https://"
+    assert problems["rules[0].custom_headers[0].value"] == "environment variable CRM_KEY is not set"
+    bad["rules"][0]["custom_url"] = "https://crm.example.com"
+    for section in ("integrations", "rules"):
+        for item in bad[section]:
+            item.pop("secrets", None)
+            item.pop("custom_headers", None)
+    assert fields(api.post("/api/v1/import", json=bad)) == {
+        "rules[1].rows[0].option": "no queue '999' among destinations",
+        "dids[1].rule": "no rule named 'Nope'",
+    }
+    with web.store.factory() as session:
+        assert session.scalar(select(func.count()).select_from(Rule)) == 0
+
+
+def test_crmroute_settings_are_not_substituted(api, monkeypatch):
+    monkeypatch.setenv("CRMROUTE_SECRET_KEY", "do-not-leak")
+    text = "destinations:\n  - {type: queue, number: '1', name: '${CRMROUTE_SECRET_KEY}'}\n"
+    assert fields(import_yaml(api, text)) == {
+        "destinations[0].name": "environment variable CRMROUTE_SECRET_KEY is not set"
+    }
+
+
+@SQLITE_ONLY  # request validation: the same on both engines
+def test_bad_bodies(api):
+    assert fields(import_yaml(api, "rules: [\n")).keys() == {"file"}
+    assert fields(api.post("/api/v1/import", content=b"[1, 2]", headers={"Content-Type": "application/json"})).keys() == {"file"}  # fmt: skip
+    assert fields(api.post("/api/v1/import", content=b"x", headers={"Content-Type": "text/csv"})).keys() == {"file"}
+    assert fields(api.get("/api/v1/export?format=xml")).keys() == {"format"}
