@@ -86,6 +86,8 @@ function repeater(box) {
       if (down) down.disabled = i === items.length - 1;
     });
     if (empty) empty.hidden = items.length > 0;
+    const table = box.querySelector(".table-wrap");
+    if (table) table.hidden = items.length === 0;
   };
 
   box.addEventListener("click", (event) => {

@@ -22,7 +22,7 @@ from crmroute.web.ui._common import FormDep, problems_of, text
 
 router = APIRouter()
 
-TARGETS = [("did", "DID number"), ("ivr", "IVR number"), ("rule", "Rule")]
+TARGETS = [("did", "A DID"), ("ivr", "An IVR"), ("rule", "A rule by name")]
 
 
 @router.get("/test-rule", response_class=HTMLResponse)
