@@ -51,3 +51,11 @@ def test_unknown_did_and_missing_target(web, admin):
     assert 'class="badge no_rule"' in html
     response = post(admin, "/test-rule", {"target": "ivr", "ivr": "", "caller": "1"})
     assert response.status_code == 422 and field_error(response.text, "ivr")
+
+
+def test_web_only_process_builds_a_router_for_the_dry_run(web, admin, custom_crm):
+    web.app.state.router = None  # `crmroute web` runs without the AGI half
+    custom_crm.values = {"Status": "GOLD"}
+    create(web, custom_url=custom_crm.url)
+    html = post(admin, "/test-rule", {"target": "rule", "rule": "VIP", "caller": "+15551230001"}).text
+    assert 'class="badge matched"' in html and "queue 103" in html
