@@ -315,6 +315,8 @@ def error_problems(errors: Sequence[Any], prefix: str = "", *, request: bool = F
         if "\x00" in message:  # blame set by a model validator
             field, _, message = message.partition("\x00")
             path = join_path(path, field)
+        elif item.get("type") == "json_invalid":  # FastAPI could not parse the request body
+            path, message = prefix, f"not valid JSON: {item.get('ctx', {}).get('error', message)}"
         elif item.get("type") == "missing":
             message = "required"
         elif item.get("type") == "extra_forbidden":

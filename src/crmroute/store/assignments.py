@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from crmroute.errors import ConfigError, Conflict, NotFound
 from crmroute.schemas import DidIn, IvrIn
-from crmroute.store.db import bump_config_version
+from crmroute.store.db import bump_config_version, is_id
 from crmroute.store.models import Did, Ivr, Rule
 from crmroute.store.references import References, check_assignment
 
@@ -82,7 +82,8 @@ _WHAT = {Did: ("did", "DID", "a DID"), Ivr: ("ivr", "IVR", "an IVR")}
 
 
 def _get(session: Session, model: type[Row], row_id: int) -> Row:
-    row = session.scalar(select(model).where(model.id == row_id).options(selectinload(model.rule)))
+    query = select(model).where(model.id == row_id).options(selectinload(model.rule))
+    row = session.scalar(query) if is_id(row_id) else None
     if row is None:
         raise NotFound(f"no {_WHAT[model][1]} with id {row_id}")
     return row

@@ -58,6 +58,14 @@ def upgrade(engine: Engine) -> None:
         command.upgrade(config, "head")
 
 
+MAX_ID = 2**31 - 1  # ids are INTEGER columns
+
+
+def is_id(value: int) -> bool:
+    """Whether ``value`` can be a row id (a larger number would make the database itself fail)."""
+    return 0 < value <= MAX_ID
+
+
 def config_version(session: Session) -> int:
     value = session.scalar(select(Meta.value).where(Meta.key == CONFIG_VERSION))
     return int(value) if value else 0

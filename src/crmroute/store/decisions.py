@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.errors import NotFound
 from crmroute.routing.trace import Decision
+from crmroute.store.db import is_id
 from crmroute.store.models import DecisionRecord
 
 logger = logging.getLogger(__name__)
@@ -183,7 +184,7 @@ def search(
 
 
 def get(session: Session, decision_id: int) -> DecisionRecord:
-    row = session.get(DecisionRecord, decision_id)
+    row = session.get(DecisionRecord, decision_id) if is_id(decision_id) else None
     if row is None:
         raise NotFound(f"no decision with id {decision_id}")
     return row

@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 
 from crmroute.errors import ConfigError, Conflict, NotFound
 from crmroute.schemas import DestinationIn
-from crmroute.store.db import bump_config_version
+from crmroute.store.db import bump_config_version, is_id
 from crmroute.store.models import Destination
 from crmroute.store.references import describe_rules, rules_using_destination
 
@@ -21,7 +21,7 @@ _ARTICLE = {"extension": "an extension", "queue": "a queue", "ivr": "an IVR", "r
 
 
 def get(session: Session, dest_id: int) -> Destination:
-    row = session.get(Destination, dest_id)
+    row = session.get(Destination, dest_id) if is_id(dest_id) else None
     if row is None:
         raise NotFound(f"no destination with id {dest_id}")
     return row

@@ -12,14 +12,15 @@ from sqlalchemy.orm import Session, selectinload
 
 from crmroute.errors import Conflict, NotFound
 from crmroute.schemas import IntegrationIn
-from crmroute.store.db import bump_config_version
+from crmroute.store.db import bump_config_version, is_id
 from crmroute.store.models import Integration
 from crmroute.store.references import describe_rules, rules_using_integration
 from crmroute.store.secrets import MASK, SecretBox
 
 
 def get(session: Session, integration_id: int) -> Integration:
-    row = session.scalar(select(Integration).where(Integration.id == integration_id).options(selectinload(Integration.rules)))  # fmt: skip
+    query = select(Integration).where(Integration.id == integration_id).options(selectinload(Integration.rules))
+    row = session.scalar(query) if is_id(integration_id) else None
     if row is None:
         raise NotFound(f"no integration with id {integration_id}")
     return row

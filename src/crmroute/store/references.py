@@ -80,8 +80,9 @@ def check_rule(refs: References, rule: RuleIn, assigned: Sequence[Assignment] = 
             found.append((f"rows[{j}].option", f"no {row.destination} {row.option!r} among destinations"))
     others = [(kind, number) for kind, number in assigned if kind != rule.location]
     if others:
-        found.append(("location", f"rule {rule.name!r} is used by {describe(others)}; "
-                                  f"assign {_pronoun(others)} another rule before changing the location to {rule.location}"))  # fmt: skip
+        message = (f"rule {rule.name!r} is used by {describe(others)}; "
+                   f"assign {_pronoun(others)} another rule before changing the location to {rule.location}")
+        found.append(("location", message))
     return found
 
 

@@ -15,7 +15,7 @@ from sqlalchemy.orm import Session, selectinload
 from crmroute.errors import ConfigError, Conflict, NotFound
 from crmroute.schemas import RuleIn
 from crmroute.store import licenses
-from crmroute.store.db import bump_config_version
+from crmroute.store.db import bump_config_version, is_id
 from crmroute.store.models import Integration, Rule, RuleRow
 from crmroute.store.references import References, check_rule, describe, rule_assignments
 from crmroute.store.secrets import MASK, SecretBox
@@ -24,7 +24,7 @@ _LOAD = (selectinload(Rule.rows), selectinload(Rule.integration), selectinload(R
 
 
 def get(session: Session, rule_id: int) -> Rule:
-    rule = session.scalar(select(Rule).where(Rule.id == rule_id).options(*_LOAD))
+    rule = session.scalar(select(Rule).where(Rule.id == rule_id).options(*_LOAD)) if is_id(rule_id) else None
     if rule is None:
         raise NotFound(f"no rule with id {rule_id}")
     return rule
@@ -35,7 +35,8 @@ def search(session: Session, *, search: str = "", offset: int = 0, limit: int = 
     query = select(Rule)
     if search.strip():
         text = search.strip()
-        query = query.where(or_(*(c.icontains(text, autoescape=True) for c in (Rule.name, Rule.crm_field, Rule.location))))  # fmt: skip
+        columns = (Rule.name, Rule.crm_field, Rule.location)
+        query = query.where(or_(*(c.icontains(text, autoescape=True) for c in columns)))
     total = session.scalar(select(func.count()).select_from(query.subquery())) or 0
     rows = session.scalars(query.order_by(func.lower(Rule.name), Rule.name).offset(offset).limit(limit).options(*_LOAD))
     return total, list(rows)

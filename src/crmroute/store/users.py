@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session, selectinload
 
 from crmroute.errors import ConfigError, Conflict, NotFound
 from crmroute.schemas import NAME_PATTERN
+from crmroute.store.db import is_id
 from crmroute.store.models import ApiToken, User, WebSession, utcnow
 
 MIN_PASSWORD_LENGTH = 8
@@ -123,7 +124,7 @@ def find_token_user(session: Session, token: str) -> User | None:
 
 
 def get_user(session: Session, user_id: int) -> User:
-    user = session.get(User, user_id)
+    user = session.get(User, user_id) if is_id(user_id) else None
     if user is None:
         raise NotFound(f"no user with id {user_id}")
     return user
@@ -155,7 +156,7 @@ def list_tokens(session: Session, user: User | None = None) -> list[ApiToken]:
 
 
 def revoke_token(session: Session, token_id: int) -> ApiToken:
-    row = session.get(ApiToken, token_id)
+    row = session.get(ApiToken, token_id) if is_id(token_id) else None
     if row is None:
         raise NotFound(f"no token with id {token_id}")
     row.revoked = True

@@ -18,7 +18,10 @@ async def dry_run(data: RouteIn, request: Request) -> dict:
 
     The CRM is really asked; changes made through the API are seen at once. Nothing is written to the decision log.
     """
-    target = Target("did", data.did) if data.did else Target("ivr", data.ivr or "") if data.ivr else Target("rule", data.rule or "")  # fmt: skip
+    if data.did:
+        target = Target("did", data.did)
+    else:
+        target = Target("ivr", data.ivr) if data.ivr else Target("rule", data.rule or "")
     app = request.app
     shared: Router | None = app.state.router
     if shared is not None:
