@@ -5,7 +5,9 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from crmroute.store.models import DecisionRecord
+from crmroute.web.app import create_app
 from tests.web.api.conftest import HEADER_SECRET, SQLITE_ONLY, create, fields, rule_body
+from tests.web.conftest import Web
 
 
 def test_dry_run_by_did_ivr_and_rule(web, seeded, custom_crm):
@@ -43,3 +45,13 @@ def test_exactly_one_target(api):
     }
     assert fields(api.post("/api/v1/route", json={"did": "1", "rule": "VIP"})).keys() == {"rule"}
     assert fields(api.post("/api/v1/route", json={"did": "1", "extra": True})).keys() == {"extra"}
+
+
+def test_a_web_only_process_builds_its_own_router(web, seeded, custom_crm):
+    create(seeded, "rules", rule_body(custom_crm.url))
+    custom_crm.values = {"Status": "SILVER"}
+    web_only = Web(create_app(web.app.state.settings, web.store, router=None), web.store, web.token)
+    with web_only.api() as api:
+        trace = api.post("/api/v1/route", json={"rule": "VIP", "caller": "+15551230001"}).json()
+    assert (trace["status"], trace["destination"], trace["jump"]) == ("matched", {"type": "ivr", "option": "5"},
+                                                                        "crmroute-ivr,5,1")  # fmt: skip
