@@ -182,9 +182,14 @@ class Token:
     value: str
     expires_at: float | None = None  # time.monotonic(); None: until refused
     extra: dict[str, Any] = field(default_factory=dict)  # instance_url, rest_url ...
+    issued_at: float = field(default_factory=time.monotonic)
 
     def fresh(self) -> bool:
-        return self.expires_at is None or time.monotonic() < self.expires_at - TOKEN_MARGIN
+        """Still usable: refreshed ahead of expiry (by a minute, or half the lifetime of a short token)."""
+        if self.expires_at is None:
+            return True
+        margin = min(TOKEN_MARGIN, (self.expires_at - self.issued_at) / 2)
+        return time.monotonic() < self.expires_at - margin
 
 
 class Connector:
