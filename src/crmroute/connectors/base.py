@@ -33,7 +33,8 @@ import logging
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timezone
+from email.utils import parsedate_to_datetime
 from types import UnionType
 from typing import Any, ClassVar, Literal, Union, get_args, get_origin
 
@@ -386,7 +387,7 @@ class Connector:
         """The record the ``match_pick`` setting chooses among several, and how many there were."""
         if self.settings.match_pick == "first" or len(records) == 1:
             return records[0], len(records)
-        ordered = sorted(records, key=lambda r: str(lookup_path(r, modified) or ""))
+        ordered = sorted(records, key=lambda r: _when(lookup_path(r, modified)))
         return (ordered[-1] if self.settings.match_pick == "newest" else ordered[0]), len(records)
 
     async def aclose(self) -> None:
@@ -444,10 +445,35 @@ def field_text(value: Any) -> str | None:
 
 
 def retry_after_seconds(response: CappedResponse) -> float | None:
+    """``Retry-After`` in seconds, from either of its forms (delta-seconds or an HTTP date)."""
     value = response.headers.get("retry-after", "").strip()
     if value.isdigit():
         return float(value)
-    return None
+    try:
+        when = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+_EPOCH = datetime.min.replace(tzinfo=timezone.utc)
+
+
+def _when(value: Any) -> datetime:
+    """A modified-time field as an aware datetime for ordering (missing or odd values sort first)."""
+    if isinstance(value, (int, float)) and not isinstance(value, bool):  # epoch seconds or milliseconds
+        return datetime.fromtimestamp(value / 1000 if value > 1e11 else value, timezone.utc)
+    text = str(value or "").strip()
+    if text.startswith("/Date(") and text.endswith(")/"):  # OData v2: /Date(1714557600000)/
+        digits = text[6:-2].split("+")[0].split("-")[0]
+        return datetime.fromtimestamp(int(digits) / 1000, timezone.utc) if digits.isdigit() else _EPOCH
+    try:
+        parsed = datetime.fromisoformat(text.replace("Z", "+00:00").replace("+0000", "+00:00"))
+    except ValueError:
+        return _EPOCH
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
 
 
 def _ms(started: float) -> float:
