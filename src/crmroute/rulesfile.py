@@ -50,6 +50,11 @@ class ImportSummary:
         return {s: {k: c[k] for k in ("created", "updated", "unchanged")} for s, c in self.counts.items()}
 
 
+# Over HTTP a file may not read the server's environment: an API token must not
+# be a way to read the server's secrets. ``crmroute rules import`` expands them.
+NO_ENVIRONMENT: Mapping[str, str] = {}
+
+
 def parse(text: str, *, environ: Mapping[str, str] | None = None, fmt: str | None = None) -> RulesFile:
     """Read and validate a rules file; ``ConfigError`` lists every problem."""
     raw = load_text(text, fmt)
@@ -84,6 +89,10 @@ def substitute_env(value: Any, environ: Mapping[str, str], path: str, found: lis
             if match.group(1):  # $${NAME} stays literal
                 return "${" + match.group(2) + "}"
             name = match.group(2)
+            if environ is NO_ENVIRONMENT:
+                found.append((path, f"${{{name}}}: environment variables are expanded only by `crmroute rules "
+                                    "import` on the server; send the value itself"))
+                return ""
             if name not in environ:
                 found.append((path, f"environment variable {name} is not set"))
                 return ""

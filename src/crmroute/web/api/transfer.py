@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-from collections.abc import Mapping
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
@@ -21,8 +19,6 @@ router = APIRouter(tags=["rules file"])
 
 YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
 MAX_BODY = 5 * 1024 * 1024
-# crmroute's own settings (the secret key, the database URL ...) never reach a file imported over HTTP.
-HIDDEN_PREFIX = "CRMROUTE_"
 
 _BODY = {
     "requestBody": {
@@ -36,15 +32,14 @@ _BODY = {
 }
 
 
-def import_environ() -> Mapping[str, str]:
-    """What ``${NAME}`` may name in an imported file: the server's environment minus ``CRMROUTE_*``."""
-    return {k: v for k, v in os.environ.items() if not k.upper().startswith(HIDDEN_PREFIX)}
-
-
 @router.post("/import", response_model=ImportSummaryPublic, openapi_extra=_BODY,
              responses={422: {"description": "every problem in the file, by path"}})  # fmt: skip
 async def import_file(request: Request, box: BoxDep, settings: SettingsDep) -> dict:
-    """Create or update everything in the file, all or nothing; ``${ENV}`` is substituted, ``********`` keeps secrets."""
+    """Create or update everything in the file, all or nothing; ``********`` keeps stored secrets.
+
+    ``${ENV}`` references are refused here (they would read the server's environment);
+    ``crmroute rules import`` on the server expands them.
+    """
     content_type = request.headers.get("content-type", "application/json").split(";")[0].strip().lower()
     body = await request.body()
     if len(body) > MAX_BODY:
@@ -62,7 +57,7 @@ async def import_file(request: Request, box: BoxDep, settings: SettingsDep) -> d
     store = request.app.state.store
 
     def apply() -> dict:
-        data = rulesfile.parse(text, environ=import_environ(), fmt=fmt)
+        data = rulesfile.parse(text, environ=rulesfile.NO_ENVIRONMENT, fmt=fmt)
         return rulesfile.import_rules(store.factory, box, data, license_key=settings.license_key).as_dict()
 
     return await run_in_threadpool(apply)
