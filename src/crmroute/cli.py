@@ -148,9 +148,7 @@ def cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
 
 
 def cmd_route(settings: Settings, args: argparse.Namespace) -> int:
-    from crmroute.agi.jumps import JumpTable
     from crmroute.router import Target
-    from crmroute.routing.trace import Destination, DestType
     from crmroute.service import Store, build_router
 
     async def dry_run() -> dict:
@@ -158,14 +156,8 @@ def cmd_route(settings: Settings, args: argparse.Namespace) -> int:
         router = build_router(store, with_log=False)
         try:
             await asyncio.to_thread(store.upgrade)
-            await asyncio.to_thread(router.load)
             target = Target("did", args.did) if args.did else Target("ivr", args.ivr) if args.ivr else Target("rule", args.rule)  # fmt: skip
-            trace = await router.dry_run(target, caller_id=args.caller, dtmf=args.dtmf)
-            dest = trace.get("destination")
-            jump = JumpTable.from_settings(settings).jump_for(dest and Destination(DestType(dest["type"]), dest["option"]))
-            if jump:
-                trace["jump"] = ",".join(jump)
-            return trace
+            return await router.dry_run(target, caller_id=args.caller, dtmf=args.dtmf)
         finally:
             await router.http.aclose()
             store.close()

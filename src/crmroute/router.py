@@ -16,6 +16,7 @@ import httpx
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from crmroute.agi.jumps import JumpTable
 from crmroute.connectors.custom import fetch_custom
 from crmroute.deadline import Deadline
 from crmroute.connectors.pool import ConnectorPool
@@ -167,13 +168,22 @@ class Router:
         return ask_connector
 
     async def dry_run(self, target: Target, *, caller_id: str, dtmf: str = "") -> dict:
-        """The trace a call would produce, without a call and without logging it."""
+        """The trace a call would produce, without a call and without logging it.
+
+        Rules changed by any process are seen at once. ``jump`` is the
+        ``context,extension,priority`` a call would continue at (``None`` without one).
+        """
+        await self.reload_if_changed()
         resolved = self.resolve(target)
         if resolved.refusal is not None or resolved.rule is None:
             decision = resolved.refusal or Decision(Status.NO_RULE)
         else:
             decision = await self.decide(resolved.rule, caller_id=caller_id, dtmf=dtmf, did=resolved.did)
-        return decision.as_dict() | {"did": resolved.did, "ivr": resolved.ivr, "caller": caller_id, "dtmf": dtmf}
+        jump = JumpTable.from_settings(self.settings).jump_for(decision.destination)
+        return decision.as_dict() | {
+            "did": resolved.did, "ivr": resolved.ivr, "caller": caller_id, "dtmf": dtmf,
+            "jump": ",".join(jump) if jump else None,
+        }  # fmt: skip
 
     def record(self, decision: Decision, meta: CallMeta) -> None:
         """Log one call's decision and count it in the metrics."""

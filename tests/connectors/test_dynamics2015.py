@@ -501,7 +501,7 @@ class TestDynamicsOnline(DynamicsContract):
         key = LookupKey(CALLER, "caller_id")
         await connector.fetch(key, "contacts", "new_Status", deadline=self.deadline())
         first = connector._token
-        first.expires_at = time.monotonic() + 30  # an hour later: inside the refresh margin
+        first.issued_at, first.expires_at = time.monotonic() - 3570, time.monotonic() + 30  # an hour later: inside the margin
         assert await connector.fetch(key, "contacts", "new_Status", deadline=self.deadline()) == "GOLD"
         grants = fake.state["grants"]
         assert [g["grant_type"] for g in grants] == ["password", "refresh_token"]

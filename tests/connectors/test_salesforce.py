@@ -499,7 +499,7 @@ class TestSalesforce(ConnectorContract):
         await connector.fetch(key, "contacts", "Status__c", deadline=self.deadline())
         token = connector._token
         assert 3500 < token.expires_at - time.monotonic() <= 3600
-        token.expires_at = time.monotonic() + 30  # an hour later: inside the refresh margin
+        token.issued_at, token.expires_at = time.monotonic() - 3570, time.monotonic() + 30  # an hour later: inside the margin
         await connector.fetch(key, "contacts", "Status__c", deadline=self.deadline())
         assert fake.token_requests == 2 and connector._token is not token
         assert all(r.path.endswith("/search/") for r in fake.api_requests())  # no 401 was needed

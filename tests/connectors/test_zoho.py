@@ -464,7 +464,7 @@ class TestZoho(ConnectorContract):
 
     async def test_token_expiry_is_read_from_expires_in_and_refreshed_before_it(self, fake, connector):
         fake.records = [self.record()]
-        fake.state["expires_in"] = 61  # fresh for one second with the 60 s margin
+        fake.state["expires_in"] = 2  # a 2 s token is refreshed once half its life has passed
         key = LookupKey(CALLER, "caller_id")
         await connector.fetch(key, "contacts", self.FIELD, deadline=self.deadline())
         await asyncio.sleep(1.05)

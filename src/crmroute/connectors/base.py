@@ -313,16 +313,15 @@ class Connector:
     ) -> CappedResponse:
         """Send one request as this connector; statuses in ``ok`` (beside 2xx) are returned as is."""
         retried = False
+        given = dict(kwargs.pop("headers", None) or {})  # the caller's own; ours are added per attempt
         while True:
-            headers = dict(kwargs.pop("headers", None) or {})
+            headers = dict(given)
             if auth:
-                token = await self.authenticate(deadline=deadline)
-                headers.update(self._auth_headers(token))
+                headers.update(self._auth_headers(await self.authenticate(deadline=deadline)))
             response = await send_capped(
                 self.http, method, url, headers=headers, timeout=deadline.remaining(), kind=self.kind,
                 operation=operation, **kwargs,
             )  # fmt: skip
-            kwargs["headers"] = {k: v for k, v in headers.items() if k.lower() != "authorization"}
             status = response.status_code
             if 200 <= status < 300 or status in ok:
                 return response

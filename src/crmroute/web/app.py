@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
@@ -15,7 +17,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from crmroute import __version__
 from crmroute.errors import ConfigError, Conflict, NotFound
-from crmroute.metrics import CONTENT_TYPE, Metrics
+from crmroute.metrics import CONTENT_TYPE
 from crmroute.schemas import error_problems
 from crmroute.settings import Settings
 from crmroute.web.deps import ApiUser, CsrfFailed, LoginRequired
@@ -35,13 +37,27 @@ def create_app(
     from crmroute.web.api import api_router
     from crmroute.web.ui import ui_router
 
+    owned_router = router is None
+    if router is None:  # a web-only process: a router for dry runs, without a decision log
+        from crmroute.service import build_router
+
+        router = build_router(store, with_log=False)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        yield
+        if owned_router:
+            await router.close()
+            await router.http.aclose()
+
     # The OpenAPI document is served below, behind auth; no docs UI (it would load a CDN).
-    app = FastAPI(title="crmroute", version=__version__, openapi_url=None, docs_url=None, redoc_url=None)
+    app = FastAPI(title="crmroute", version=__version__, openapi_url=None, docs_url=None, redoc_url=None,
+                  lifespan=lifespan)  # fmt: skip
     app.state.settings = settings
     app.state.store = store
     app.state.router = router
     app.state.agi_server = agi_server
-    app.state.metrics = router.metrics if router is not None else Metrics()
+    app.state.metrics = router.metrics
     app.state.throttle = LoginThrottle()
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -63,10 +79,9 @@ def create_app(
             body["agi_active_sessions"] = agi_server.active_sessions
         else:
             body["agi"] = "not running in this process"
-        if router is not None:
+        if router.decision_log is not None:  # this process routes calls
             body["rules_loaded"] = len(router.book.rules)
-            if router.decision_log is not None:
-                body["decisions_pending"] = router.decision_log.pending
+            body["decisions_pending"] = router.decision_log.pending
         healthy = body["database"] == "ok" and body["agi"] != "down"
         body["status"] = "ok" if healthy else "degraded"
         return JSONResponse(body, status_code=200 if healthy else 503)

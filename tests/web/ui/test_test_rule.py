@@ -7,6 +7,7 @@ import pytest
 from crmroute.schemas import DidIn
 from crmroute.store import assignments, decisions
 from crmroute.store.db import transaction
+from crmroute.web.app import create_app
 from tests.web.ui.conftest import field_error, post
 from tests.web.ui.test_rules import create
 
@@ -53,9 +54,11 @@ def test_unknown_did_and_missing_target(web, admin):
     assert response.status_code == 422 and field_error(response.text, "ivr")
 
 
-def test_web_only_process_builds_a_router_for_the_dry_run(web, admin, custom_crm):
-    web.app.state.router = None  # `crmroute web` runs without the AGI half
+def test_web_only_process_has_a_router_for_the_dry_run(web, custom_crm):
+    web.app = create_app(web.store.settings, web.store)  # `crmroute web` runs without the AGI half
+    assert web.app.state.router.decision_log is None  # dry runs only: it routes no calls
     custom_crm.values = {"Status": "GOLD"}
     create(web, custom_url=custom_crm.url)
-    html = post(admin, "/test-rule", {"target": "rule", "rule": "VIP", "caller": "+15551230001"}).text
+    with web.browser() as admin:
+        html = post(admin, "/test-rule", {"target": "rule", "rule": "VIP", "caller": "+15551230001"}).text
     assert 'class="badge matched"' in html and "queue 103" in html

@@ -63,21 +63,11 @@ async def test_integration(
     row = await run_in_threadpool(integrations.get, session, integration_id)
     spec = ConnectorSpec(row.id, row.name, row.kind, True, dict(row.settings), row.secrets_enc)
     router = request.app.state.router
-    if router is not None:
-        http, region = router.http, router.settings.default_region
-    else:  # a web-only process: the connector gets a short-lived client
-        from crmroute.connectors._http import make_client
-
-        http, region = make_client(request.app.state.settings), request.app.state.settings.default_region
+    try:  # a fresh connector: the test must log in anew
+        connector = ConnectorPool(router.http, box, router.settings.default_region).build(spec)
+    except ConnectorError as exc:
+        return {"ok": False, "steps": [], "record": None, "error": {"code": exc.reason, "message": str(exc)}}
     try:
-        try:
-            connector = ConnectorPool(http, box, region).build(spec)  # fresh: the test must log in anew
-        except ConnectorError as exc:
-            return {"ok": False, "steps": [], "record": None, "error": {"code": exc.reason, "message": str(exc)}}
-        try:
-            return (await connector.test(data.key or None, module=data.module, fields=data.fields)).as_dict()
-        finally:
-            await connector.aclose()
+        return (await connector.test(data.key or None, module=data.module, fields=data.fields)).as_dict()
     finally:
-        if router is None:
-            await http.aclose()
+        await connector.aclose()

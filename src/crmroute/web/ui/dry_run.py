@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import asyncio
+from functools import partial
 from typing import Any
 
 import anyio.from_thread
-from fastapi import APIRouter, FastAPI, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from sqlalchemy.orm import Session
 
-from crmroute.agi.jumps import JumpTable
 from crmroute.router import Target
-from crmroute.routing.trace import Destination, DestType
 from crmroute.schemas import RouteIn
 from crmroute.store import rules
 from crmroute.web.deps import FormUser, PageUser, Principal, SessionDep
@@ -42,31 +40,11 @@ def test_rule_run(request: Request, principal: FormUser, session: SessionDep, fo
         errors = {target if path in ("did", "ivr", "rule") else path: m for path, m in problems_of(exc).items()}
         return page(request, principal, session, values, errors=errors, status_code=422)
     kind = "did" if data.did else "ivr" if data.ivr else "rule"
-    trace = anyio.from_thread.run(dry_run, request.app, Target(kind, getattr(data, kind) or ""), data.caller, data.dtmf)
-    dest = trace.get("destination")
-    jump = JumpTable.from_settings(request.app.state.settings).jump_for(
-        Destination(DestType(dest["type"]), dest["option"]) if dest else None
-    )
-    trace["jump"] = ",".join(jump) if jump else ""
+    router = request.app.state.router
+    trace = anyio.from_thread.run(partial(router.dry_run, Target(kind, getattr(data, kind) or ""),
+                                          caller_id=data.caller, dtmf=data.dtmf))  # fmt: skip
     trace["matched"] = matched_row(session, trace.get("rule", ""), trace.get("row"))
     return page(request, principal, session, values, trace=trace)
-
-
-async def dry_run(app: FastAPI, target: Target, caller: str, dtmf: str) -> dict:
-    """The app's router (rules reloaded if changed), or in a web-only process a temporary one."""
-    shared = app.state.router
-    if shared is not None:
-        await shared.reload_if_changed()
-        return await shared.dry_run(target, caller_id=caller, dtmf=dtmf)
-    from crmroute.service import build_router
-
-    temporary = build_router(app.state.store, with_log=False)
-    try:
-        await asyncio.to_thread(temporary.load)
-        return await temporary.dry_run(target, caller_id=caller, dtmf=dtmf)
-    finally:
-        await temporary.close()
-        await temporary.http.aclose()
 
 
 def matched_row(session: Session, rule_name: str, row: int | None) -> dict[str, Any] | None:
