@@ -25,6 +25,7 @@ from crmroute.errors import ConfigError
 from crmroute.schemas import RulesFile, problems
 from crmroute.store import assignments, destinations, integrations, licenses, rules
 from crmroute.store.db import bump_config_version, transaction
+from crmroute.store.integrations import connector_problems
 from crmroute.store.references import References, check_assignment, check_rule, prefixed
 from crmroute.store.secrets import SecretBox
 
@@ -123,6 +124,9 @@ def check_references(session: Session, data: RulesFile) -> list[tuple[str, str]]
     unique("dids", [d.number for d in data.dids], "number")
     unique("ivrs", [i.number for i in data.ivrs], "number")
 
+    for i, integration in enumerate(data.integrations):  # a masked secret counts as given
+        found += prefixed(f"integrations[{i}]", connector_problems(integration.kind, integration.settings,
+                                                                   integration.secrets))  # fmt: skip
     refs = References.stored(session).overlay(data)
     for i, rule in enumerate(data.rules):
         found += prefixed(f"rules[{i}]", check_rule(refs, rule, refs.assigned.get(rule.name, ())))

@@ -52,8 +52,8 @@ class Store:
         self.engine.dispose()
 
 
-def build_router(store: Store, *, with_log: bool = True) -> Router:
-    settings = store.settings
+def build_router(store: Store, *, with_log: bool = True, settings: Settings | None = None) -> Router:
+    settings = settings or store.settings
     log = DecisionLog(store.factory, settings.decision_retention_days) if with_log else None
     return Router(settings, store.factory, store.box, make_client(settings), log)
 

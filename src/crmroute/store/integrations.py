@@ -6,12 +6,17 @@ mask keeps its stored value. An integration a rule uses cannot be deleted.
 
 from __future__ import annotations
 
+from typing import Any
+
+from pydantic import ValidationError
 from sqlalchemy import func, or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
-from crmroute.errors import Conflict, NotFound
-from crmroute.schemas import IntegrationIn
+from crmroute.connectors import registry
+from crmroute.connectors.base import setting_specs
+from crmroute.errors import ConfigError, Conflict, NotFound
+from crmroute.schemas import IntegrationIn, problems
 from crmroute.store.db import bump_config_version, is_id
 from crmroute.store.models import Integration
 from crmroute.store.references import describe_rules, rules_using_integration
@@ -83,9 +88,15 @@ def upsert(session: Session, box: SecretBox, data: IntegrationIn) -> Integration
 
 
 def apply(box: SecretBox, row: Integration, data: IntegrationIn) -> Integration:
-    """Set every field but the name. A secret sent as the mask keeps its stored value; one left out is dropped."""
+    """Set every field but the name. A secret sent as the mask keeps its stored value; one left out is dropped.
+
+    ``ConfigError`` when the settings do not suit the kind's connector (paths ``settings.X`` / ``secrets.X``).
+    """
     stored: dict[str, str] = box.decrypt_json(row.secrets_enc or "", {})
     secrets = {k: stored.get(k, "") if v == MASK else v for k, v in data.secrets.items()}
+    found = connector_problems(data.kind, data.settings, secrets)
+    if found:
+        raise ConfigError(found)
     row.kind = data.kind
     row.enabled = data.enabled
     row.settings = dict(data.settings)
@@ -94,6 +105,28 @@ def apply(box: SecretBox, row: Integration, data: IntegrationIn) -> Integration:
         row.secrets_enc = box.encrypt_json(secrets)
     row.log_options = data.log_options.model_dump()
     return row
+
+
+def connector_problems(kind: str, settings: dict[str, Any], secrets: dict[str, str]) -> list[tuple[str, str]]:
+    """What the kind's connector finds wrong with these settings (nothing for a kind without one yet)."""
+    cls = registry().get(kind)
+    if cls is None:
+        return []
+    secret_names = {spec.name for spec in setting_specs(cls.Settings) if spec.secret}
+    found = [(f"settings.{k}", "a secret: put it under secrets, where it is stored encrypted")
+             for k in settings if k in secret_names]  # fmt: skip
+    found += [(f"secrets.{k}", "not a secret: put it under settings") for k in secrets
+              if k not in secret_names and k in cls.Settings.model_fields]  # fmt: skip
+    if found:
+        return found
+    try:
+        cls.Settings.model_validate({**settings, **{k: v for k, v in secrets.items() if v}})
+    except ValidationError as exc:
+        for path, message in problems(exc):
+            head = path.split(".", 1)[0].split("[", 1)[0]
+            section = "secrets" if head in secret_names or (head not in cls.Settings.model_fields and head in secrets) else "settings"
+            found.append((f"{section}.{path}" if path else section, message))
+    return found
 
 
 def _refuse_duplicate(session: Session, name: str) -> None:

@@ -41,7 +41,7 @@ def create_app(
     if router is None:  # a web-only process: a router for dry runs, without a decision log
         from crmroute.service import build_router
 
-        router = build_router(store, with_log=False)
+        router = build_router(store, with_log=False, settings=settings)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

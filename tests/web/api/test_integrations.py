@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from sqlalchemy import select
 
 from crmroute.store.models import Integration
 from crmroute.store.secrets import MASK
+from crmroute.web.app import create_app
+from tests.connectors.contract import CALLER, STORED_PHONE
+from tests.connectors.fakecrm import FakeRecord, serve_vendor
+from tests.connectors.test_zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, make_app
 from tests.web.api.conftest import create, fields, rule_body
+from tests.web.conftest import Web
 
 ZOHO = {
     "name": "Main Zoho", "kind": "zoho",
@@ -52,9 +59,45 @@ def test_bad_input_duplicates_and_in_use(seeded):
 
 
 def test_test_action_reports_instead_of_failing(api):
-    created = create(api, "integrations", {"name": "Broken", "kind": "zoho", "settings": {}})
+    unreachable = {"name": "Broken", "kind": "zoho",
+                   "settings": {"accounts_url": "https://127.0.0.1:9", "client_id": "1000.X"},
+                   "secrets": {"client_secret": "cs", "refresh_token": "rt"}}  # fmt: skip
+    created = create(api, "integrations", unreachable)
     response = api.post(f"/api/v1/integrations/{created['id']}/test", json={"key": "+15551230001"})
     assert response.status_code == 200, response.text
     report = response.json()
-    assert report["ok"] is False and report["error"]["code"]
+    assert report["ok"] is False and report["error"]["code"] == "connect"
+    assert report["steps"][0]["name"] == "authenticate" and not report["steps"][0]["ok"]
     assert api.post("/api/v1/integrations/999/test").status_code == 404
+
+
+def test_settings_are_checked_against_the_kinds_connector(api):
+    response = api.post("/api/v1/integrations", json={
+        "name": "Zoho", "kind": "zoho", "settings": {"client_id": "1000.X", "refresh_token": "in clear", "colour": "red"},
+    })  # fmt: skip
+    assert response.status_code == 422
+    problems = {p["field"]: p["message"] for p in response.json()["detail"]}
+    assert problems == {"settings.refresh_token": "a secret: put it under secrets, where it is stored encrypted"}
+    response = api.post("/api/v1/integrations", json={"name": "Zoho", "kind": "zoho",
+                                                      "settings": {"client_id": "1000.X", "colour": "red"},
+                                                      "secrets": {"client_secret": "s", "refresh_token": "r"}})  # fmt: skip
+    assert {p["field"]: p["message"] for p in response.json()["detail"]} == {"settings.colour": "unknown field"}
+
+
+def test_test_action_against_a_real_zoho_fake(web, tmp_path):
+    """The Test action end to end: the stored integration, its connector, a strict Zoho fake on loopback."""
+    with serve_vendor(make_app, tmp_path) as zoho:
+        zoho.records = [FakeRecord("contacts", "4150868000000224001", STORED_PHONE, {"Customer_Tier": "GOLD"})]
+        settings = dataclasses.replace(web.store.settings, ca_bundle=zoho.ca_path)
+        app = create_app(settings, web.store)  # its own router, trusting the fake's CA
+        with Web(app, web.store, web.token).api() as api:
+            created = create(api, "integrations", {
+                "name": "Zoho", "kind": "zoho", "settings": {"accounts_url": zoho.base_url, "client_id": CLIENT_ID},
+                "secrets": {"client_secret": CLIENT_SECRET, "refresh_token": REFRESH_TOKEN}})  # fmt: skip
+            report = api.post(f"/api/v1/integrations/{created['id']}/test",
+                              json={"key": CALLER, "module": "contacts", "fields": ["Customer_Tier"]}).json()  # fmt: skip
+    assert report["ok"], report
+    assert [s["name"] for s in report["steps"]] == ["authenticate", f"find contacts record for {CALLER}"]
+    assert report["record"]["id"] == "4150868000000224001"
+    assert report["record"]["fields"]["Customer_Tier"] == "GOLD"
+    assert CLIENT_SECRET not in str(report) and REFRESH_TOKEN not in str(report)

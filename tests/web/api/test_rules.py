@@ -88,7 +88,8 @@ def test_duplicate_name_is_409(seeded):
 
 
 def test_secrets_never_come_back(web, seeded):
-    integration = create(seeded, "integrations", {"name": "Zoho", "kind": "zoho", "secrets": {"client_secret": "zs"}})
+    integration = create(seeded, "integrations", {"name": "Zoho", "kind": "zoho", "settings": {"client_id": "1000.X"},
+                                                         "secrets": {"client_secret": "zs", "refresh_token": "zr"}})
     body = rule_body(crm_source="integration", integration="Zoho", crm_module="accounts",
                      crm_username="bob", crm_password=PASSWORD_SECRET)  # fmt: skip
     created = create(seeded, "rules", body)

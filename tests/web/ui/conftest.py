@@ -94,7 +94,8 @@ def add_destinations(web: Web, *items: dict[str, Any]) -> None:
 
 
 def add_integration(web: Web, name: str = "Main Zoho", **fields: Any) -> None:
-    data = {"name": name, "kind": "zoho", "settings": {"api_domain": "https://www.zohoapis.eu"}} | fields
+    data = {"name": name, "kind": "zoho", "settings": {"api_domain": "https://www.zohoapis.eu", "client_id": "1000.X"},
+            "secrets": {"client_secret": "zs", "refresh_token": "zr"}} | fields
     with transaction(web.store.factory) as session:
         integrations.create(session, web.store.box, IntegrationIn.model_validate(data))
 

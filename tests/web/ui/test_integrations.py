@@ -1,4 +1,4 @@
-"""The CRM integrations pages: settings, write-only secrets, log options."""
+"""The CRM integrations pages: settings drawn from the connector, write-only secrets, log options, Test."""
 
 from __future__ import annotations
 
@@ -9,10 +9,10 @@ from tests.web.ui.conftest import add_integration, field_error, follow, input_va
 
 FORM = {
     "name": "Main Zoho", "kind": "zoho", "enabled": "on",
-    "settings-0-key": "api_domain", "settings-0-value": "https://www.zohoapis.eu",
-    "settings-1-key": "client_id", "settings-1-value": "1000.X",
-    "secrets-0-key": "client_secret", "secrets-0-value": "very-secret-client-secret",
-    "secrets-1-key": "refresh_token", "secrets-1-value": "very-secret-refresh-token",
+    "zoho-data_centre": "eu", "zoho-api_domain": "https://www.zohoapis.eu", "zoho-client_id": "1000.X",
+    "zoho-client_secret": "very-secret-client-secret", "zoho-refresh_token": "very-secret-refresh-token",
+    "zoho-api_version": "v8", "zoho-match_pick": "newest",
+    "hubspot-api_url": "https://ignored.example",  # another kind's fields are not read
     "log_options-inbound_answered": "on", "log_options-outbound": "on", "log_options-log_level": "debug",
 }  # fmt: skip
 
@@ -40,11 +40,13 @@ def test_posts_need_the_csrf_token(web, admin):
 def test_create_through_the_form(web, admin):
     form = admin.get("/integrations/new").text
     assert "Zoho CRM" in form and "Microsoft Dynamics CRM 2015" in form
-    assert ">Test<" not in form  # the Test action arrives with the connectors
+    assert 'id="zoho-client_secret"' in form and 'type="password"' in form  # drawn from the connector's settings
+    assert 'data-show-when="kind=zoho"' in form and '<label for="zoho-client_id">Client id (required)</label>' in form
     html = follow(admin, post(admin, "/integrations/new", FORM))
     assert "Saved the integration &#39;Main Zoho&#39;." in html and "Zoho CRM" in html
     public, secrets = stored(web)[0]
-    assert public["settings"] == {"api_domain": "https://www.zohoapis.eu", "client_id": "1000.X"}
+    assert public["settings"] == {"data_centre": "eu", "api_domain": "https://www.zohoapis.eu", "client_id": "1000.X",
+                                  "api_version": "v8", "match_pick": "newest"}  # fmt: skip
     assert secrets == {"client_secret": "very-secret-client-secret", "refresh_token": "very-secret-refresh-token"}
     assert public["log_options"] == {"inbound_answered": True, "inbound_missed": False, "outbound": True,
                                      "create_unknown": False, "log_level": "debug"}  # fmt: skip
@@ -58,31 +60,49 @@ def test_secrets_are_write_only(web, admin):
         html = admin.get(page).text
         assert "very-secret" not in html
     html = admin.get(f"/integrations/{integration_id}/edit").text
-    assert input_value(html, "secrets-0-key") == "client_secret" and input_value(html, "secrets-0-value") == ""
-    assert 'placeholder="********"' in html
-    assert input_value(html, "settings-1-value") == "1000.X"
-    # empty keeps, typed replaces, a removed row deletes; the enabled box unticked disables
-    edit = {k: v for k, v in FORM.items() if not k.startswith("secrets-") and k != "enabled"} | {
-        "secrets-0-key": "refresh_token", "secrets-0-value": "", "secrets-1-key": "api_key", "secrets-1-value": "new-key"}
+    assert input_value(html, "zoho-client_secret") == "" and 'placeholder="********"' in html
+    assert "A value is stored; leave empty to keep it." in html
+    assert input_value(html, "zoho-client_id") == "1000.X"
+    # empty keeps, typed replaces, "remove" drops; the enabled box unticked disables
+    edit = {k: v for k, v in FORM.items() if k != "enabled"} | {
+        "zoho-client_secret": "", "zoho-refresh_token": "", "zoho-refresh_token-clear": "on", "zoho-org_id": "9001"}
     follow(admin, post(admin, f"/integrations/{integration_id}/edit", edit))
     public, secrets = stored(web)[0]
-    assert secrets == {"refresh_token": "very-secret-refresh-token", "api_key": "new-key"}
-    assert public["enabled"] is False
+    assert secrets == {"client_secret": "very-secret-client-secret"}
+    assert public["enabled"] is False and public["settings"]["org_id"] == "9001"
 
 
 def test_errors_keep_the_form(web, admin):
-    bad = FORM | {"name": "Bad/name", "kind": "nocrm", "settings-2-key": "", "settings-2-value": "orphan",
-                  "log_options-log_level": "loud"}  # fmt: skip
+    bad = FORM | {"name": "Bad/name", "kind": "nocrm", "log_options-log_level": "loud"}
     response = post(admin, "/integrations/new", bad)
     assert response.status_code == 422
     html = response.text
-    assert field_error(html, "settings-2-key")
-    assert input_value(html, "settings-2-value") == "orphan" and input_value(html, "name") == "Bad/name"
-    assert "very-secret" not in html and "type the new ones again" in html
+    assert input_value(html, "name") == "Bad/name"
+    assert "very-secret" not in html and "type new ones again" in html
     assert "letters, digits" in field_error(html, "name")
     assert "unknown CRM kind" in field_error(html, "kind") and selected(html, "kind") == "nocrm"
     assert field_error(html, "log_options-log_level")
     assert stored(web) == []
+
+
+def test_connector_settings_errors_show_next_to_their_fields(web, admin):
+    bad = {k: v for k, v in FORM.items() if k != "zoho-client_id"} | {"zoho-accounts_url": "http://plain.example"}
+    response = post(admin, "/integrations/new", bad)
+    assert response.status_code == 422
+    assert field_error(response.text, "zoho-client_id") == "required"
+    assert "https" in field_error(response.text, "zoho-accounts_url")
+    assert input_value(response.text, "zoho-api_domain") == "https://www.zohoapis.eu"
+    assert stored(web) == []
+
+
+def test_the_test_button_reports_each_step(web, admin):
+    follow(admin, post(admin, "/integrations/new", FORM | {"zoho-accounts_url": "https://127.0.0.1:9"}))
+    integration_id = stored(web)[0][0]["id"]
+    assert 'action="/integrations/%d/test"' % integration_id in admin.get(f"/integrations/{integration_id}/edit").text
+    html = post(admin, f"/integrations/{integration_id}/test", {"test-key": "+15551230001", "test-module": "leads"}).text
+    assert 'class="badge error">failed' in html and "<td data-label=\"Step\">authenticate</td>" in html
+    assert "<code>connect</code>" in html and "very-secret" not in html
+    assert admin.post(f"/integrations/{integration_id}/test", data={}).status_code == 403
 
 
 def test_duplicate_name_and_delete_refused_when_used(web, admin):

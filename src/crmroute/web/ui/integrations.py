@@ -1,41 +1,50 @@
-"""CRM integrations: list, add, edit, delete (connection settings, write-only secrets, log options).
+"""CRM integrations: list, add, edit, delete, and the Test action.
 
-The Test action comes with the connectors; it is not offered until then.
+The connection part of the form is drawn from the chosen kind's connector
+settings (``Connector.Settings``): one fieldset per kind, shown when that kind
+is chosen. Secrets are write-only: an empty secret field keeps the stored value.
 """
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
+import anyio.from_thread
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import ValidationError
 from starlette.datastructures import FormData
 
-from crmroute.errors import ConfigError, Conflict
+from crmroute.connectors import registry
+from crmroute.connectors.base import MODULE_NAMES, SettingSpec, setting_specs
+from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
+from crmroute.errors import ConfigError, Conflict, ConnectorError
 from crmroute.schemas import CRM_KINDS, IntegrationIn, LogOptions, problems
 from crmroute.store import integrations
 from crmroute.store.secrets import MASK
 from crmroute.web.deps import FormUser, PageUser, Principal, SessionDep
 from crmroute.web.templating import redirect, render
-from crmroute.web.ui._common import (
-    PAGE_SIZE, FormDep, Page, checked, clamp_offset, filters, indexed, problems_of, text,
-)  # fmt: skip
+from crmroute.web.ui._common import PAGE_SIZE, FormDep, Page, checked, clamp_offset, filters, problems_of, secret, text
 
 router = APIRouter()
 
-KIND_TITLES = {
-    "bullhorn": "Bullhorn", "dynamics2015": "Microsoft Dynamics CRM 2015", "hubspot": "HubSpot",
-    "pipedrive": "Pipedrive", "proprietary": "Proprietary CRM", "proprietary1": "Proprietary CRM I",
-    "salesforce": "Salesforce", "sugarcrm": "SugarCRM", "suitecrm": "SuiteCRM", "vtiger": "Vtiger CRM",
-    "zendesk": "Zendesk", "zoho": "Zoho CRM",
-}  # fmt: skip
 LOG_FLAGS = [
     ("inbound_answered", "Log inbound answered calls"), ("inbound_missed", "Log inbound missed calls"),
     ("outbound", "Log outbound calls"), ("create_unknown", "Create a contact/lead for unknown numbers"),
 ]  # fmt: skip
 LOG_LEVELS = [("debug", "Debug (requests and responses, secrets redacted)"), ("info", "Info"),
               ("warning", "Warning"), ("error", "Error")]  # fmt: skip
+
+
+def kind_titles() -> dict[str, str]:
+    """Every kind the store accepts, titled by its connector where there is one."""
+    found = {cls.kind: cls.title for cls in registry().values()}
+    return {kind: found.get(kind, kind) for kind in sorted(set(CRM_KINDS) | set(found))}
+
+
+def kind_specs() -> dict[str, list[SettingSpec]]:
+    return {kind: setting_specs(cls.Settings) for kind, cls in registry().items()}
 
 
 @router.get("/integrations", response_class=HTMLResponse)
@@ -45,22 +54,21 @@ def integration_list(request: Request, principal: PageUser, session: SessionDep,
     total, rows = integrations.search(session, search=search, offset=offset, limit=PAGE_SIZE)
     page = Page(total, offset, PAGE_SIZE, filters(search=search))
     return render(request, "integrations/list.html", principal, rows=rows, search=search, page=page,
-                  titles=KIND_TITLES)  # fmt: skip
+                  titles=kind_titles())  # fmt: skip
 
 
 @router.get("/integrations/new", response_class=HTMLResponse)
 def integration_new(request: Request, principal: PageUser) -> Response:
-    values = {"name": "", "kind": "", "enabled": True, "settings": [], "secrets": [],
-              "log_options": LogOptions().model_dump()}  # fmt: skip
+    values = {"name": "", "kind": "", "enabled": True, "fields": {}, "log_options": LogOptions().model_dump()}
     return form_page(request, principal, values)
 
 
 @router.post("/integrations/new", response_class=HTMLResponse)
 def integration_create(request: Request, principal: FormUser, session: SessionDep, form: FormDep) -> Response:
-    data, values, form_errors = read_form(form, stored_secrets=set())
+    data, values = read_form(form, stored=None)
     box = request.app.state.store.box
     try:
-        row = integrations.create(session, box, validated(data, form_errors))
+        row = integrations.create(session, box, IntegrationIn.model_validate(data))
     except (ValidationError, ConfigError, Conflict) as exc:
         session.rollback()
         return form_page(request, principal, values, failure=exc)
@@ -73,8 +81,7 @@ def integration_edit(request: Request, integration_id: int, principal: PageUser,
     stored = integrations.to_public(integrations.get(session, integration_id), request.app.state.store.box)
     values = {
         "name": stored["name"], "kind": stored["kind"], "enabled": stored["enabled"],
-        "settings": [{"key": k, "value": "" if v is None else str(v)} for k, v in stored["settings"].items()],
-        "secrets": [{"key": k, "stored": True} for k in stored["secrets"]],
+        "fields": {stored["kind"]: {k: "" if v is None else v for k, v in stored["settings"].items()}},
         "log_options": LogOptions().model_dump() | stored["log_options"],
     }  # fmt: skip
     return form_page(request, principal, values, stored=stored)
@@ -85,9 +92,9 @@ def integration_update(request: Request, integration_id: int, principal: FormUse
                        form: FormDep) -> Response:  # fmt: skip
     box = request.app.state.store.box
     stored = integrations.to_public(integrations.get(session, integration_id), box)
-    data, values, form_errors = read_form(form, stored_secrets=set(stored["secrets"]))
+    data, values = read_form(form, stored=stored)
     try:
-        row = integrations.update(session, box, integration_id, validated(data, form_errors))
+        row = integrations.update(session, box, integration_id, IntegrationIn.model_validate(data))
     except (ValidationError, ConfigError, Conflict) as exc:
         session.rollback()
         return form_page(request, principal, values, stored=stored, failure=exc)
@@ -107,75 +114,95 @@ def integration_delete(integration_id: int, principal: FormUser, session: Sessio
     return redirect("/integrations", f"Removed the integration {name!r}.")
 
 
-def validated(data: dict[str, Any], form_problems: list[tuple[str, str]]) -> IntegrationIn:
-    """``IntegrationIn`` from ``data``; ``ConfigError`` with the form's problems and the schema's together."""
-    try:
-        found = IntegrationIn.model_validate(data)
-    except ValidationError as exc:
-        raise ConfigError(form_problems + problems(exc)) from None
-    if form_problems:
-        raise ConfigError(form_problems)
-    return found
+@router.post("/integrations/{integration_id}/test", response_class=HTMLResponse)
+def integration_test(request: Request, integration_id: int, principal: FormUser, session: SessionDep,
+                     form: FormDep) -> Response:  # fmt: skip
+    """The Test action: log in, optionally look a number up and read fields; shown on the edit page."""
+    row = integrations.get(session, integration_id)
+    box = request.app.state.store.box
+    stored = integrations.to_public(row, box)
+    asked = {"key": text(form, "test-key"), "module": text(form, "test-module") or "contacts",
+             "fields": text(form, "test-fields")}  # fmt: skip
+    spec = ConnectorSpec(row.id, row.name, row.kind, True, dict(row.settings), row.secrets_enc)
+    app_router = request.app.state.router
+
+    async def run() -> dict:
+        try:  # a fresh connector: the test must log in anew
+            connector = ConnectorPool(app_router.http, box, app_router.settings.default_region).build(spec)
+        except ConnectorError as exc:
+            return {"ok": False, "steps": [], "record": None, "error": {"code": exc.reason, "message": str(exc)}}
+        try:
+            fields = [f.strip() for f in asked["fields"].split(",") if f.strip()]
+            module = asked["module"] if asked["module"] in MODULE_NAMES else "contacts"
+            return (await connector.test(asked["key"] or None, module=module, fields=fields)).as_dict()
+        finally:
+            await connector.aclose()
+
+    report = anyio.from_thread.run(run)
+    values = {
+        "name": stored["name"], "kind": stored["kind"], "enabled": stored["enabled"],
+        "fields": {stored["kind"]: dict(stored["settings"])},
+        "log_options": LogOptions().model_dump() | stored["log_options"],
+    }  # fmt: skip
+    return form_page(request, principal, values, stored=stored, report=report, asked=asked)
 
 
-def read_form(form: FormData, stored_secrets: set[str]) -> tuple[dict[str, Any], dict[str, Any], list]:
-    """``IntegrationIn`` data, the values to show again, and problems of the form's own shape
-    (a value without a name, a name given twice). Empty secret values keep the stored secret."""
-    shape: list[tuple[str, str]] = []
+def read_form(form: FormData, stored: dict | None) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``IntegrationIn`` data and the values to show again.
 
-    def pairs(prefix: str, untrimmed: tuple[str, ...] = ()) -> list[dict[str, str]]:
-        rows = [{"key": r.get("key", ""), "value": r.get("value", "")} for r in indexed(form, prefix, untrimmed)]
-        rows = [r for r in rows if r["key"] or r["value"]]
-        seen: set[str] = set()
-        for i, row in enumerate(rows):
-            if not row["key"]:
-                shape.append((f"{prefix}[{i}].key", "enter a name for this value"))
-            elif row["key"] in seen:
-                shape.append((f"{prefix}[{i}].key", f"{row['key']!r} is given twice"))
-            seen.add(row["key"])
-        return rows
-
-    settings = pairs("settings")
-    secrets = pairs("secrets", untrimmed=("value",))
+    Only the chosen kind's fields are read. An empty secret keeps the stored
+    one (sent as the mask); ticking "remove" drops it. A kind without a
+    connector yet keeps its stored settings as they are.
+    """
+    kind = text(form, "kind")
+    stored_secrets = set(stored["secrets"]) if stored and stored["kind"] == kind else set()
+    settings: dict[str, Any] = {}
+    secrets: dict[str, str] = {}
+    shown: dict[str, Any] = {}
+    specs = kind_specs().get(kind)
+    if specs is None and stored and stored["kind"] == kind:
+        settings = dict(stored["settings"])
+        secrets = {k: MASK for k in stored_secrets}
+    for spec in specs or []:
+        name = f"{kind}.{spec.name}"
+        if spec.secret:
+            value = secret(form, name.replace(".", "-"))
+            if value:
+                secrets[spec.name] = value
+            elif spec.name in stored_secrets and not checked(form, f"{kind}-{spec.name}-clear"):
+                secrets[spec.name] = MASK
+        elif spec.type == "boolean":
+            settings[spec.name] = shown[spec.name] = checked(form, name.replace(".", "-"))
+        else:
+            value = text(form, name.replace(".", "-"))
+            shown[spec.name] = value
+            if value != "":
+                settings[spec.name] = value
     log_options: dict[str, Any] = {flag: checked(form, f"log_options-{flag}") for flag, _ in LOG_FLAGS}
     log_options["log_level"] = text(form, "log_options-log_level") or "info"
-    values = {
-        "name": text(form, "name"), "kind": text(form, "kind"), "enabled": checked(form, "enabled"),
-        "settings": settings, "secrets": [{"key": r["key"], "stored": r["key"] in stored_secrets} for r in secrets],
-        "log_options": log_options, "retype_secrets": any(r["value"] for r in secrets),
-    }  # fmt: skip
-    data = {
-        "name": values["name"], "kind": values["kind"], "enabled": values["enabled"],
-        "settings": {r["key"]: r["value"] for r in settings if r["key"]},
-        "secrets": {r["key"]: r["value"] or (MASK if r["key"] in stored_secrets else "") for r in secrets if r["key"]},
-        "log_options": log_options,
-    }  # fmt: skip
-    return data, values, shape
+    values = {"name": text(form, "name"), "kind": kind, "enabled": checked(form, "enabled"),
+              "fields": {kind: shown}, "log_options": log_options}  # fmt: skip
+    data = {"name": values["name"], "kind": kind, "enabled": values["enabled"], "settings": settings,
+            "secrets": secrets, "log_options": log_options}  # fmt: skip
+    return data, values
 
 
 def form_page(request: Request, principal: Principal, values: dict[str, Any], *, stored: dict | None = None,
-              failure: Exception | None = None) -> Response:  # fmt: skip
+              failure: Exception | None = None, report: dict | None = None, asked: dict | None = None) -> Response:  # fmt: skip
     errors: dict[str, str] = {}
     if isinstance(failure, (ValidationError, ConfigError)):
-        errors = _row_paths(problems_of(failure), values)
+        kind = values.get("kind", "")
+        for path, message in problems_of(failure).items():  # settings.X / secrets.X: the kind's field X
+            head, _, rest = path.partition(".")
+            errors[f"{kind}.{rest}" if head in ("settings", "secrets") and rest else path] = message
     elif isinstance(failure, Conflict):
         errors = {"name": str(failure)}
-    kinds = [(k, KIND_TITLES.get(k, k)) for k in CRM_KINDS]
+    stored_secrets = set(stored["secrets"]) if stored else set()
     return render(request, "integrations/form.html", principal, status_code=422 if failure else 200,
                   integration_id=stored["id"] if stored else None, original_name=stored["name"] if stored else "",
-                  used_by=stored["used_by"]["rules"] if stored else [], values=values, errors=errors, kinds=kinds,
-                  log_flags=LOG_FLAGS, log_levels=LOG_LEVELS,
-                  retype_secrets=bool(failure) and values.get("retype_secrets"))  # fmt: skip
-
-
-def _row_paths(errors: dict[str, str], values: dict[str, Any]) -> dict[str, str]:
-    """``settings.api_domain`` (a key of the dict) becomes the path of that key's row, ``settings[2].value``."""
-    mapped: dict[str, str] = {}
-    for path, message in errors.items():
-        head, _, key = path.partition(".")
-        if head in ("settings", "secrets") and key and "[" not in head:
-            keys = [r["key"] for r in values[head]]
-            if key in keys:
-                path = f"{head}[{keys.index(key)}].value"
-        mapped[path] = message
-    return mapped
+                  stored_kind=stored["kind"] if stored else "", stored_secrets=stored_secrets,
+                  used_by=stored["used_by"]["rules"] if stored else [], values=values, errors=errors,
+                  kinds=list(kind_titles().items()), specs=kind_specs(), log_flags=LOG_FLAGS, log_levels=LOG_LEVELS,
+                  modules=[(m, m.capitalize()) for m in MODULE_NAMES], report=report,
+                  asked=asked or {"key": "", "module": "contacts", "fields": ""},
+                  retype_secrets=bool(failure))  # fmt: skip
