@@ -146,9 +146,13 @@ class Router:
         """Ask the rule's CRM under the rule's deadline and pick the destination."""
         deadline = Deadline.after_ms(rule.spec.deadline_ms or self.settings.deadline_ms)
         key = lookup_key(caller_id, dtmf)
-        return await decide(rule.spec, key, self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline), deadline)
+        notes: list[str] = []  # what the connector found, for the trace
+        fetch = self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline, notes=notes)
+        decision = await decide(rule.spec, key, fetch, deadline)
+        decision.steps[1:1] = notes  # after the lookup key
+        return decision
 
-    def fetcher(self, rule: CompiledRule, *, caller_id: str, did: str, deadline: Deadline) -> Fetch:
+    def fetcher(self, rule: CompiledRule, *, caller_id: str, did: str, deadline: Deadline, notes: list[str]) -> Fetch:
         source = rule.source
         if isinstance(source, CustomSource):
 
@@ -163,7 +167,7 @@ class Router:
 
         async def ask_connector(key: LookupKey) -> str | None:
             connector = self.pool.get(source.connector)
-            return await connector.fetch(key, source.module, rule.spec.crm_field, deadline=deadline)
+            return await connector.fetch(key, source.module, rule.spec.crm_field, deadline=deadline, notes=notes)
 
         return ask_connector
 

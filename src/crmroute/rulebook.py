@@ -126,6 +126,7 @@ def compile_rule(rule: Rule, box: SecretBox) -> CompiledRule:
         connector = ConnectorSpec(
             integration.id, integration.name, integration.kind, integration.enabled, dict(integration.settings),
             integration.secrets_enc, rule.crm_username, box.decrypt(rule.crm_password_enc),
+            integration.log_options.get("log_level", "info"),
         )  # fmt: skip
         source = IntegrationSource(connector, rule.crm_module)
     return CompiledRule(spec, rule.location, source)

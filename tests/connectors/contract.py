@@ -35,6 +35,7 @@ import httpx
 import pytest
 import yaml
 from pydantic import SecretStr
+from sqlalchemy import select
 
 from crmroute import rulesfile
 from crmroute.agi.jumps import JumpTable
@@ -49,6 +50,7 @@ from crmroute.routing.engine import LookupKey
 from crmroute.schemas import LogOptions
 from crmroute.service import Store, build_router
 from crmroute.settings import Settings
+from crmroute.store.models import DecisionRecord
 from tests.agi.fakeasterisk import call_agi
 from tests.connectors.fakecrm import FakeRecord, VendorFake
 
@@ -306,6 +308,15 @@ class ConnectorContract:
             if isinstance(value, SecretStr):
                 assert value.get_secret_value() not in repr(connector.settings)
 
+    async def test_debug_log_level_logs_each_request_without_secrets(self, fake, connector, caplog):
+        caplog.set_level(logging.INFO, logger="crmroute.connectors.base")
+        connector.log_requests = True  # what the pool sets for an integration whose log level is debug
+        fake.records = [self.record()]
+        await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        lines = [r.getMessage() for r in caplog.records if r.name == "crmroute.connectors.base"]
+        assert any("HTTP 200" in line and self.kind in line for line in lines), lines
+        self.assert_no_secrets("\n".join(lines))
+
     # --- end to end ----------------------------------------------------------------------------------
 
     async def test_a_fastagi_call_is_routed_by_this_crm(self, fake, tmp_path):
@@ -336,6 +347,10 @@ class ConnectorContract:
             assert result.variables["CRMROUTE_STATUS"] == "matched", result.variables
             assert result.variables["CRMROUTE_VALUE"] == "GOLD"
             assert result.jump == ("crmroute-queue", "103", "1")
+            await router.decision_log.flush()
+            with store.factory() as session:
+                trace = session.scalars(select(DecisionRecord.trace)).one()
+            assert any(self.IDS[0] in step for step in trace), trace  # the trace names the record found
             fake.records = []
             await asyncio.sleep(0)
             result = await call_agi(server.port, "did", env={"extension": "5551000", "callerid": OTHER_PHONE})

@@ -218,6 +218,7 @@ class Connector:
         self.password = password
         self._token: Token | None = None
         self._auth_lock = asyncio.Lock()
+        self.log_requests = False  # set by the pool when the integration's log level is debug
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(<settings hidden>)"
@@ -256,8 +257,13 @@ class Connector:
         """The field's value as text; dotted names walk nested objects. ``None`` if absent or empty."""
         return field_text(lookup_path(record.fields, api_name))
 
-    async def fetch(self, key: LookupKey, module: str, api_name: str, *, deadline: Deadline) -> str | None:
+    async def fetch(
+        self, key: LookupKey, module: str, api_name: str, *, deadline: Deadline, notes: list[str] | None = None
+    ) -> str | None:
+        """What a routing rule needs: find the record, read one field. ``notes`` gets what was found."""
         record = await self.find_record(key, module, fields=[api_name], deadline=deadline)
+        if notes is not None:
+            notes.append(f"{self.title}: {record.describe()}" if record else f"{self.title}: no {module} record matches")
         if record is None:
             return None
         return await self.read_field(record, api_name, deadline=deadline)
@@ -318,11 +324,15 @@ class Connector:
             headers = dict(given)
             if auth:
                 headers.update(self._auth_headers(await self.authenticate(deadline=deadline)))
+            started = time.monotonic()
             response = await send_capped(
                 self.http, method, url, headers=headers, timeout=deadline.remaining(), kind=self.kind,
                 operation=operation, **kwargs,
             )  # fmt: skip
             status = response.status_code
+            if self.log_requests:  # the integration's log level is debug: troubleshooting, no secrets
+                logger.info("%s %s: %s %s -> HTTP %d, %d bytes in %.0f ms", self.kind, operation, method,
+                            safe_url(url), status, len(response.content), _ms(started))  # fmt: skip
             if 200 <= status < 300 or status in ok:
                 return response
             if status == 401 and auth and not retried:

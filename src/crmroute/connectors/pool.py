@@ -34,10 +34,11 @@ class ConnectorSpec:
     secrets_enc: str = field(repr=False)
     username: str = ""
     password: str = field(default="", repr=False)
+    log_level: str = "info"  # the integration's own: "debug" logs each request (no secrets)
 
     @property
     def fingerprint(self) -> str:
-        text = f"{self.kind}|{sorted(self.settings.items())}|{self.secrets_enc}|{self.enabled}|{self.password}"
+        text = f"{self.kind}|{sorted(self.settings.items())}|{self.secrets_enc}|{self.enabled}|{self.password}|{self.log_level}"
         return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -73,7 +74,9 @@ class ConnectorPool:
             found = "; ".join(f"{f}: {m}" for f, m in problems(exc))
             raise ConnectorUnavailable(f"integration {spec.name!r} is misconfigured: {found}", kind=spec.kind,
                                        operation="connect", reason="misconfigured") from None  # fmt: skip
-        return cls(settings, self.http, region=self.region, username=spec.username, password=spec.password)
+        connector = cls(settings, self.http, region=self.region, username=spec.username, password=spec.password)
+        connector.log_requests = spec.log_level == "debug"
+        return connector
 
     async def aclose(self) -> None:
         for _, connector in self._live.values():
