@@ -192,3 +192,44 @@ def store_for_env(settings):
     store = Store(settings)
     yield store
     store.close()
+
+
+def test_crm_kinds_lists_each_kind_and_its_settings(env):
+    from crmroute.connectors import registry
+
+    result = run(env, "crm", "kinds", "--json")
+    assert result.returncode == 0, result.stderr
+    kinds = {k["kind"]: k for k in json.loads(result.stdout)}
+    assert set(kinds) == set(registry()) | {"custom"}
+    zoho = {s["name"]: s for s in kinds["zoho"]["settings"]}
+    assert zoho["client_secret"] == {"name": "client_secret", "type": "secret", "required": True, "secret": True,
+                                     "help": zoho["client_secret"]["help"]} and zoho["client_secret"]["help"]  # fmt: skip
+    assert zoho["client_id"]["required"] is True
+    text = run(env, "crm", "kinds").stdout
+    assert "zoho: Zoho CRM" in text and "client_secret" in text
+
+
+def test_crm_test_runs_the_integrations_test_action(env, tmp_path):
+    from tests.connectors.contract import CALLER, STORED_PHONE
+    from tests.connectors.fakecrm import FakeRecord, serve_vendor
+    from tests.connectors.test_zoho import CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, make_app
+
+    with serve_vendor(make_app, tmp_path) as zoho:
+        zoho.records = [FakeRecord("contacts", "4150868000000224001", STORED_PHONE, {"Customer_Tier": "GOLD"})]
+        rules = {"integrations": [{"name": "Zoho EU", "kind": "zoho",
+                                   "settings": {"accounts_url": zoho.base_url, "client_id": CLIENT_ID},
+                                   "secrets": {"client_secret": CLIENT_SECRET, "refresh_token": REFRESH_TOKEN}}]}  # fmt: skip
+        env = env | {"CRMROUTE_CA_BUNDLE": str(zoho.ca_path)}
+        assert run(env, "rules", "import", "-", "--format", "json", stdin=json.dumps(rules)).returncode == 0
+        result = run(env, "crm", "test", "Zoho EU", "--key", CALLER, "--field", "Customer_Tier", "--json")
+        assert result.returncode == 0, result.stdout + result.stderr
+        report = json.loads(result.stdout)
+        assert report["ok"] and report["record"]["fields"]["Customer_Tier"] == "GOLD"
+        text = run(env, "crm", "test", "Zoho EU", "--key", CALLER, "--field", "Customer_Tier")
+        assert "ok  authenticate" in text.stdout and "Customer_Tier: GOLD" in text.stdout
+        assert CLIENT_SECRET not in text.stdout + text.stderr
+        zoho.reject_credentials = True
+        failed = run(env, "crm", "test", "Zoho EU")
+        assert failed.returncode == 1 and "FAIL authenticate" in failed.stdout
+    missing = run(env, "crm", "test", "Nope")
+    assert missing.returncode == 2 and "name: no integration named 'Nope'" in missing.stderr
