@@ -17,13 +17,14 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.agi.jumps import JumpTable
+from crmroute.connectors.base import Record
 from crmroute.connectors.custom import fetch_custom
 from crmroute.deadline import Deadline
 from crmroute.connectors.pool import ConnectorPool
 from crmroute.metrics import Metrics
 from crmroute.routing.engine import Fetch, LookupKey, decide, lookup_key
 from crmroute.routing.trace import Decision, Status
-from crmroute.rulebook import CompiledRule, CustomSource, RuleBook, load_rulebook
+from crmroute.rulebook import CompiledRule, CustomSource, IntegrationSource, RuleBook, load_rulebook
 from crmroute.settings import Settings
 from crmroute.store.db import config_version
 from crmroute.store.decisions import CallMeta, DecisionLog
@@ -146,13 +147,21 @@ class Router:
         """Ask the rule's CRM under the rule's deadline and pick the destination."""
         deadline = Deadline.after_ms(rule.spec.deadline_ms or self.settings.deadline_ms)
         key = lookup_key(caller_id, dtmf)
-        notes: list[str] = []  # what the connector found, for the trace
-        fetch = self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline, notes=notes)
+        found: list[Record] = []  # the CRM record the connector found, for the trace and the call logger
+        fetch = self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline, found=found)
         decision = await decide(rule.spec, key, fetch, deadline)
-        decision.steps[1:1] = notes  # after the lookup key
+        if isinstance(rule.source, IntegrationSource) and decision.key:
+            record = found[0] if found else None
+            note = f"{rule.source.integration}: {record.describe() if record else f'no {rule.source.module} record matches'}"
+            if record is not None:
+                decision.record_module, decision.record_id = record.module, record.id
+            if decision.status != Status.FALLBACK or record is not None:
+                decision.steps.insert(1, note)  # after the lookup key
         return decision
 
-    def fetcher(self, rule: CompiledRule, *, caller_id: str, did: str, deadline: Deadline, notes: list[str]) -> Fetch:
+    def fetcher(
+        self, rule: CompiledRule, *, caller_id: str, did: str, deadline: Deadline, found: list[Record]
+    ) -> Fetch:
         source = rule.source
         if isinstance(source, CustomSource):
 
@@ -167,7 +176,7 @@ class Router:
 
         async def ask_connector(key: LookupKey) -> str | None:
             connector = self.pool.get(source.connector)
-            return await connector.fetch(key, source.module, rule.spec.crm_field, deadline=deadline, notes=notes)
+            return await connector.fetch(key, source.module, rule.spec.crm_field, deadline=deadline, found=found)
 
         return ask_connector
 

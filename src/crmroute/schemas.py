@@ -467,6 +467,7 @@ class DecisionPublic(_Public):
     lookup_key: str
     key_source: str
     value: str
+    record: dict[str, str] | None = Field(None, description="the CRM record found: module and id (integrations)")
     row: int | None
     dest_type: str
     dest: str

@@ -349,8 +349,9 @@ class ConnectorContract:
             assert result.jump == ("crmroute-queue", "103", "1")
             await router.decision_log.flush()
             with store.factory() as session:
-                trace = session.scalars(select(DecisionRecord.trace)).one()
-            assert any(self.IDS[0] in step for step in trace), trace  # the trace names the record found
+                logged = session.scalars(select(DecisionRecord)).one()
+            assert logged.record_id == self.IDS[0] and logged.record_module  # for the call logger
+            assert any(self.IDS[0] in step for step in logged.trace), logged.trace  # the trace names the record
             fake.records = []
             await asyncio.sleep(0)
             result = await call_agi(server.port, "did", env={"extension": "5551000", "callerid": OTHER_PHONE})

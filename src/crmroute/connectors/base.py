@@ -258,14 +258,14 @@ class Connector:
         return field_text(lookup_path(record.fields, api_name))
 
     async def fetch(
-        self, key: LookupKey, module: str, api_name: str, *, deadline: Deadline, notes: list[str] | None = None
+        self, key: LookupKey, module: str, api_name: str, *, deadline: Deadline, found: list[Record] | None = None
     ) -> str | None:
-        """What a routing rule needs: find the record, read one field. ``notes`` gets what was found."""
+        """What a routing rule needs: find the record, read one field. ``found`` gets the record, if any."""
         record = await self.find_record(key, module, fields=[api_name], deadline=deadline)
-        if notes is not None:
-            notes.append(f"{self.title}: {record.describe()}" if record else f"{self.title}: no {module} record matches")
         if record is None:
             return None
+        if found is not None:
+            found.append(record)
         return await self.read_field(record, api_name, deadline=deadline)
 
     async def test(

@@ -50,6 +50,8 @@ class Decision:
     key_source: str = ""  # "dtmf", "caller_id" or "" when none
     reason: str = ""  # short code: no_caller_id, timeout, http_500, circuit_open ...
     error: str = ""  # text for the admin, no secrets
+    record_module: str = ""  # the CRM record found (integrations only), for the call logger
+    record_id: str = ""
     crm_ms: float | None = None
     total_ms: float = 0.0
     steps: list[str] = field(default_factory=list)  # human-readable trace lines

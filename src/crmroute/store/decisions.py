@@ -55,6 +55,8 @@ def to_record(decision: Decision, meta: CallMeta, at: datetime | None = None) ->
         lookup_key=decision.key[:128],
         key_source=decision.key_source,
         value=decision.value,
+        record_module=decision.record_module[:64],
+        record_id=decision.record_id[:128],
         row=decision.row,
         dest_type=str(dest.type) if dest else "",
         dest=dest.option if dest else "",
@@ -196,7 +198,8 @@ def to_public(row: DecisionRecord, *, trace: bool = True) -> dict:
     data = {
         "id": row.id, "created_at": created.isoformat(), "source": row.source, "call_id": row.call_id,
         "channel": row.channel, "caller": row.caller, "did": row.did, "ivr": row.ivr, "rule": row.rule,
-        "lookup_key": row.lookup_key, "key_source": row.key_source, "value": row.value, "row": row.row,
+        "lookup_key": row.lookup_key, "key_source": row.key_source, "value": row.value,
+        "record": {"module": row.record_module, "id": row.record_id} if row.record_id else None, "row": row.row,
         "dest_type": row.dest_type, "dest": row.dest, "status": row.status, "reason": row.reason,
         "error": row.error, "crm_ms": row.crm_ms, "total_ms": row.total_ms,
     }  # fmt: skip

@@ -130,6 +130,8 @@ class DecisionRecord(Base):
     lookup_key: Mapped[str] = mapped_column(String(128), default="")
     key_source: Mapped[str] = mapped_column(String(16), default="")
     value: Mapped[str] = mapped_column(Text, default="")
+    record_module: Mapped[str] = mapped_column(String(64), default="")
+    record_id: Mapped[str] = mapped_column(String(128), default="")
     row: Mapped[int | None] = mapped_column(Integer)
     dest_type: Mapped[str] = mapped_column(String(16), default="")
     dest: Mapped[str] = mapped_column(String(128), default="")
