@@ -117,6 +117,12 @@ class RuleIn(Strict):
     default_destination: str = Field(min_length=1, max_length=64)
     default_voicemail: Literal["yes", "no", "not_set"] = "not_set"
     deadline_ms: int | None = Field(None, ge=50, le=60_000)
+    cache_ttl_s: int | None = Field(None, ge=0, le=86_400, description="seconds a CRM value is reused; 0: never; "
+                                    "empty: the integration's, else the global default")  # fmt: skip
+    keep_company: Literal["none", "ringing", "moh"] = Field(
+        "none", description="what the caller hears while the CRM is asked: nothing, ringing, or music on hold"
+    )
+    moh_class: str = Field("default", max_length=64, description="music-on-hold class when keep_company is moh")
     rows: list[RowIn] = Field(default_factory=list, max_length=500)
 
     @field_validator("crm_field")
@@ -242,12 +248,46 @@ class IvrIn(Strict):
         return value
 
 
+# The fields a logged call's subject and description templates may use, as {name}.
+CALL_FIELDS = (
+    "direction", "outcome", "external_number", "extension", "did", "queue", "started_at", "ring_seconds",
+    "talk_seconds", "duration", "recording", "rule", "routing_status", "destination", "call_id",
+)  # fmt: skip
+DEFAULT_SUBJECT = "{direction} call {outcome}: {external_number}"
+DEFAULT_DESCRIPTION = (
+    "{direction} call from/to {external_number}, {outcome}. Started {started_at}, rang {ring_seconds} s, "
+    "talked {talk_seconds} s. Extension {extension}. Routing: {routing_status} via {rule} to {destination}. "
+    "Call id {call_id}."
+)
+
+
+def _template(value: str) -> str:
+    import string
+
+    try:
+        names = [name for _, name, _, _ in string.Formatter().parse(value) if name is not None]
+    except ValueError as exc:
+        raise ValueError(f"not a valid template: {exc}") from None
+    unknown = [n for n in names if n not in CALL_FIELDS]
+    if unknown:
+        raise ValueError(f"unknown field {{{unknown[0]}}}; use {', '.join('{' + f + '}' for f in CALL_FIELDS)}")
+    return value
+
+
+Template = Annotated[str, Field(max_length=2000), AfterValidator(_template)]
+
+
 class LogOptions(Strict):
     inbound_answered: bool = False
     inbound_missed: bool = False
     outbound: bool = False
     create_unknown: bool = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    subject_template: Template = DEFAULT_SUBJECT
+    description_template: Template = DEFAULT_DESCRIPTION
+    link_record: Literal["routed", "lookup"] = Field(
+        "routed", description="routed: the record found while routing, else a lookup by number; lookup: always look up"
+    )
 
 
 class IntegrationIn(Strict):
@@ -397,6 +437,9 @@ class RulePublic(_Public):
     default_destination: str
     default_voicemail: str
     deadline_ms: int | None = None
+    cache_ttl_s: int | None = None
+    keep_company: str = "none"
+    moh_class: str = "default"
     rows: list[RowPublic]
     used_by: RuleUsage
 

@@ -40,6 +40,9 @@ class RuleSpec:
     rows: tuple[Row, ...]
     default: Destination  # the extension, or its voicemail
     deadline_ms: int | None = None  # None: the global deadline
+    cache_ttl_s: int | None = None  # None: the integration's, else the global one
+    keep_company: str = "none"  # none, ringing or moh: what the caller hears while the CRM is asked
+    moh_class: str = "default"
     greeting: str = ""  # IVR rules only: collect DTMF while playing this
     dtmf_timeout_ms: int = 5000
     dtmf_max_digits: int = 10

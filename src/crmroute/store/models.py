@@ -73,6 +73,9 @@ class Rule(Base):
     default_destination: Mapped[str] = mapped_column(String(64))
     default_voicemail: Mapped[str] = mapped_column(String(8), default="not_set")
     deadline_ms: Mapped[int | None] = mapped_column(Integer)
+    cache_ttl_s: Mapped[int | None] = mapped_column(Integer)
+    keep_company: Mapped[str] = mapped_column(String(8), default="none")
+    moh_class: Mapped[str] = mapped_column(String(64), default="default")
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     integration: Mapped[Integration | None] = relationship()

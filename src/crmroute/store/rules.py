@@ -136,6 +136,9 @@ def apply(
     row.default_destination = data.default_destination
     row.default_voicemail = data.default_voicemail
     row.deadline_ms = data.deadline_ms
+    row.cache_ttl_s = data.cache_ttl_s
+    row.keep_company = data.keep_company
+    row.moh_class = data.moh_class if data.keep_company == "moh" else "default"
     row.rows = [
         RuleRow(position=i, operator=str(r.operator), value=r.value, destination=r.destination, option=r.option)
         for i, r in enumerate(data.rows, start=1)
@@ -193,6 +196,12 @@ def to_data(rule: Rule, box: SecretBox) -> dict:
     data |= {"default_destination": rule.default_destination, "default_voicemail": rule.default_voicemail}
     if rule.deadline_ms is not None:
         data["deadline_ms"] = rule.deadline_ms
+    if rule.cache_ttl_s is not None:
+        data["cache_ttl_s"] = rule.cache_ttl_s
+    if rule.keep_company != "none":
+        data["keep_company"] = rule.keep_company
+        if rule.keep_company == "moh":
+            data["moh_class"] = rule.moh_class
     data["rows"] = [
         {"operator": r.operator, "value": r.value, "destination": r.destination, "option": r.option}
         for r in rule.rows

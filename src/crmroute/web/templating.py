@@ -36,6 +36,7 @@ def describedby(ident: str, hint: Any = "", error: Any = "") -> str:
 
 
 templates.env.globals["fid"] = field_id
+templates.env.filters["format_field"] = lambda name: "{" + name + "}"
 templates.env.globals["describedby"] = describedby
 
 

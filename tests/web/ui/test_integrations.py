@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from crmroute.schemas import LogOptions
 from crmroute.store import integrations
 from tests.web.ui.conftest import add_integration, field_error, follow, input_value, post, selected
 
@@ -48,8 +49,7 @@ def test_create_through_the_form(web, admin):
     assert public["settings"] == {"data_centre": "eu", "api_domain": "https://www.zohoapis.eu", "client_id": "1000.X",
                                   "api_version": "v8", "match_pick": "newest"}  # fmt: skip
     assert secrets == {"client_secret": "very-secret-client-secret", "refresh_token": "very-secret-refresh-token"}
-    assert public["log_options"] == {"inbound_answered": True, "inbound_missed": False, "outbound": True,
-                                     "create_unknown": False, "log_level": "debug"}  # fmt: skip
+    assert public["log_options"] == LogOptions(inbound_answered=True, outbound=True, log_level="debug").model_dump()
     assert public["enabled"] is True
 
 
@@ -123,3 +123,14 @@ def test_duplicate_name_and_delete_refused_when_used(web, admin):
     html = follow(admin, post(admin, f"/integrations/{integration_id}/delete"))
     assert 'class="flash error"' in html and "Zoho rule" in html
     assert len(stored(web)) == 1
+
+
+def test_log_templates_are_checked(web, admin):
+    bad = FORM | {"log_options-subject_template": "Call from {caller_name}", "log_options-link_record": "lookup"}
+    response = post(admin, "/integrations/new", bad)
+    assert response.status_code == 422
+    assert "unknown field {caller_name}" in field_error(response.text, "log_options-subject_template")
+    good = FORM | {"log_options-subject_template": "{direction} {external_number}", "log_options-link_record": "lookup"}
+    follow(admin, post(admin, "/integrations/new", good))
+    options = stored(web)[0][0]["log_options"]
+    assert options["subject_template"] == "{direction} {external_number}" and options["link_record"] == "lookup"

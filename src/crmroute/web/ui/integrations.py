@@ -20,7 +20,7 @@ from crmroute.connectors import registry
 from crmroute.connectors.base import MODULE_NAMES, SettingSpec, setting_specs
 from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.errors import ConfigError, Conflict, ConnectorError
-from crmroute.schemas import CRM_KINDS, IntegrationIn, LogOptions, problems
+from crmroute.schemas import CALL_FIELDS, CRM_KINDS, IntegrationIn, LogOptions, problems
 from crmroute.store import integrations
 from crmroute.store.secrets import MASK
 from crmroute.web.deps import FormUser, PageUser, Principal, SessionDep
@@ -33,6 +33,8 @@ LOG_FLAGS = [
     ("inbound_answered", "Log inbound answered calls"), ("inbound_missed", "Log inbound missed calls"),
     ("outbound", "Log outbound calls"), ("create_unknown", "Create a contact/lead for unknown numbers"),
 ]  # fmt: skip
+LINK_CHOICES = [("routed", "The record found while routing, else a lookup by number"),
+                ("lookup", "Always a fresh lookup by number")]
 LOG_LEVELS = [("debug", "Debug (requests and responses, secrets redacted)"), ("info", "Info"),
               ("warning", "Warning"), ("error", "Error")]  # fmt: skip
 
@@ -180,6 +182,9 @@ def read_form(form: FormData, stored: dict | None) -> tuple[dict[str, Any], dict
                 settings[spec.name] = value
     log_options: dict[str, Any] = {flag: checked(form, f"log_options-{flag}") for flag, _ in LOG_FLAGS}
     log_options["log_level"] = text(form, "log_options-log_level") or "info"
+    log_options["link_record"] = text(form, "log_options-link_record") or "routed"
+    for name in ("subject_template", "description_template"):
+        log_options[name] = text(form, f"log_options-{name}") or LogOptions.model_fields[name].default
     values = {"name": text(form, "name"), "kind": kind, "enabled": checked(form, "enabled"),
               "fields": {kind: shown}, "log_options": log_options}  # fmt: skip
     data = {"name": values["name"], "kind": kind, "enabled": values["enabled"], "settings": settings,
@@ -202,7 +207,8 @@ def form_page(request: Request, principal: Principal, values: dict[str, Any], *,
                   integration_id=stored["id"] if stored else None, original_name=stored["name"] if stored else "",
                   stored_kind=stored["kind"] if stored else "", stored_secrets=stored_secrets,
                   used_by=stored["used_by"]["rules"] if stored else [], values=values, errors=errors,
-                  kinds=list(kind_titles().items()), specs=kind_specs(), log_flags=LOG_FLAGS, log_levels=LOG_LEVELS,
+                  kinds=list(kind_titles().items()), specs=kind_specs(), log_flags=LOG_FLAGS, log_levels=LOG_LEVELS, link_choices=LINK_CHOICES,
+                  call_fields=CALL_FIELDS,
                   modules=[(m, m.capitalize()) for m in MODULE_NAMES], report=report,
                   asked=asked or {"key": "", "module": "contacts", "fields": ""},
                   retype_secrets=bool(failure))  # fmt: skip
