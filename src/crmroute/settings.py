@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,6 +23,9 @@ JUMP_MODES = ("goto", "variables")
 JUMP_PRESETS = ("asterisk", "freepbx")
 JUMP_TYPES = ("queue", "ivr", "recording", "extension", "voicemail")
 LOOPBACK = "127.0.0.0/8,::1/128"
+DEFAULT_AMI_PORT = 5038
+DEFAULT_CALLLOG_MAX_ATTEMPTS = 8
+CALLLOG_PRESETS = ("asterisk", "freepbx")  # contexts and number patterns: crmroute.calllog.calls.PRESETS
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -39,6 +43,16 @@ class Settings:
     license_key: str = ""
     log_level: str = "INFO"
     log_format: str = "text"
+    # The call logger (AMI): off unless ami_host and ami_username are set.
+    ami_host: str = ""
+    ami_port: int = DEFAULT_AMI_PORT
+    ami_username: str = ""
+    ami_secret: str = field(default="", repr=False)
+    calllog_preset: str = "asterisk"
+    calllog_inbound_contexts: tuple[str, ...] = ()  # empty: the preset's
+    calllog_outbound_contexts: tuple[str, ...] = ()  # empty: the preset's
+    calllog_outbound_number: str = ""  # a regular expression; empty: the preset's
+    calllog_max_attempts: int = DEFAULT_CALLLOG_MAX_ATTEMPTS
     jump_mode: str = "goto"
     jump_preset: str = "asterisk"
     jump_overrides: Mapping[str, str] = field(default_factory=dict)
@@ -93,6 +107,16 @@ class Settings:
         region = get("DEFAULT_REGION", "US").upper()
         if len(region) != 2 or not region.isalpha():
             problems.append(("CRMROUTE_DEFAULT_REGION", "must be a two-letter country code like US"))
+        ami_host, ami_username = get("AMI_HOST"), get("AMI_USERNAME")
+        if ami_host and not ami_username:
+            problems.append(("CRMROUTE_AMI_USERNAME", "required when CRMROUTE_AMI_HOST is set"))
+        elif ami_username and not ami_host:
+            problems.append(("CRMROUTE_AMI_HOST", "required when CRMROUTE_AMI_USERNAME is set"))
+        outbound_number = get("CALLLOG_OUTBOUND_NUMBER")
+        try:
+            re.compile(outbound_number)
+        except re.error as exc:
+            problems.append(("CRMROUTE_CALLLOG_OUTBOUND_NUMBER", f"not a regular expression: {exc}"))
 
         settings = cls(
             data_dir=data_dir,
@@ -106,6 +130,15 @@ class Settings:
             license_key=get("LICENSE_KEY"),
             log_level=log_level,
             log_format=choice("LOG_FORMAT", "text", ("text", "json")),
+            ami_host=ami_host,
+            ami_port=integer("AMI_PORT", DEFAULT_AMI_PORT, 1, 65535),
+            ami_username=ami_username,
+            ami_secret=get("AMI_SECRET"),
+            calllog_preset=choice("CALLLOG_PRESET", "asterisk", CALLLOG_PRESETS),
+            calllog_inbound_contexts=names(get("CALLLOG_INBOUND_CONTEXTS")),
+            calllog_outbound_contexts=names(get("CALLLOG_OUTBOUND_CONTEXTS")),
+            calllog_outbound_number=outbound_number,
+            calllog_max_attempts=integer("CALLLOG_MAX_ATTEMPTS", DEFAULT_CALLLOG_MAX_ATTEMPTS, 1, 1000),
             jump_mode=choice("JUMP_MODE", "goto", JUMP_MODES),
             jump_preset=choice("JUMP_PRESET", "asterisk", JUMP_PRESETS),
             jump_overrides=overrides,
@@ -125,9 +158,19 @@ class Settings:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'crmroute.db').resolve()}"
 
+    @property
+    def ami_enabled(self) -> bool:
+        """Whether the call logger runs: an AMI host and user are configured."""
+        return bool(self.ami_host and self.ami_username)
+
     def ensure_data_dir(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         return self.data_dir
+
+
+def names(text: str) -> tuple[str, ...]:
+    """``"from-trunk, from-pstn*"`` -> ``("from-trunk", "from-pstn*")``."""
+    return tuple(part.strip() for part in text.split(",") if part.strip())
 
 
 def parse_networks(text: str) -> tuple[IpNetwork, ...]:

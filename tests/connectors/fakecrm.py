@@ -29,9 +29,7 @@ from __future__ import annotations
 import asyncio
 import json as jsonlib
 import secrets
-import socket
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -41,11 +39,10 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-import trustme
-import uvicorn
 from starlette.requests import Request
 
 from tests.connectors.fakecustom import RecordedRequest, _disconnected
+from tests.loopback import Loopback, serve_https
 
 
 @dataclass
@@ -190,34 +187,15 @@ def harness(fake: VendorFake, app: Any) -> Callable:
 
 @contextmanager
 def serve_vendor(make_app: Callable[[VendorFake], Any], directory: Path) -> Iterator[VendorFake]:
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_path, cert_path, key_path = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
-    cert.private_key_pem.write_to_path(str(key_path))
-    with cert_path.open("wb") as chain:
-        for pem in cert.cert_chain_pems:
-            chain.write(pem.bytes())
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    fake = VendorFake(f"https://127.0.0.1:{sock.getsockname()[1]}", ca_path)
-    config = uvicorn.Config(harness(fake, make_app(fake)), ssl_certfile=str(cert_path), ssl_keyfile=str(key_path),
-                            lifespan="off", log_level="warning", access_log=False, timeout_graceful_shutdown=1)  # fmt: skip
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fake-vendor", daemon=True)
-    thread.start()
-    started = time.monotonic()
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() - started > 10:
-            raise RuntimeError("the fake vendor API did not start")
-        time.sleep(0.01)
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
+    """Run a vendor fake on loopback HTTPS until the block ends (certificate files go in ``directory``)."""
+    fakes: list[VendorFake] = []
+
+    def build(where: Loopback) -> Any:
+        fakes.append(VendorFake(where.base_url, where.ca_path))
+        return harness(fakes[0], make_app(fakes[0]))
+
+    with serve_https(build, directory, "fake-vendor"):
+        yield fakes[0]
 
 
 def vendor_fixtures(make_app: Callable[[VendorFake], Any]) -> tuple[Any, Any]:

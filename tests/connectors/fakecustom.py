@@ -47,10 +47,8 @@ Use the ``custom_crm`` fixture (import it into your ``conftest.py``)::
 from __future__ import annotations
 
 import asyncio
-import json as jsonlib
-import socket
 import threading
-import time
+import json as jsonlib
 from collections import deque
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -60,8 +58,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 import pytest
-import trustme
-import uvicorn
+
+from tests.loopback import Loopback, serve_https
 
 _MISSING: Any = object()
 STREAM_CHUNK = 16 * 1024
@@ -237,43 +235,14 @@ async def _disconnected(receive: Any) -> None:
 @contextmanager
 def serve_custom_crm(directory: Path) -> Iterator[FakeCustomCRM]:
     """Run the fake on a free loopback port until the block ends (files go in ``directory``)."""
-    ca = trustme.CA()
-    cert = ca.issue_cert("127.0.0.1", "localhost")
-    ca_path, cert_path, key_path = directory / "ca.pem", directory / "cert.pem", directory / "key.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
-    cert.private_key_pem.write_to_path(str(key_path))
-    with cert_path.open("wb") as chain:
-        for pem in cert.cert_chain_pems:
-            chain.write(pem.bytes())
+    fakes: list[FakeCustomCRM] = []
 
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    fake = FakeCustomCRM(f"https://127.0.0.1:{port}", ca_path)
-    config = uvicorn.Config(
-        fake,
-        ssl_certfile=str(cert_path),
-        ssl_keyfile=str(key_path),
-        lifespan="off",
-        log_level="warning",
-        access_log=False,
-        timeout_graceful_shutdown=1,
-    )
-    server = uvicorn.Server(config)
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, name="fake-custom-crm", daemon=True)
-    thread.start()
-    started = time.monotonic()
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() - started > 10:
-            raise RuntimeError("the fake Custom CRM did not start")
-        time.sleep(0.01)
-    try:
-        yield fake
-    finally:
-        server.should_exit = True
-        thread.join(timeout=5)
-        sock.close()
+    def build(where: Loopback) -> FakeCustomCRM:
+        fakes.append(FakeCustomCRM(where.base_url, where.ca_path))
+        return fakes[0]
+
+    with serve_https(build, directory, "fake-custom-crm"):
+        yield fakes[0]
 
 
 @pytest.fixture(scope="session")
