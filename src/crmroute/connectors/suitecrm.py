@@ -46,7 +46,7 @@ Finding a record
                 ``+14155552671``, national ``(415) 555-2671``, international ``+1 415-555-2671``,
                 its national part ``415-555-2671``, and the digits with and without the country
                 code ``14155552671``/``4155552671``.
-      ``like``  (7.12+ and 8.x: ``like`` was added to the V8 filter by SuiteCRM PR #9093) one
+      ``like``  (``like`` was added to the V8 filter by SuiteCRM PR #9093, April 2021: 7.12+, 8.x) one
                 request, ``filter[<field>][like]=%<last 4 digits>`` on every phone field (the
                 only digits contiguous in every way people type a number).
     Either way each candidate is kept only when one of its phone fields has the caller's
@@ -240,17 +240,24 @@ class SuiteCrmConnector(Connector):
     async def _login(self, *, deadline: Deadline) -> Token:
         if self.v41:
             return await self._v41_login(deadline=deadline)
+        refused: AuthError | None = None
         if self._refresh:
             refresh, self._refresh = self._refresh, ""
             try:
                 return await self._grant({"grant_type": "refresh_token", "refresh_token": refresh}, deadline=deadline)
             except AuthError as exc:
-                logger.info("suitecrm: refresh token refused (%s); running the %s grant again", exc.reason,
-                            self.settings.auth_flow)  # fmt: skip
+                refused = exc
+                logger.info("suitecrm: refresh token refused; running the %s grant again", self.settings.auth_flow)
         grant: dict[str, str] = {"grant_type": self.settings.auth_flow}
-        if self.settings.auth_flow == "password":
-            grant["username"], grant["password"] = self._credentials()
-        return await self._grant(grant, deadline=deadline)
+        try:
+            if self.settings.auth_flow == "password":
+                grant["username"], grant["password"] = self._credentials()
+            return await self._grant(grant, deadline=deadline)
+        except AuthError as exc:
+            if refused is None:
+                raise
+            raise AuthError(f"{refused}; the {self.settings.auth_flow} grant failed too: {exc}", kind=self.kind,
+                            operation="authenticate", reason=exc.reason) from exc
 
     async def _grant(self, grant: dict[str, str], *, deadline: Deadline) -> Token:
         s = self.settings
@@ -262,7 +269,8 @@ class SuiteCrmConnector(Connector):
         if response.status_code != 200 or not isinstance(body, dict) or not body.get("access_token"):
             raise self._grant_error(response, body, grant["grant_type"])
         expires = body.get("expires_in")
-        expires_at = time.monotonic() + float(expires) if isinstance(expires, (int, float)) or str(expires).isdigit() else None
+        lifetime = float(expires) if isinstance(expires, (int, float)) or str(expires).isdigit() else None
+        expires_at = time.monotonic() + lifetime if lifetime else None
         self._refresh = str(body.get("refresh_token") or "")
         logger.debug("suitecrm: token from the %s grant", grant["grant_type"])
         return Token(str(body["access_token"]), expires_at)
@@ -274,13 +282,15 @@ class SuiteCrmConnector(Connector):
         error = str(body.get("error") or "") if isinstance(body, dict) else ""
         detail = _oauth_detail(body)
         if grant == "refresh_token":
-            text = f"SuiteCRM token rejected: refresh token revoked or expired ({detail or error or response.status_code})"
+            why = detail or error or f"HTTP {response.status_code}"
+            text = f"SuiteCRM token rejected: refresh token revoked or expired ({why})"
         elif error == "invalid_client":
             text = f"SuiteCRM refused the OAuth2 client: {detail or error} (check client_id and client_secret)"
         elif error:
             text = f"SuiteCRM refused the {grant} grant: {error}" + (f" ({detail})" if detail else "")
         else:
-            text = f"SuiteCRM answered HTTP {response.status_code} to the {grant} grant" + (f": {detail}" if detail else "")
+            text = f"SuiteCRM answered HTTP {response.status_code} to the {grant} grant"
+            text += f": {detail}" if detail else ""
         return AuthError(text, kind=self.kind, operation="authenticate", reason="auth")
 
     async def _v41_login(self, *, deadline: Deadline) -> Token:
@@ -642,7 +652,9 @@ def _same_number(stored: Any, wanted: list[str]) -> bool:
     digits = digits_of(str(stored or ""))
     if not digits:
         return False
-    return digits in wanted or (len(wanted[-1]) >= 7 and digits.endswith(wanted[-1]) and len(digits) - len(wanted[-1]) <= 4)
+    national = wanted[-1]
+    # a stored "+44 (0)20 ..." or an extra prefix still ends with the national number
+    return digits in wanted or (len(national) >= 7 and digits.endswith(national) and len(digits) - len(national) <= 4)
 
 
 def _stripped_sql(column: str) -> str:
