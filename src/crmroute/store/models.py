@@ -187,3 +187,41 @@ class WebSession(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(index=True)
     user: Mapped[User] = relationship()
+
+
+class CallLogCall(Base):
+    """A finished call (from AMI events) in the call logger's outbox; one per Asterisk ``Linkedid``."""
+
+    __tablename__ = "calllog_calls"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    linked_id: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    started_at: Mapped[datetime] = mapped_column()
+    direction: Mapped[str] = mapped_column(String(16))
+    outcome: Mapped[str] = mapped_column(String(16))
+    external_number: Mapped[str] = mapped_column(String(64), default="")
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)  # crmroute.calllog.calls.Call.to_dict()
+    decision: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the routing decision joined, if any
+
+
+class CallDelivery(Base):
+    """One call to log into one integration's CRM: pending until delivered, parked after too many failures."""
+
+    __tablename__ = "calllog_deliveries"
+    __table_args__ = (UniqueConstraint("integration_id", "linked_id", name="uq_calllog_deliveries_integration_call"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    call_id: Mapped[int] = mapped_column(ForeignKey("calllog_calls.id", ondelete="CASCADE"), index=True)
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"), index=True)
+    linked_id: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16), index=True)  # pending, delivered, parked, dropped, skipped
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow, index=True)
+    lease_until: Mapped[datetime | None] = mapped_column()
+    last_error: Mapped[str] = mapped_column(Text, default="")
+    activity_id: Mapped[str] = mapped_column(String(128), default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    delivered_at: Mapped[datetime | None] = mapped_column()
+
+    call: Mapped[CallLogCall] = relationship()
+    integration: Mapped[Integration] = relationship()
