@@ -65,6 +65,7 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
     router = build_router(store) if agi else None
     agi_server: AgiServer | None = None
     web_server: uvicorn.Server | None = None
+    call_logger = None
     tasks: list[asyncio.Task] = []
     try:
         if router is not None:
@@ -76,10 +77,15 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
             )  # fmt: skip
             await agi_server.start()
             router.metrics.track(router.metrics.agi_sessions, lambda: agi_server.active_sessions)
+            if settings.ami_enabled:  # the call logger: AMI events -> calls -> the CRMs' activities
+                from crmroute.calllog.worker import CallLogger
+
+                call_logger = CallLogger(settings, store.factory, router.pool.get)
+                await call_logger.start()
         if web:
             from crmroute.web.app import create_app
 
-            app = create_app(settings, store, router=router, agi_server=agi_server)
+            app = create_app(settings, store, router=router, agi_server=agi_server, call_logger=call_logger)
             config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
                                     log_config=None, access_log=False, lifespan="on")  # fmt: skip
             web_server = uvicorn.Server(config)
@@ -96,6 +102,8 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
                 await asyncio.wait_for(task, timeout=10)
         if agi_server is not None:
             await agi_server.close()
+        if call_logger is not None:
+            await call_logger.close()
         if router is not None:
             await router.close()
             await router.http.aclose()

@@ -25,6 +25,7 @@ from crmroute.web.throttle import LoginThrottle
 
 if TYPE_CHECKING:
     from crmroute.agi.server import AgiServer
+    from crmroute.calllog.worker import CallLogger
     from crmroute.router import Router
     from crmroute.service import Store
 
@@ -32,8 +33,10 @@ STATIC = Path(__file__).parent / "static"
 
 
 def create_app(
-    settings: Settings, store: "Store", *, router: "Router | None" = None, agi_server: "AgiServer | None" = None
+    settings: Settings, store: "Store", *, router: "Router | None" = None, agi_server: "AgiServer | None" = None,
+    call_logger: "CallLogger | None" = None,
 ) -> FastAPI:
+    from crmroute.calllog.worker import install_metrics, off_status
     from crmroute.web.api import api_router
     from crmroute.web.ui import ui_router
 
@@ -58,6 +61,8 @@ def create_app(
     app.state.router = router
     app.state.agi_server = agi_server
     app.state.metrics = router.metrics
+    app.state.call_logger = call_logger
+    install_metrics(router.metrics, store.factory, call_logger)
     app.state.throttle = LoginThrottle()
     install_error_handlers(app)
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
@@ -66,7 +71,7 @@ def create_app(
 
     @app.get("/healthz", tags=["health"])
     def healthz() -> JSONResponse:
-        """Liveness: database reachable, AGI listener up, version."""
+        """Liveness: database reachable, AGI listener up, version; the call logger's AMI state (informative)."""
         body: dict[str, Any] = {"version": __version__}
         try:
             with store.engine.connect() as connection:
@@ -82,6 +87,7 @@ def create_app(
         if router.decision_log is not None:  # this process routes calls
             body["rules_loaded"] = len(router.book.rules)
             body["decisions_pending"] = router.decision_log.pending
+        body["ami"] = call_logger.status() if call_logger is not None else off_status(settings)  # the call logger
         healthy = body["database"] == "ok" and body["agi"] != "down"
         body["status"] = "ok" if healthy else "degraded"
         return JSONResponse(body, status_code=200 if healthy else 503)

@@ -1,0 +1,685 @@
+"""Calls from AMI events: legs grouped by ``Linkedid``, finished calls out. Pure: no I/O, no clock.
+
+:class:`CallTracker` is fed every event (``feed(event, now)``; ``now`` is when
+it arrived, unless the event carries Asterisk's own ``Timestamp``) and returns
+the calls that finished. A call is every channel ("leg") sharing a
+``Linkedid``: the trunk or phone leg, the legs it dialled, and the helper
+halves of Local channels (``Local/...;1`` / ``;2``) — which are legs of the
+same call, never calls of their own. A call finishes when all its legs have
+hung up and ``grace`` seconds have passed for late ``Cdr`` events
+(``expire(now)`` releases it), or when the AMI connection was lost and the
+channels Asterisk still has (``reconcile()``) no longer include its legs.
+
+What a finished :class:`Call` says, and from which events:
+
+direction
+    ``inbound`` when a leg entered an inbound (DID/trunk) context
+    (``Newexten``) or crmroute routed it (``VarSet CRMROUTE_STATUS``, or an
+    ``AGIExecStart`` setting a ``CRMROUTE_`` variable); ``outbound`` when a
+    leg in an outbound context dialled an extension matching the external
+    number pattern; else ``internal`` (never logged). Contexts are shell
+    patterns (``from-pstn*``), numbers a regular expression whose group
+    ``number`` is the external number (``^9(?P<number>...)`` strips a dial
+    prefix); :data:`PRESETS` has the defaults.
+outcome
+    ``answered`` when a party answered: ``AgentConnect``, a ``DialEnd`` with
+    ``DialStatus: ANSWER`` (not the Originate's own), or the caller's leg
+    bridged with another leg. Otherwise ``busy`` (a dial ended ``BUSY`` and no
+    queue was involved), ``failed`` (every dial ended ``CHANUNAVAIL`` /
+    ``CONGESTION``, or an outbound call never dialled), else ``missed``
+    (no answer, abandoned in a queue, voicemail).
+external_number, did, extension, queue, agent
+    The caller's number and the DID as the leg entered the inbound context;
+    for outbound calls the number dialled (pattern group) and the dialling
+    extension's caller ID. ``extension`` is who answered an inbound call:
+    the queue member's interface (``Local/201@queue-agents/n`` -> ``201``) or
+    the answered channel (``PJSIP/201-0000002a`` -> ``201``).
+times
+    ``started_at`` is the first event of the call; the total comes from the
+    caller leg's ``Cdr`` records when ``cdr_manager`` sends them (latest end
+    minus earliest start), else from event times; talk time from
+    ``AgentComplete TalkTime``, else ``ANSWEREDTIME``, else event times; ring
+    (wait) time is the rest.
+recording
+    ``MIXMONITOR_FILENAME``, ``MONITOR_FILENAME`` or ``CALLFILENAME`` set on a
+    leg (FreePBX sets these), or the file given to ``MixMonitor()``/``Monitor()``.
+routing
+    the ``CRMROUTE_*`` variables crmroute set, and ``agi_uniqueids``: the
+    channels where an AGI ran (``AGIExecStart``): the decision log's
+    ``call_id`` to join the routing decision and the CRM record it found.
+
+Duplicate events (an event twice, or a whole call replayed after it was
+reported) never produce a second call. Memory is bounded: at most
+``max_open`` calls are tracked (the oldest is reported early past that), a
+call with no event for ``max_age`` seconds is reported as is, and finished
+``Linkedid``\\ s are remembered up to ``remember``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Protocol
+
+INBOUND, OUTBOUND, INTERNAL = "inbound", "outbound", "internal"
+ANSWERED, MISSED, BUSY, FAILED = "answered", "missed", "busy", "failed"
+UNKNOWN_CALLER = {"", "<unknown>", "unknown", "anonymous", "<null>"}
+RECORDING_VARIABLES = ("MIXMONITOR_FILENAME", "MONITOR_FILENAME", "CALLFILENAME")  # best first
+ROUTING_PREFIX = "CRMROUTE_"
+UP = "6"  # ChannelState of an answered channel
+
+
+@dataclass(frozen=True)
+class Preset:
+    inbound_contexts: tuple[str, ...]
+    outbound_contexts: tuple[str, ...]
+    outbound_number: str
+
+
+PRESETS = {
+    # examples/asterisk/extensions.conf: trunks land in [from-trunk]; phones dial out from
+    # [from-internal] with a 9 prefix (exten => _9X.,1,Dial(PJSIP/${EXTEN:1}@trunk)).
+    "asterisk": Preset(("from-trunk", "from-pstn"), ("from-internal",), r"^9(?P<number>\+?[0-9]{7,})$"),
+    # FreePBX: trunks' from-pstn / from-trunk(-*), inbound routes ext-did*; phones dial out
+    # through from-internal, outbound-allroutes and outrt-N; extensions are shorter than 7 digits.
+    "freepbx": Preset(("from-trunk*", "from-pstn*", "ext-did*"), ("from-internal*", "outbound-allroutes", "outrt-*"),
+                      r"^(?P<number>\+?[0-9]{7,})$"),  # fmt: skip
+}
+
+
+@dataclass(frozen=True)
+class CallConfig:
+    inbound_contexts: tuple[str, ...] = PRESETS["asterisk"].inbound_contexts
+    outbound_contexts: tuple[str, ...] = PRESETS["asterisk"].outbound_contexts
+    outbound_number: str = PRESETS["asterisk"].outbound_number
+    grace: float = 2.0  # seconds after the last hang-up to wait for late Cdr events
+    max_open: int = 20_000
+    max_age: float = 6 * 3600.0
+    remember: int = 50_000
+
+    @classmethod
+    def preset(cls, name: str = "asterisk", **changes: Any) -> CallConfig:
+        base = PRESETS[name]
+        values = {"inbound_contexts": base.inbound_contexts, "outbound_contexts": base.outbound_contexts,
+                  "outbound_number": base.outbound_number}  # fmt: skip
+        values.update({k: v for k, v in changes.items() if v not in (None, "", ())})
+        return cls(**values)
+
+    @classmethod
+    def from_settings(cls, settings: Any, **changes: Any) -> CallConfig:
+        return cls.preset(
+            settings.calllog_preset,
+            inbound_contexts=tuple(settings.calllog_inbound_contexts),
+            outbound_contexts=tuple(settings.calllog_outbound_contexts),
+            outbound_number=settings.calllog_outbound_number,
+            **changes,
+        )
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_number", re.compile(self.outbound_number))
+
+    def is_inbound(self, context: str) -> bool:
+        return any(fnmatch.fnmatchcase(context, p) for p in self.inbound_contexts)
+
+    def is_outbound(self, context: str) -> bool:
+        return any(fnmatch.fnmatchcase(context, p) for p in self.outbound_contexts)
+
+    def external_number(self, exten: str) -> str | None:
+        """The number an outbound context's extension dials, or ``None`` when it is not external."""
+        match = self._number.search(exten)  # type: ignore[attr-defined]
+        if match is None:
+            return None
+        return match.groupdict().get("number") or match.group(0)
+
+
+@dataclass
+class Call:
+    """A finished call, as the outbox stores it and the templates show it."""
+
+    linked_id: str
+    direction: str
+    outcome: str
+    started_at: datetime
+    ended_at: datetime
+    external_number: str = ""
+    external_name: str = ""
+    extension: str = ""  # who answered an inbound call; who dialled an outbound one
+    agent: str = ""  # the queue member's name, when a queue agent answered
+    queue: str = ""
+    did: str = ""
+    ring_seconds: int = 0
+    talk_seconds: int = 0
+    recording: str = ""
+    transferred_to: str = ""
+    agi_uniqueids: list[str] = field(default_factory=list)
+    routing: dict[str, str] = field(default_factory=dict)  # CRMROUTE_* variables: status, dest, rule ...
+    hangup_cause: str = ""
+    legs: int = 0
+    note: str = ""  # how the end was decided when it was not seen (AMI connection lost, ...)
+
+    @property
+    def duration(self) -> int:
+        return self.ring_seconds + self.talk_seconds
+
+    @property
+    def routed(self) -> bool:
+        return bool(self.routing.get("status"))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["started_at"] = self.started_at.isoformat()
+        data["ended_at"] = self.ended_at.isoformat()
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Call:
+        known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
+        for name in ("started_at", "ended_at"):
+            value = known.get(name)
+            if isinstance(value, str):
+                parsed = datetime.fromisoformat(value)
+                known[name] = parsed if parsed.tzinfo else parsed.replace(tzinfo=timezone.utc)
+        return cls(**known)
+
+
+def template_values(call: Call, decision: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """The ``schemas.CALL_FIELDS`` of a call, as text; empty values are ``-``.
+
+    ``decision`` is the routing decision joined from the decision log (rule,
+    status, dest_type, dest, did); the channel's ``CRMROUTE_*`` variables fill in.
+    """
+    decision = decision or {}
+    routing = call.routing
+    dest_type = decision.get("dest_type") or routing.get("dest_type", "")
+    dest = decision.get("dest") or routing.get("dest", "")
+    values = {
+        "direction": call.direction, "outcome": call.outcome, "external_number": call.external_number,
+        "extension": call.extension, "did": call.did or decision.get("did", ""), "queue": call.queue,
+        "started_at": call.started_at.astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC"),
+        "ring_seconds": str(call.ring_seconds), "talk_seconds": str(call.talk_seconds),
+        "duration": str(call.duration), "recording": call.recording,
+        "rule": decision.get("rule") or routing.get("rule", ""),
+        "routing_status": decision.get("status") or routing.get("status", ""),
+        "destination": f"{dest_type} {dest}".strip(), "call_id": call.linked_id,
+    }  # fmt: skip
+    return {k: (v if v not in ("", None) else "-") for k, v in values.items()}
+
+
+def render(template: str, values: Mapping[str, str]) -> str:
+    """``str.format`` over the call's fields; a template that cannot render is shown as written."""
+    try:
+        return template.format_map(values)
+    except (KeyError, IndexError, ValueError, AttributeError):
+        return template
+
+
+def extension_of(channel: str) -> str:
+    """The extension a channel or queue interface stands for.
+
+    ``PJSIP/201-0000002a`` -> ``201``; ``Local/201@queue-agents-00000001;1`` and
+    ``Local/201@queue-agents/n`` -> ``201``; ``SIP/201`` -> ``201``.
+    """
+    tech, slash, rest = channel.partition("/")
+    if not slash:
+        return channel
+    rest = rest.split(";", 1)[0]
+    if tech.casefold() == "local":
+        return rest.split("@", 1)[0]
+    rest = re.sub(r"-[0-9a-fA-F]{8}$", "", rest)
+    return rest.split("/", 1)[0]
+
+
+# -- tracking ------------------------------------------------------------------------
+
+
+class Event(Protocol):
+    def get(self, name: str, default: str = "") -> str: ...
+
+
+@dataclass
+class _Leg:
+    uniqueid: str
+    channel: str
+    created: float
+    seq: int = 0  # order of first sight: times tie when events carry no Timestamp
+    caller_num: str = ""
+    caller_name: str = ""
+    inbound: tuple[str, str, str, str] | None = None  # context, exten, caller number, caller name on entry
+    outbound: tuple[str, str] | None = None  # number dialled, the dialling extension's caller ID
+    up_at: float | None = None
+    hungup_at: float | None = None
+    cause: str = ""
+    recording: tuple[int, str] = (99, "")  # (rank, file): the best recording variable seen
+    agi_exten: str = ""
+
+    @property
+    def local_pair(self) -> str:
+        """``Local/x@ctx-00000001`` for both halves of a Local channel; ``""`` for other channels."""
+        base, semi, half = self.channel.rpartition(";")
+        return base if semi and half in ("1", "2") and self.channel.casefold().startswith("local/") else ""
+
+
+@dataclass
+class _Call:
+    linked_id: str
+    started: float
+    last_event: float
+    legs: dict[str, _Leg] = field(default_factory=dict)
+    ended_at: float | None = None
+    agi_uids: list[str] = field(default_factory=list)
+    routing: dict[str, str] = field(default_factory=dict)
+    queue: str = ""
+    connects: dict[str, tuple[float, int, str, str]] = field(default_factory=dict)  # party uid -> (t, seq, ext, agent)
+    dials: dict[tuple[str, str], str] = field(default_factory=dict)  # (dialler uid, dest uid) -> DialStatus
+    talk_reported: int | None = None
+    answered_time: dict[str, int] = field(default_factory=dict)  # uid -> ANSWEREDTIME
+    cdrs: dict[str, set[tuple[str, str, str, str]]] = field(default_factory=dict)  # uid -> (start, end, duration, disposition)
+    bridges: dict[str, set[str]] = field(default_factory=dict)
+    transfers: list[str] = field(default_factory=list)
+    note: str = ""
+
+
+class CallTracker:
+    def __init__(self, config: CallConfig | None = None) -> None:
+        self.config = config or CallConfig()
+        self._calls: OrderedDict[str, _Call] = OrderedDict()  # by Linkedid, oldest first
+        self._index: dict[str, str] = {}  # leg Uniqueid -> Linkedid
+        self._done: OrderedDict[str, None] = OrderedDict()  # Linkedids already reported
+        self._ending: dict[str, float] = {}  # Linkedid -> when its last leg hung up
+        self._lost_at: float | None = None
+        self._next_sweep = 0.0
+        self._seq = 0
+        self.events = 0
+        self.ignored = 0  # events of calls already reported (duplicates, late Cdrs)
+
+    @property
+    def open_calls(self) -> int:
+        return len(self._calls)
+
+    # --- input ------------------------------------------------------------------------
+
+    def feed(self, event: Event, now: float) -> list[Call]:
+        """Take one event; the calls it finished (with ``grace`` 0, or past ``max_open``)."""
+        self.events += 1
+        t = _timestamp(event, now)
+        name = event.get("Event")
+        finished: list[Call] = []
+        if name == "Cdr":
+            self._cdr(event)
+        elif name == "LocalBridge":
+            self._local_bridge(event, t)
+        elif name in ("BridgeCreate", "BridgeDestroy"):
+            pass
+        else:
+            uid, linked = event.get("Uniqueid"), event.get("Linkedid")
+            if uid and linked:
+                call, leg = self._leg(uid, linked, event.get("Channel"), t, event)
+                if call is not None and leg is not None:
+                    self._apply(name, event, call, leg, t, finished)
+            elif name in ("DialBegin", "DialEnd") and event.get("DestUniqueid"):
+                self._dest_leg(event, t)  # an Originate's dial: the destination leg only
+        if len(self._calls) > self.config.max_open:
+            oldest = next(iter(self._calls))
+            finished.append(self._finish(oldest, t, note="reported early: too many calls in progress"))
+        return finished
+
+    def expire(self, now: float) -> list[Call]:
+        """Calls whose grace after the last hang-up is over, and calls silent for ``max_age``."""
+        done = [lid for lid, at in self._ending.items() if now - at >= self.config.grace]
+        finished = [self._finish(lid, now) for lid in done]
+        if now >= self._next_sweep:
+            self._next_sweep = now + 60.0
+            stale = [lid for lid, c in self._calls.items() if now - c.last_event >= self.config.max_age]
+            finished += [self._finish(lid, now, note=f"no event for {self.config.max_age:.0f} s") for lid in stale]
+        return finished
+
+    def connection_lost(self, now: float) -> None:
+        """The AMI connection dropped: events may be missing until ``reconcile()``."""
+        if self._lost_at is None:
+            self._lost_at = now
+
+    def reconcile(self, alive: Iterable[str], now: float) -> list[Call]:
+        """After a reconnect: legs Asterisk no longer has hung up while we were away.
+
+        ``alive`` is every ``Uniqueid`` of ``CoreShowChannels``. A call whose
+        legs are all gone is reported (with a note), ended when the
+        connection was lost.
+        """
+        alive = set(alive)
+        when = self._lost_at if self._lost_at is not None else now
+        self._lost_at = None
+        finished: list[Call] = []
+        for lid in list(self._calls):
+            call = self._calls[lid]
+            gone = [leg for uid, leg in call.legs.items() if leg.hungup_at is None and uid not in alive]
+            if not gone:
+                continue
+            for leg in gone:
+                leg.hungup_at, leg.cause = when, leg.cause or "lost"
+            if all(leg.hungup_at is not None for leg in call.legs.values()):
+                call.note = "ended while the AMI connection was down"
+                finished.append(self._finish(lid, now, ended=when))
+        return finished
+
+    # --- legs -------------------------------------------------------------------------
+
+    def _leg(self, uid: str, linked: str, channel: str, t: float, event: Event) -> tuple[_Call | None, _Leg | None]:
+        current = self._index.get(uid)
+        if current is None:
+            if linked in self._done or (uid != linked and uid in self._done):
+                self.ignored += 1
+                return None, None
+            call = self._call(linked, t)
+            self._seq += 1
+            leg = _Leg(uid, channel, t, self._seq)
+            call.legs[uid] = leg
+            self._index[uid] = linked
+        elif current != linked:  # Asterisk moved the leg to an older call (bridging, transfers)
+            leg = self._calls[current].legs.pop(uid)
+            call = self._call(linked, t)
+            call.legs[uid] = leg
+            self._index[uid] = linked
+            if not self._calls[current].legs:
+                self._drop(current)
+            elif all(lg.hungup_at is not None for lg in self._calls[current].legs.values()):
+                self._ending.setdefault(current, t)
+        else:
+            call = self._calls[linked]
+            leg = call.legs[uid]
+        call.last_event = max(call.last_event, t)
+        if channel:
+            leg.channel = channel
+        number = event.get("CallerIDNum")
+        if number and number not in UNKNOWN_CALLER:
+            leg.caller_num = number
+            name = event.get("CallerIDName")
+            leg.caller_name = "" if name in UNKNOWN_CALLER else name
+        return call, leg
+
+    def _call(self, linked: str, t: float) -> _Call:
+        call = self._calls.get(linked)
+        if call is None:
+            call = self._calls[linked] = _Call(linked, t, t)
+        return call
+
+    def _dest_leg(self, event: Event, t: float) -> _Leg | None:
+        uid, linked = event.get("DestUniqueid"), event.get("DestLinkedid") or event.get("DestUniqueid")
+        if uid in self._done or linked in self._done:
+            return None
+        proxy = _Prefixed(event, "Dest")
+        call, leg = self._leg(uid, linked, event.get("DestChannel"), t, proxy)
+        return leg
+
+    def _drop(self, linked: str) -> None:
+        call = self._calls.pop(linked, None)
+        self._ending.pop(linked, None)
+        if call is not None:
+            for uid in call.legs:
+                if self._index.get(uid) == linked:
+                    del self._index[uid]
+
+    # --- what events mean --------------------------------------------------------------
+
+    def _apply(self, name: str, event: Event, call: _Call, leg: _Leg, t: float, finished: list[Call]) -> None:
+        config = self.config
+        if name in ("Newchannel", "Newexten"):
+            context, exten = event.get("Context"), event.get("Exten")
+            if leg.inbound is None and context and config.is_inbound(context):
+                leg.inbound = (context, exten, leg.caller_num, leg.caller_name)
+            if leg.outbound is None and context and config.is_outbound(context):
+                number = config.external_number(exten)
+                if number is not None:
+                    leg.outbound = (number, leg.caller_num)
+            if name == "Newexten":
+                self._application(leg, event.get("Application"), event.get("AppData"))
+        elif name == "VarSet":
+            self._variable(call, leg, event.get("Variable").lstrip("_"), event.get("Value"))
+        elif name == "AGIExecStart":
+            if leg.uniqueid not in call.agi_uids:
+                call.agi_uids.append(leg.uniqueid)
+                leg.agi_exten = event.get("Exten")
+            if ROUTING_PREFIX in event.get("Command"):
+                call.routing.setdefault("agi", "yes")
+        elif name == "Newstate":
+            if event.get("ChannelState") == UP and leg.up_at is None:
+                leg.up_at = t
+        elif name in ("DialBegin", "DialEnd"):
+            dest = self._dest_leg(event, t)
+            if dest is None:
+                return
+            if name == "DialEnd":
+                status = event.get("DialStatus").upper()
+                call.dials[(leg.uniqueid, dest.uniqueid)] = status
+                if status == "ANSWER" and not _same_local(leg, dest):
+                    self._connect(call, dest, t, extension_of(dest.channel))
+            else:
+                call.dials.setdefault((leg.uniqueid, dest.uniqueid), "")
+        elif name == "QueueCallerJoin":
+            call.queue = call.queue or event.get("Queue")
+        elif name == "AgentConnect":
+            dest = self._dest_leg(event, t)
+            party = extension_of(event.get("Interface")) or (extension_of(dest.channel) if dest else "")
+            if dest is not None:
+                self._connect(call, dest, t, party, event.get("MemberName"), replace=True)
+            call.queue = call.queue or event.get("Queue")
+        elif name == "AgentComplete":
+            talk = _int(event.get("TalkTime"))
+            if talk is not None:
+                call.talk_reported = max(call.talk_reported or 0, talk)
+        elif name == "QueueCallerAbandon":
+            call.queue = call.queue or event.get("Queue")
+        elif name == "BridgeEnter":
+            members = call.bridges.setdefault(event.get("BridgeUniqueid"), set())
+            for other_uid in members:
+                other = call.legs.get(other_uid)
+                if other is None or _same_local(leg, other) or other_uid in call.connects or leg.uniqueid in call.connects:
+                    continue
+                party = leg if leg.seq > other.seq else other  # the leg that came later answered the earlier one
+                self._connect(call, party, t, extension_of(party.channel))
+            members.add(leg.uniqueid)
+        elif name == "BridgeLeave":
+            call.bridges.get(event.get("BridgeUniqueid"), set()).discard(leg.uniqueid)
+        elif name == "BlindTransfer":
+            call.transfers.append(event.get("Extension"))
+        elif name == "Hangup":
+            if leg.hungup_at is None:
+                leg.hungup_at, leg.cause = t, event.get("Cause")
+            if all(lg.hungup_at is not None for lg in call.legs.values()):
+                call.ended_at = t
+                self._ending[call.linked_id] = t
+                if config.grace <= 0:
+                    finished.append(self._finish(call.linked_id, t))
+            return
+        if call.linked_id in self._ending and leg.hungup_at is None:  # a new leg within the grace: not over
+            del self._ending[call.linked_id]
+            call.ended_at = None
+
+    def _connect(self, call: _Call, party: _Leg, t: float, extension: str, agent: str = "",
+                 *, replace: bool = False) -> None:  # fmt: skip
+        """``party`` answered at ``t``; the first word about a party keeps its time and order."""
+        known = call.connects.get(party.uniqueid)
+        if known is not None and not replace:
+            return
+        self._seq += 1
+        t, order = (known[0], known[1]) if known is not None else (t, self._seq)
+        call.connects[party.uniqueid] = (t, order, extension or (known[2] if known else ""), agent)
+
+    def _variable(self, call: _Call, leg: _Leg, name: str, value: str) -> None:
+        upper = name.upper()
+        if upper.startswith(ROUTING_PREFIX):
+            if value:
+                call.routing[upper[len(ROUTING_PREFIX):].lower()] = value
+            if upper == "CRMROUTE_STATUS" and leg.uniqueid not in call.agi_uids:
+                call.agi_uids.append(leg.uniqueid)
+        elif upper in RECORDING_VARIABLES and value:
+            rank = RECORDING_VARIABLES.index(upper)
+            if rank <= leg.recording[0]:
+                leg.recording = (rank, value)
+        elif upper == "ANSWEREDTIME":
+            seconds = _int(value)
+            if seconds is not None:
+                call.answered_time[leg.uniqueid] = seconds
+
+    def _application(self, leg: _Leg, app: str, data: str) -> None:
+        app = app.casefold()
+        args = [a.strip() for a in data.split(",")]
+        if app == "mixmonitor" and args and args[0] and leg.recording[0] > 3:
+            leg.recording = (3, args[0])
+        elif app == "monitor" and len(args) > 1 and args[1] and leg.recording[0] > 4:
+            leg.recording = (4, f"{args[1]}.{args[0] or 'wav'}")
+
+    def _cdr(self, event: Event) -> None:
+        uid = event.get("UniqueID") or event.get("Uniqueid")
+        linked = self._index.get(uid)
+        if linked is None:
+            self.ignored += 1
+            return
+        call = self._calls[linked]
+        call.cdrs.setdefault(uid, set()).add((event.get("StartTime"), event.get("EndTime"), event.get("Duration"),
+                                              event.get("Disposition")))  # fmt: skip
+
+    def _local_bridge(self, event: Event, t: float) -> None:
+        """The two halves of a Local channel belong to one call, even if Asterisk gave them two."""
+        one, two = event.get("LocalOneUniqueid"), event.get("LocalTwoUniqueid")
+        linked = event.get("LocalOneLinkedid") or one
+        for prefix, uid in (("LocalOne", one), ("LocalTwo", two)):
+            if uid:
+                self._leg(uid, linked, event.get(f"{prefix}Channel"), t, _Prefixed(event, prefix))
+
+    # --- the finished call --------------------------------------------------------------
+
+    def _finish(self, linked: str, now: float, *, note: str = "", ended: float | None = None) -> Call:
+        call = self._calls[linked]
+        self._drop(linked)
+        self._done[linked] = None
+        while len(self._done) > self.config.remember:
+            self._done.popitem(last=False)
+        return self._describe(call, now if ended is None and call.ended_at is None else (ended or call.ended_at),
+                              note or call.note)  # fmt: skip
+
+    def _describe(self, call: _Call, end: float, note: str) -> Call:
+        legs = sorted(call.legs.values(), key=lambda leg: leg.created)
+        origin = call.legs.get(call.linked_id) or (legs[0] if legs else _Leg(call.linked_id, "", call.started))
+        inbound = next((leg for leg in legs if leg.inbound), None)
+        routed_leg = next((call.legs[uid] for uid in call.agi_uids if uid in call.legs), None)
+        outbound = next((leg for leg in legs if leg.outbound), None)
+        result = Call(linked_id=call.linked_id, direction=INTERNAL, outcome=MISSED,
+                      started_at=_utc(call.started), ended_at=_utc(end), legs=len(legs), note=note,
+                      agi_uniqueids=list(call.agi_uids), routing=dict(call.routing), queue=call.queue)  # fmt: skip
+        result.routing.pop("agi", None)
+        caller_leg = origin
+        if inbound is not None or call.routing:
+            result.direction = INBOUND
+            caller_leg = inbound or routed_leg or origin
+            if caller_leg.inbound:
+                _, result.did, result.external_number, result.external_name = caller_leg.inbound
+            else:
+                result.did = caller_leg.agi_exten
+                result.external_number, result.external_name = caller_leg.caller_num, caller_leg.caller_name
+        elif outbound is not None:
+            result.direction = OUTBOUND
+            caller_leg = outbound
+            result.external_number, result.extension = outbound.outbound  # type: ignore[misc]
+            result.extension = result.extension or extension_of(outbound.channel)
+        connects = sorted(call.connects.values())
+        answer_at = connects[0][0] if connects else None
+        if connects:
+            result.outcome = ANSWERED
+            if result.direction != OUTBOUND:
+                result.extension, result.agent = connects[0][2], connects[0][3]
+            later = [c[2] for c in connects[1:] if c[2] and c[2] != connects[0][2]]
+            result.transferred_to = (call.transfers[-1] if call.transfers else "") or (later[-1] if later else "")
+        else:
+            result.outcome = self._unanswered(call, result.direction, caller_leg)
+        total = _cdr_seconds(call.cdrs.get(caller_leg.uniqueid) or call.cdrs.get(origin.uniqueid) or set())
+        if total is None:
+            total = max(0, round(end - call.started))
+        talk = 0
+        if answer_at is not None:
+            talk = call.talk_reported if call.talk_reported is not None else call.answered_time.get(
+                caller_leg.uniqueid, call.answered_time.get(origin.uniqueid, -1))
+            if talk < 0:
+                talk = max(0, round(end - answer_at))
+        total = max(total, talk)
+        result.ring_seconds, result.talk_seconds = total - talk, talk
+        recordings = sorted((leg.recording for leg in [caller_leg, *legs] if leg.recording[1]), key=lambda r: r[0])
+        result.recording = recordings[0][1] if recordings else ""
+        result.hangup_cause = caller_leg.cause
+        return result
+
+    @staticmethod
+    def _unanswered(call: _Call, direction: str, caller_leg: _Leg) -> str:
+        statuses = [s for (by, _), s in call.dials.items() if s]
+        causes = {leg.cause for leg in call.legs.values() if leg.uniqueid != caller_leg.uniqueid}
+        if direction == OUTBOUND:
+            mine = [s for (by, _), s in call.dials.items() if by == caller_leg.uniqueid and s] or statuses
+            if "BUSY" in mine or "17" in causes:
+                return BUSY
+            if any(s in ("NOANSWER", "CANCEL") for s in mine):
+                return MISSED
+            disposition = {d for (_, _, _, d) in call.cdrs.get(caller_leg.uniqueid, set())}
+            if "BUSY" in disposition:
+                return BUSY
+            if "NO ANSWER" in disposition and mine:
+                return MISSED
+            return FAILED
+        if call.queue:
+            return MISSED
+        if "BUSY" in statuses:
+            return BUSY
+        if statuses and all(s in ("CHANUNAVAIL", "CONGESTION") for s in statuses):
+            return FAILED
+        return MISSED
+
+
+class _Prefixed:
+    """An event seen through a prefix: ``DestChannel`` as ``Channel``, ``LocalTwoUniqueid`` as ``Uniqueid``."""
+
+    def __init__(self, event: Event, prefix: str) -> None:
+        self._event, self._prefix = event, prefix
+
+    def get(self, name: str, default: str = "") -> str:
+        return self._event.get(self._prefix + name, default)
+
+
+def _same_local(a: _Leg, b: _Leg) -> bool:
+    return bool(a.local_pair) and a.local_pair == b.local_pair
+
+
+def _timestamp(event: Event, now: float) -> float:
+    """Asterisk's own ``Timestamp`` (``timestampevents = yes``), else when the event arrived."""
+    raw = event.get("Timestamp")
+    if raw:
+        try:
+            return float(raw)
+        except ValueError:
+            pass
+    return now
+
+
+def _int(text: str) -> int | None:
+    text = (text or "").strip()
+    return int(text) if text.isdigit() else None
+
+
+def _utc(t: float) -> datetime:
+    return datetime.fromtimestamp(t, timezone.utc)
+
+
+def _cdr_seconds(cdrs: set[tuple[str, str, str, str]]) -> int | None:
+    """A leg's time from its Cdr records: latest end minus earliest start (several may overlap)."""
+    if not cdrs:
+        return None
+    starts, ends = [], []
+    for start, end, duration, _ in cdrs:
+        try:
+            starts.append(datetime.fromisoformat(start))
+            ends.append(datetime.fromisoformat(end))
+        except ValueError:
+            seconds = _int(duration)
+            return seconds
+    return max(0, round((max(ends) - min(starts)).total_seconds()))

@@ -1,0 +1,546 @@
+"""The call logger: AMI events -> finished calls -> the outbox -> each integration's CRM.
+
+:class:`CallLogger` wires the parts:
+
+- :class:`~crmroute.calllog.ami.AmiClient` hands every event to the
+  :class:`~crmroute.calllog.calls.CallTracker`; after each (re)connect it asks
+  ``CoreShowChannels`` so calls that ended while the connection was down are
+  reported (``reconcile``).
+- :class:`OutboxWriter` writes finished calls to the outbox
+  (``store.calllog.add_calls``) from an in-memory buffer, off the event path.
+  While the database is unreachable the calls stay buffered (at most
+  ``MAX_BUFFER``; past that the oldest are dropped, counted and logged) and
+  are written when it returns.
+- :class:`DeliveryWorker` delivers each pending delivery with the
+  integration's connector (``log_call``): one lane per integration, paced by
+  the connector's ``requests_per_second`` (a ``log_call`` costs about
+  ``REQUESTS_PER_LOG`` requests), retried with exponential backoff
+  (``backoff_base`` doubling up to ``backoff_max``), parked after
+  ``max_attempts`` failures with the last error. Idempotent: the outbox holds
+  one delivery per integration and call, and connectors' ``log_call`` is
+  idempotent on the call id, so a restart or a retry never logs a call twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import Counter, deque
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta, timezone
+from typing import Any
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from pydantic import ValidationError
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session, sessionmaker
+
+from crmroute.calllog.ami import AmiClient, AmiError, Message
+from crmroute.calllog.calls import INBOUND, INTERNAL, Call, CallConfig, CallTracker, render, template_values
+from crmroute.connectors.base import CallActivity, Connector, Record
+from crmroute.connectors.pool import ConnectorSpec
+from crmroute.deadline import Deadline
+from crmroute.errors import ConnectorError
+from crmroute.schemas import LogOptions
+from crmroute.store import calllog as outbox
+from crmroute.store.db import transaction
+
+logger = logging.getLogger(__name__)
+
+MAX_BUFFER = 10_000  # finished calls kept in memory while the database is away
+FLUSH_INTERVAL = 0.5
+TICK_INTERVAL = 0.5  # how often calls past their grace are released
+POLL_INTERVAL = 2.0  # how often the worker looks for due deliveries without being woken
+LANE_BATCH = 20
+LEASE_SECONDS = 300.0
+LOG_TIMEOUT = 30.0  # seconds one log_call may take
+BACKOFF_BASE = 10.0
+BACKOFF_MAX = 3600.0
+REQUESTS_PER_LOG = 3  # a log_call: look for the logged call, look the number up, create the activity
+RESULT_WRITE_INTERVAL = 2.0
+PURGE_INTERVAL = 3600.0
+
+
+def backoff(attempts: int, base: float = BACKOFF_BASE, cap: float = BACKOFF_MAX) -> float:
+    """Seconds to wait after the ``attempts``-th failure: base, 2 x base, 4 x base ... up to ``cap``."""
+    return min(cap, base * 2 ** max(0, attempts - 1))
+
+
+def log_options(stored: dict[str, Any]) -> LogOptions:
+    """An integration's stored log options; fields that no longer validate fall back to their defaults."""
+    try:
+        return LogOptions.model_validate(stored)
+    except ValidationError:
+        good = {}
+        for name in LogOptions.model_fields:
+            if name in stored:
+                try:
+                    LogOptions.model_validate({name: stored[name]})
+                    good[name] = stored[name]
+                except ValidationError:
+                    pass
+        return LogOptions.model_validate(good)
+
+
+def activity_for(call: Call, decision: dict[str, Any], options: LogOptions, integration_id: int) -> CallActivity:
+    """The activity to log: templates rendered, and the routed record when it is this integration's."""
+    values = template_values(call, decision)
+    record = None
+    if (options.link_record == "routed" and decision.get("record_id")
+            and decision.get("integration_id") == integration_id):  # fmt: skip
+        record = Record(module=decision.get("record_module") or "", id=str(decision["record_id"]), fields={})
+    return CallActivity(
+        call_id=call.linked_id, direction="inbound" if call.direction == INBOUND else "outbound",
+        outcome=call.outcome,  # type: ignore[arg-type]
+        external_number=call.external_number, started_at=call.started_at, ring_seconds=call.ring_seconds,
+        talk_seconds=call.talk_seconds, extension=call.extension, recording=call.recording,
+        subject=render(options.subject_template, values), description=render(options.description_template, values),
+        record=record,
+    )  # fmt: skip
+
+
+class OutboxWriter:
+    """Finished calls into the outbox, off the event path; kept in memory while the database is away."""
+
+    def __init__(self, factory: sessionmaker[Session], *, max_buffer: int = MAX_BUFFER,
+                 on_written: Callable[[], None] | None = None) -> None:  # fmt: skip
+        self._factory = factory
+        self._buffer: deque[Call] = deque()
+        self._max = max_buffer
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self._task: asyncio.Task | None = None
+        self._on_written = on_written
+        self.dropped = 0
+        self.written = 0
+        self.db_ok = True
+
+    @property
+    def pending(self) -> int:
+        return len(self._buffer)
+
+    def add(self, calls: Iterable[Call]) -> None:
+        """Queue finished calls; never blocks, never raises."""
+        for call in calls:
+            if call.direction == INTERNAL:
+                continue
+            if len(self._buffer) >= self._max:
+                lost = self._buffer.popleft()
+                self.dropped += 1
+                logger.error("call log: buffer full (%d calls, database unreachable?): call %s dropped",
+                             self._max, lost.linked_id)  # fmt: skip
+            self._buffer.append(call)
+        if self._buffer:
+            self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="calllog-outbox")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        await self.flush()
+
+    async def flush(self) -> bool:
+        """Write what is buffered; False when the database refused (the calls stay buffered)."""
+        async with self._lock:
+            while self._buffer:
+                batch = [self._buffer.popleft() for _ in range(min(500, len(self._buffer)))]
+                try:
+                    added = await asyncio.to_thread(self._write, batch)
+                except SQLAlchemyError as exc:
+                    self._buffer.extendleft(reversed(batch))
+                    if self.db_ok:
+                        logger.warning("call log: database unavailable, %d calls kept in memory: %s",
+                                       len(self._buffer), exc)  # fmt: skip
+                    self.db_ok = False
+                    return False
+                if not self.db_ok:
+                    logger.info("call log: database back, buffered calls written")
+                self.db_ok = True
+                self.written += added
+                if added and self._on_written is not None:
+                    self._on_written()
+            return True
+
+    def _write(self, batch: list[Call]) -> int:
+        with transaction(self._factory) as session:
+            return outbox.add_calls(session, batch)
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(FLUSH_INTERVAL):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                await self.flush()
+            except Exception:
+                logger.exception("call log: writing calls failed")
+
+
+ConnectorFor = Callable[[ConnectorSpec], Connector]
+
+
+class DeliveryWorker:
+    """Pending deliveries to the CRMs: one lane per integration, paced, retried, parked."""
+
+    def __init__(
+        self,
+        factory: sessionmaker[Session],
+        connector_for: ConnectorFor,
+        *,
+        max_attempts: int = 8,
+        backoff_base: float = BACKOFF_BASE,
+        backoff_max: float = BACKOFF_MAX,
+        lease: float = LEASE_SECONDS,
+        batch: int = LANE_BATCH,
+        poll: float = POLL_INTERVAL,
+        log_timeout: float = LOG_TIMEOUT,
+        retention_days: int = 0,
+        pace: bool = True,
+    ) -> None:
+        self._factory = factory
+        self._connector_for = connector_for
+        self.max_attempts = max_attempts
+        self.backoff_base = backoff_base
+        self.backoff_max = backoff_max
+        self.lease = lease
+        self.batch = batch
+        self.poll = poll
+        self.log_timeout = log_timeout
+        self.retention_days = retention_days
+        self.pace = pace
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task | None = None
+        self._lanes: dict[int, asyncio.Task] = {}
+        self._next_slot: dict[int, float] = {}
+        self.delivered: Counter[str] = Counter()  # by integration name
+        self.failures: Counter[tuple[str, str]] = Counter()  # (integration, reason)
+        self.parked: Counter[str] = Counter()
+        self.db_ok = True
+
+    def wake(self) -> None:
+        self._wake.set()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="calllog-worker")
+
+    async def close(self) -> None:
+        tasks = [t for t in [self._task, *self._lanes.values()] if t is not None]
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        self._task = None
+        self._lanes.clear()
+
+    async def run_once(self) -> None:
+        """Deliver everything due now, lanes to the end (tests, and one pass of the loop)."""
+        ids = await asyncio.to_thread(self._read, outbox.due_integrations)
+        await asyncio.gather(*(self._lane(i) for i in ids))
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        next_purge = loop.time()
+        while True:
+            try:
+                ids = await asyncio.to_thread(self._read, outbox.due_integrations)
+                self.db_ok = True
+            except SQLAlchemyError as exc:
+                if self.db_ok:
+                    logger.warning("call log worker: database unavailable: %s", exc)
+                self.db_ok = False
+                ids = []
+            for integration_id in ids:
+                lane = self._lanes.get(integration_id)
+                if lane is None or lane.done():
+                    self._lanes[integration_id] = asyncio.create_task(self._lane(integration_id),
+                                                                      name=f"calllog-lane-{integration_id}")  # fmt: skip
+            if self.retention_days and self.db_ok and loop.time() >= next_purge:
+                next_purge = loop.time() + PURGE_INTERVAL
+                with contextlib.suppress(SQLAlchemyError):
+                    removed = await asyncio.to_thread(self._purge)
+                    if removed:
+                        logger.info("call log: purged %d calls older than %d days", removed, self.retention_days)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.poll):
+                    await self._wake.wait()
+            self._wake.clear()
+
+    def _read(self, query: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        with transaction(self._factory) as session:
+            return query(session, *args, **kwargs)
+
+    def _purge(self) -> int:
+        with transaction(self._factory) as session:
+            return outbox.purge(session, self.retention_days)
+
+    async def _lane(self, integration_id: int) -> None:
+        """Deliver one integration's due deliveries, paced, until none is due."""
+        try:
+            while True:
+                target = await asyncio.to_thread(self._read, outbox.target, integration_id)
+                claimed = await asyncio.to_thread(self._read, outbox.claim, integration_id, limit=self.batch,
+                                                  lease=self.lease)  # fmt: skip
+                if target is None or not claimed:
+                    return
+                results: list[outbox.Result] = []
+                written = time.monotonic()
+                for entry in claimed:
+                    results.append(await self._deliver(target, entry))
+                    if time.monotonic() - written >= RESULT_WRITE_INTERVAL:
+                        await self._write(results)
+                        results, written = [], time.monotonic()
+                await self._write(results)
+        except SQLAlchemyError as exc:
+            logger.warning("call log worker: database unavailable for integration %d: %s", integration_id, exc)
+        except Exception:
+            logger.exception("call log worker: lane of integration %d failed", integration_id)
+
+    async def _write(self, results: list[outbox.Result]) -> None:
+        if results:
+            await asyncio.to_thread(self._read, outbox.record, results)
+
+    async def _deliver(self, target: outbox.Target, entry: outbox.Claimed) -> outbox.Result:
+        options = log_options(target.log_options)
+        call = Call.from_dict(entry.call)
+        if not target.enabled:
+            return outbox.Result(entry.id, outbox.PARKED, error=f"integration {target.name!r} is disabled",
+                                 attempted=False)  # fmt: skip
+        if not outbox.wants(options.model_dump(), call):
+            return outbox.Result(entry.id, outbox.SKIPPED, error="the log options no longer ask for this call",
+                                 attempted=False)  # fmt: skip
+        decision = entry.decision
+        if not decision and call.agi_uniqueids:  # the decision may have been written after the call
+            decision = await asyncio.to_thread(self._read, outbox.refresh_decision, entry.call_row_id)
+        spec = ConnectorSpec(target.id, target.name, target.kind, target.enabled, target.settings, target.secrets_enc,
+                             log_level=options.log_level)  # fmt: skip
+        attempts = entry.attempts + 1
+        try:
+            connector = self._connector_for(spec)
+            await self._paced(target.id, connector)
+            activity = activity_for(call, decision, options, target.id)
+            activity_id = await connector.log_call(activity, options,
+                                                   deadline=Deadline.after_ms(self.log_timeout * 1000))  # fmt: skip
+        except ConnectorError as exc:
+            return self._failed(target, entry, attempts, f"{exc.reason}: {exc}", exc.reason)
+        except Exception as exc:
+            logger.exception("call log: delivering call %s to %s failed", entry.linked_id, target.name)
+            return self._failed(target, entry, attempts, f"internal: {type(exc).__name__}: {exc}", "internal")
+        self.delivered[target.name] += 1
+        logger.info("call log: call %s logged in %s as %s", entry.linked_id, target.name, activity_id)
+        return outbox.Result(entry.id, outbox.DELIVERED, activity_id=str(activity_id))
+
+    def _failed(self, target: outbox.Target, entry: outbox.Claimed, attempts: int, error: str,
+                reason: str) -> outbox.Result:  # fmt: skip
+        self.failures[(target.name, reason)] += 1
+        if attempts >= self.max_attempts:
+            self.parked[target.name] += 1
+            logger.error("call log: call %s parked for %s after %d attempts: %s", entry.linked_id, target.name,
+                         attempts, error)  # fmt: skip
+            return outbox.Result(entry.id, outbox.PARKED, error=error)
+        wait = backoff(attempts, self.backoff_base, self.backoff_max)
+        logger.warning("call log: call %s to %s failed (attempt %d of %d), retry in %.0f s: %s", entry.linked_id,
+                       target.name, attempts, self.max_attempts, wait, error)  # fmt: skip
+        return outbox.Result(entry.id, outbox.PENDING, error=error,
+                             next_attempt_at=datetime.now(timezone.utc) + timedelta(seconds=wait))  # fmt: skip
+
+    async def _paced(self, integration_id: int, connector: Connector) -> None:
+        """Keep an integration's log calls within its connector's request budget."""
+        if not self.pace:
+            return
+        interval = REQUESTS_PER_LOG / max(float(connector.requests_per_second), 0.001)
+        loop = asyncio.get_running_loop()
+        slot = max(loop.time(), self._next_slot.get(integration_id, 0.0))
+        self._next_slot[integration_id] = slot + interval
+        if slot > loop.time():
+            await asyncio.sleep(slot - loop.time())
+
+
+class CallLogger:
+    """AMI client, call tracker, outbox writer and delivery worker, started and stopped together."""
+
+    def __init__(
+        self,
+        settings: Any,
+        factory: sessionmaker[Session],
+        connector_for: ConnectorFor,
+        *,
+        config: CallConfig | None = None,
+        clock: Callable[[], float] = time.time,
+        ami_options: dict[str, Any] | None = None,
+        **worker_options: Any,
+    ) -> None:
+        self.settings = settings
+        self.tracker = CallTracker(config or CallConfig.from_settings(settings))
+        worker_options.setdefault("max_attempts", settings.calllog_max_attempts)
+        worker_options.setdefault("retention_days", getattr(settings, "decision_retention_days", 0))
+        self.worker = DeliveryWorker(factory, connector_for, **worker_options)
+        self.outbox = OutboxWriter(factory, on_written=self.worker.wake)
+        self.clock = clock
+        self.calls: Counter[tuple[str, str]] = Counter()  # (direction, outcome)
+        self.ami: AmiClient | None = None
+        if settings.ami_enabled:
+            self.ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
+                                 on_event=self.on_event, on_connect=self._reconcile,
+                                 on_disconnect=self._disconnected, **(ami_options or {}))  # fmt: skip
+        self._tick: asyncio.Task | None = None
+
+    def on_event(self, message: Message) -> None:
+        """One AMI event (the client calls this; tests may feed events directly)."""
+        self.finished(self.tracker.feed(message, message.received or self.clock()))
+
+    def finished(self, calls: list[Call]) -> None:
+        for call in calls:
+            self.calls[(call.direction, call.outcome)] += 1
+            logger.info("call %s finished: %s %s %s (%s, ring %d s, talk %d s)%s", call.linked_id, call.direction,
+                        call.outcome, call.external_number or "-", call.extension or "-", call.ring_seconds,
+                        call.talk_seconds, f" [{call.note}]" if call.note else "")  # fmt: skip
+        self.outbox.add(calls)
+
+    async def _reconcile(self, client: AmiClient) -> None:
+        try:
+            channels = await client.action_list({"Action": "CoreShowChannels"})
+        except AmiError as exc:
+            logger.warning("AMI: cannot list channels after connecting (%s); calls in progress end when stale", exc)
+            return
+        self.finished(self.tracker.reconcile({c.get("Uniqueid") for c in channels}, self.clock()))
+
+    def _disconnected(self) -> None:
+        self.tracker.connection_lost(self.clock())
+
+    async def start(self) -> None:
+        self.outbox.start()
+        self.worker.start()
+        if self.ami is not None:
+            self.ami.start()
+        self._tick = asyncio.create_task(self._ticker(), name="calllog-tick")
+
+    async def close(self) -> None:
+        if self.ami is not None:
+            await self.ami.close()
+        if self._tick is not None:
+            self._tick.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._tick
+        self.finished(self.tracker.expire(self.clock() + self.tracker.config.grace))
+        await self.worker.close()
+        await self.outbox.close()
+
+    async def _ticker(self) -> None:
+        while True:
+            await asyncio.sleep(TICK_INTERVAL)
+            try:
+                self.finished(self.tracker.expire(self.clock()))
+            except Exception:
+                logger.exception("call log: releasing finished calls failed")
+
+    def status(self) -> dict[str, Any]:
+        """What /healthz, the UI and /metrics show."""
+        ami = self.ami.status.as_dict() if self.ami is not None else {"state": "off", "since": None, "last_error": ""}
+        return ami | {"host": f"{self.settings.ami_host}:{self.settings.ami_port}" if self.ami else "",
+                      "open_calls": self.tracker.open_calls, "buffered_calls": self.outbox.pending,
+                      "dropped_calls": self.outbox.dropped, "database": "ok" if self.outbox.db_ok else "unreachable"}  # fmt: skip
+
+
+def off_status(settings: Any) -> dict[str, Any]:
+    """The status when this process runs no call logger."""
+    if settings.ami_enabled:
+        return {"state": "not running in this process", "since": None, "last_error": "",
+                "host": f"{settings.ami_host}:{settings.ami_port}"}  # fmt: skip
+    return {"state": "off", "since": None, "last_error": "CRMROUTE_AMI_HOST and CRMROUTE_AMI_USERNAME are not set",
+            "host": ""}  # fmt: skip
+
+
+# --- /metrics ------------------------------------------------------------------------------------
+
+AMI_STATES = ("connected", "connecting", "reconnecting", "stopped", "off")
+COUNTS_TTL = 5.0
+
+
+class CalllogCollector:
+    """Call logger figures for Prometheus, read at scrape time (delivery counts from the store, cached briefly)."""
+
+    def __init__(self, factory: sessionmaker[Session], call_logger: CallLogger | None) -> None:
+        self._factory = factory
+        self._logger = call_logger
+        self._counts: tuple[float, dict[str, int]] = (0.0, {})
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterable[Any]:
+        counts = self._delivery_counts()
+        if counts is not None:
+            gauge = GaugeMetricFamily("crmroute_calllog_deliveries", "Call log deliveries in the outbox, by status",
+                                      labels=["status"])  # fmt: skip
+            for status, value in counts.items():
+                gauge.add_metric([status], value)
+            yield gauge
+        logger_ = self._logger
+        if logger_ is None:
+            return
+        state = logger_.ami.status.state if logger_.ami is not None else "off"
+        yield GaugeMetricFamily("crmroute_ami_connected", "1 while the AMI session is logged in",
+                                value=1 if state == "connected" else 0)  # fmt: skip
+        states = GaugeMetricFamily("crmroute_ami_state", "AMI connection state (1 for the current one)",
+                                   labels=["state"])  # fmt: skip
+        for name in AMI_STATES:
+            states.add_metric([name], 1 if state == name else 0)
+        yield states
+        if logger_.ami is not None:
+            yield CounterMetricFamily("crmroute_ami_reconnects", "AMI sessions that dropped after logging in",
+                                      value=logger_.ami.status.disconnects)  # fmt: skip
+        calls = CounterMetricFamily("crmroute_calllog_calls", "Finished calls seen on AMI", labels=["direction", "outcome"])
+        for (direction, outcome), value in sorted(logger_.calls.items()):
+            calls.add_metric([direction, outcome], value)
+        yield calls
+        worker = logger_.worker
+        delivered = CounterMetricFamily("crmroute_calllog_delivered", "Calls logged into a CRM", labels=["integration"])
+        for name, value in sorted(worker.delivered.items()):
+            delivered.add_metric([name], value)
+        yield delivered
+        failed = CounterMetricFamily("crmroute_calllog_failed", "Failed attempts to log a call",
+                                     labels=["integration", "reason"])  # fmt: skip
+        for (name, reason), value in sorted(worker.failures.items()):
+            failed.add_metric([name, reason], value)
+        yield failed
+        parked = CounterMetricFamily("crmroute_calllog_parked", "Calls parked after too many failures",
+                                     labels=["integration"])  # fmt: skip
+        for name, value in sorted(worker.parked.items()):
+            parked.add_metric([name], value)
+        yield parked
+        yield GaugeMetricFamily("crmroute_calllog_open_calls", "Calls in progress being tracked",
+                                value=logger_.tracker.open_calls)  # fmt: skip
+        yield GaugeMetricFamily("crmroute_calllog_buffered_calls", "Finished calls waiting for the database",
+                                value=logger_.outbox.pending)  # fmt: skip
+        yield CounterMetricFamily("crmroute_calllog_dropped_calls", "Finished calls lost: buffer full",
+                                  value=logger_.outbox.dropped)  # fmt: skip
+
+    def _delivery_counts(self) -> dict[str, int] | None:
+        at, counts = self._counts
+        if time.monotonic() - at < COUNTS_TTL and counts:
+            return counts
+        try:
+            with self._factory() as session:
+                counts = outbox.counts(session)
+        except SQLAlchemyError:
+            return counts or None
+        self._counts = (time.monotonic(), counts)
+        return counts
+
+
+def install_metrics(metrics: Any, factory: sessionmaker[Session], call_logger: CallLogger | None) -> None:
+    """Register the call logger's figures on a ``Metrics`` registry, once."""
+    if getattr(metrics, "calllog_collector", None) is not None:
+        return
+    collector = CalllogCollector(factory, call_logger)
+    metrics.registry.register(collector)
+    metrics.calllog_collector = collector
