@@ -217,6 +217,7 @@ class DeliveryWorker:
         self.retention_days = retention_days
         self.pace = pace
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self._lanes: dict[int, asyncio.Task] = {}
         self._next_slot: dict[int, float] = {}
@@ -226,9 +227,19 @@ class DeliveryWorker:
         self.db_ok = True
 
     def wake(self) -> None:
-        self._wake.set()
+        """Look for due deliveries now (callable from any thread, e.g. a web request's)."""
+        loop = self._loop
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if loop is None or running is loop:
+            self._wake.set()
+        elif not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
 
     def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
         self._task = asyncio.create_task(self._run(), name="calllog-worker")
 
     async def close(self) -> None:

@@ -16,6 +16,8 @@ EXPECTED = {
     "/api/v1/users": {"get", "post"}, "/api/v1/users/{user_id}": {"delete"},
     "/api/v1/users/{user_id}/password": {"post"}, "/api/v1/tokens": {"get", "post"},
     "/api/v1/tokens/{token_id}": {"delete"},
+    "/api/v1/calllog": {"get"}, "/api/v1/calllog/{delivery_id}": {"get", "delete"},
+    "/api/v1/calllog/{delivery_id}/retry": {"post"},
 }  # fmt: skip
 
 

@@ -8,7 +8,9 @@ commits after a successful write.
 
 from fastapi import APIRouter, Depends
 
-from crmroute.web.api import decisions, destinations, dids, integrations, ivrs, license, route, rules, transfer, users
+from crmroute.web.api import (
+    calllog, decisions, destinations, dids, integrations, ivrs, license, route, rules, transfer, users,
+)
 from crmroute.web.deps import api_user
 
 api_router = APIRouter(
@@ -16,5 +18,5 @@ api_router = APIRouter(
     dependencies=[Depends(api_user)],
     responses={401: {"description": "no or bad credentials"}, 422: {"description": "a list of {field, message}"}},
 )
-for module in (rules, destinations, dids, ivrs, integrations, decisions, route, transfer, license, users):
+for module in (rules, destinations, dids, ivrs, integrations, decisions, calllog, route, transfer, license, users):
     api_router.include_router(module.router)

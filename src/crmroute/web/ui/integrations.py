@@ -21,7 +21,7 @@ from crmroute.connectors.base import MODULE_NAMES, SettingSpec, setting_specs
 from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.errors import ConfigError, Conflict, ConnectorError
 from crmroute.schemas import CALL_FIELDS, CRM_KINDS, IntegrationIn, LogOptions, problems
-from crmroute.store import integrations
+from crmroute.store import calllog, integrations
 from crmroute.store.secrets import MASK
 from crmroute.web.deps import FormUser, PageUser, Principal, SessionDep
 from crmroute.web.templating import redirect, render
@@ -37,6 +37,12 @@ LINK_CHOICES = [("routed", "The record found while routing, else a lookup by num
                 ("lookup", "Always a fresh lookup by number")]
 LOG_LEVELS = [("debug", "Debug (requests and responses, secrets redacted)"), ("info", "Info"),
               ("warning", "Warning"), ("error", "Error")]  # fmt: skip
+
+
+def recent_deliveries(request: Request, integration_id: int) -> list[dict[str, Any]]:
+    """The integration's latest call log deliveries, for its edit page."""
+    with request.app.state.store.factory() as session:
+        return calllog.recent(session, integration_id)
 
 
 def kind_titles() -> dict[str, str]:
@@ -203,7 +209,8 @@ def form_page(request: Request, principal: Principal, values: dict[str, Any], *,
     elif isinstance(failure, Conflict):
         errors = {"name": str(failure)}
     stored_secrets = set(stored["secrets"]) if stored else set()
-    return render(request, "integrations/form.html", principal, status_code=422 if failure else 200,
+    deliveries = recent_deliveries(request, stored["id"]) if stored else []
+    return render(request, "integrations/form.html", principal, deliveries=deliveries, status_code=422 if failure else 200,
                   integration_id=stored["id"] if stored else None, original_name=stored["name"] if stored else "",
                   stored_kind=stored["kind"] if stored else "", stored_secrets=stored_secrets,
                   used_by=stored["used_by"]["rules"] if stored else [], values=values, errors=errors,
