@@ -287,6 +287,7 @@ def make_app(fake: VendorFake) -> Starlette:
             return sugar_error(400, "invalid_request", "Could not decode the JSON body")
         fake.state.setdefault("filters", []).append((smodule, args))
         try:
+            match_defs(smodule, args.get("filter", []), {})  # Sugar builds (and checks) the query first
             rows = [r for r in rows_of(smodule) if match_defs(smodule, args.get("filter", []), r)]
             return page(smodule, rows, args)
         except Invalid as exc:
@@ -525,11 +526,11 @@ class TestSugarCRM(ConnectorContract):
                          {"phone_home": {"$contains": "555"}}]} in branches  # fmt: skip
         assert not any("phone_fax" in json.dumps(b) for b in branches)
 
-    @pytest.mark.parametrize("stored", ["+1 415-555-2671", "415.555.2671", "(415) 555-2671", "14155552671",
-                                        "4155552671", "+1 (415) 555 2671", "001 415 555 2671", "+14155552671"])  # fmt: skip
-    async def test_phone_formats_sugar_stores(self, fake, connector, stored):
-        fake.records = [self.record(phone=stored)]
-        assert await connector.fetch(KEY, "contacts", self.FIELD, deadline=self.deadline()) == "GOLD"
+    async def test_phone_formats_sugar_stores(self, fake, connector):
+        for stored in ["+1 415-555-2671", "415.555.2671", "(415) 555-2671", "14155552671", "4155552671",
+                       "+1 (415) 555 2671", "001 415 555 2671", "+14155552671"]:
+            fake.records = [self.record(phone=stored)]
+            assert await connector.fetch(KEY, "contacts", self.FIELD, deadline=self.deadline()) == "GOLD", stored
 
     async def test_suffix_candidates_are_verified(self, fake, connector):
         fake.records = [self.record(phone="+1 555 415 2671")]  # ends 2671, has 415 and 555: not the caller
