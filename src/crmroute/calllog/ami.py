@@ -144,9 +144,12 @@ class Parser:
     """Bytes in, messages out; no I/O. ``feed()`` takes any chunking of the stream.
 
     ``banner`` is the first line when it is Asterisk's; ``garbage`` counts what was skipped.
+    With ``actions`` it reads the other side (``Action:`` messages, for a fake Asterisk).
     """
 
-    def __init__(self, *, max_line: int = MAX_LINE, clock: Callable[[], float] = time.time) -> None:
+    def __init__(self, *, max_line: int = MAX_LINE, clock: Callable[[], float] = time.time,
+                 actions: bool = False) -> None:  # fmt: skip
+        self._actions = actions
         self.banner: str | None = None
         self.garbage = 0
         self._max_line = max_line
@@ -236,7 +239,7 @@ class Parser:
             return None  # a stray empty line
         message = Message(tuple(self._headers), tuple(self._output), self._clock())
         self._reset()
-        if not (message.event or message.response):
+        if not (message.event or message.response or (self._actions and "Action" in message)):
             self.garbage += 1
             return None
         return message
