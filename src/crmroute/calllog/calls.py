@@ -268,6 +268,7 @@ class _Call:
     linked_id: str
     started: float
     last_event: float
+    seq: int
     legs: dict[str, _Leg] = field(default_factory=dict)
     ended_at: float | None = None
     agi_uids: list[str] = field(default_factory=list)
@@ -378,7 +379,8 @@ class CallTracker:
             leg = _Leg(uid, channel, t, self._seq)
             call.legs[uid] = leg
             self._index[uid] = linked
-        elif current != linked:  # Asterisk moved the leg to an older call (bridging, transfers)
+        elif current != linked and linked in self._calls and self._calls[linked].seq < self._calls[current].seq:
+            # Asterisk moved the leg to an older call (bridging, transfers, a Local channel's halves)
             leg = self._calls[current].legs.pop(uid)
             call = self._call(linked, t)
             call.legs[uid] = leg
@@ -388,7 +390,7 @@ class CallTracker:
             elif all(lg.hungup_at is not None for lg in self._calls[current].legs.values()):
                 self._ending.setdefault(current, t)
         else:
-            call = self._calls[linked]
+            call = self._calls[current]
             leg = call.legs[uid]
         call.last_event = max(call.last_event, t)
         if channel:
@@ -403,7 +405,8 @@ class CallTracker:
     def _call(self, linked: str, t: float) -> _Call:
         call = self._calls.get(linked)
         if call is None:
-            call = self._calls[linked] = _Call(linked, t, t)
+            self._seq += 1
+            call = self._calls[linked] = _Call(linked, t, t, self._seq)
         return call
 
     def _dest_leg(self, event: Event, t: float) -> _Leg | None:
@@ -426,7 +429,7 @@ class CallTracker:
 
     def _apply(self, name: str, event: Event, call: _Call, leg: _Leg, t: float, finished: list[Call]) -> None:
         config = self.config
-        if name in ("Newchannel", "Newexten"):
+        if name == "Newexten":  # dialplan ran here (a dialled channel's Newchannel may name its endpoint's context)
             context, exten = event.get("Context"), event.get("Exten")
             if leg.inbound is None and context and config.is_inbound(context):
                 leg.inbound = (context, exten, leg.caller_num, leg.caller_name)
@@ -434,8 +437,7 @@ class CallTracker:
                 number = config.external_number(exten)
                 if number is not None:
                     leg.outbound = (number, leg.caller_num)
-            if name == "Newexten":
-                self._application(leg, event.get("Application"), event.get("AppData"))
+            self._application(leg, event.get("Application"), event.get("AppData"))
         elif name == "VarSet":
             self._variable(call, leg, event.get("Variable").lstrip("_"), event.get("Value"))
         elif name == "AGIExecStart":
