@@ -57,7 +57,8 @@ keys match exactly, else case-insensitively)
     matches when the CRM pages (the pick can only choose among the page it
     got: put the CRM's own sort in the template, e.g. ``sort=-updated_at``).
     ``success_path`` names a flag for APIs that report errors in a 200 answer
-    (``true``, ``1``, ``"ok"``, ``"success"``, ``"yes"`` mean success);
+    (``true``, ``1``, ``"ok"``, ``"success"``, ``"yes"`` or no flag at all mean
+    success; ``false``, ``0``, ``"error"`` ... a failure);
     ``error_path`` finds the CRM's error text (else the usual suspects:
     ``message``, ``error.message``, ``errors[0].detail`` ...).
 
@@ -359,14 +360,17 @@ def parse_path(path: str) -> tuple[str | int, ...]:
     return tuple(parts)
 
 
-def get_path(data: Any, path: str | Sequence[str | int]) -> Any:
-    """``data`` at ``path`` (``None`` when any step is missing); names match exactly, else case-insensitively."""
+MISSING: Any = object()  # get_path's default when a step is absent (as opposed to present and null)
+
+
+def get_path(data: Any, path: str | Sequence[str | int], default: Any = None) -> Any:
+    """``data`` at ``path`` (``default`` when a step is missing); names match exactly, else case-insensitively."""
     parts = parse_path(path) if isinstance(path, str) else path
     current = data
     for part in parts:
         if isinstance(part, int):
             if not isinstance(current, list) or not -len(current) <= part < len(current):
-                return None
+                return default
             current = current[part]
         elif isinstance(current, Mapping):
             if part in current:
@@ -375,10 +379,10 @@ def get_path(data: Any, path: str | Sequence[str | int]) -> Any:
             folded = part.casefold()
             found = [value for key, value in current.items() if str(key).casefold() == folded]
             if not found:
-                return None
+                return default
             current = found[0]
         else:
-            return None
+            return default
     return current
 
 
@@ -434,7 +438,7 @@ class TemplateSettings(ConnectorSettings):
     total_path: str = Field("", description="JSON path to the total number of matches when the CRM pages, e.g. meta.total")
     success_path: str = Field(
         "", description="JSON path to a success flag for APIs that report errors with HTTP 200, e.g. success or "
-        "status (true, 1, ok, success, yes mean success)"
+        "status (true, 1, ok, success, yes or no flag mean success; anything else, a failure)"
     )  # fmt: skip
     error_path: str = Field("", description="JSON path to the error text in a failure answer, e.g. errors[0].detail")
     record_url: str = Field("", description="URL template of a record in the CRM's UI ({module}, {id}), shown by Test")
@@ -538,8 +542,9 @@ class TemplateConnector(Connector):
         return response, self._answer(response, operation)
 
     def _answer(self, response: CappedResponse, operation: str) -> Any:
-        """The JSON of a 2xx answer (``None`` for 404, empty or null); a failure flag raises."""
-        if response.status_code == 404 or not response.content.strip():
+        """The JSON of a 2xx answer (``None`` for empty or null, and for the other statuses a caller accepted,
+        like a lookup's 404); a failure flag in it raises."""
+        if not 200 <= response.status_code < 300 or not response.content.strip():
             return None
         data = self.json_of(response, operation)
         failure = self._failure(data)
@@ -553,8 +558,8 @@ class TemplateConnector(Connector):
         if not self.settings.success_path or not isinstance(data, (dict, list)):
             return None
         flag = get_path(data, self.settings.success_path)
-        if flag is True or (not isinstance(flag, (dict, list)) and str(flag).strip().casefold() in _SUCCESS):
-            return None
+        if flag is None or flag is True or isinstance(flag, (dict, list)) or str(flag).strip().casefold() in _SUCCESS:
+            return None  # only a flag that is there and says otherwise makes a failure
         return self._message_in(data) or f"{self.settings.success_path} is {field_text(flag) or 'missing'}"
 
     def _rows(self, data: Any, operation: str) -> tuple[list[dict[str, Any]], int]:
@@ -648,9 +653,8 @@ class TemplateConnector(Connector):
         if not path:
             return None
         if self.settings.fields_path and not api_name.strip().startswith("$"):
-            holder = get_path(record.fields, self.settings.fields_path)
-            value = get_path(holder, path)
-            if value is not None:
+            value = get_path(get_path(record.fields, self.settings.fields_path), path, MISSING)
+            if value is not MISSING:  # there, even if null: the record's own keys do not stand in for it
                 return field_text(value)
         return field_text(get_path(record.fields, path))
 
@@ -800,9 +804,14 @@ class TemplateConnector(Connector):
 
 
 def _top_names(fields: Sequence[str]) -> list[str]:
-    """The first step of each field path, as the CRM knows them (``account.name`` asks for ``account``)."""
+    """The first step of each field path, as the CRM knows them (``account.name`` asks for ``account``).
+
+    ``$``-rooted names point into the record's envelope, not at a CRM field: they are not asked for.
+    """
     names: list[str] = []
     for name in fields:
+        if name.strip().startswith("$"):
+            continue
         try:
             path = parse_path(name)
         except ValueError:
@@ -958,12 +967,17 @@ class ProprietaryConnector(TemplateConnector):
             data = json.loads(response.content or b"null")
         except ValueError:
             data = None
-        if response.status_code != 200:
-            code = get_path(data, "error") if isinstance(data, dict) else None
-            text = self.vendor_message(response) if not isinstance(code, str) else \
-                f"{code}" + (f": {data['error_description']}" if isinstance(data.get("error_description"), str) else "")  # fmt: skip
-            what = "client id or secret rejected" if code == "invalid_client" or response.status_code == 401 else \
-                "the token endpoint refused the request"  # fmt: skip
+        if response.status_code != 200:  # RFC 6749 5.2: {"error": code, "error_description": text}
+            code = get_path(data, "error")
+            description = get_path(data, "error_description")
+            if isinstance(code, str):
+                text = code + (f": {description}" if isinstance(description, str) and description else "")
+            else:
+                text = self.vendor_message(response)
+            if code == "invalid_client" or response.status_code == 401:
+                what = "client id or secret rejected"
+            else:
+                what = "the token endpoint refused the request"
             raise AuthError(f"{self.title}: token rejected: {what}" + (f" ({text})" if text else ""), kind=self.kind,
                             operation="authenticate", reason=f"http_{response.status_code}")  # fmt: skip
         access = get_path(data, "access_token") if isinstance(data, dict) else None
