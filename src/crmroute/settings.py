@@ -19,6 +19,13 @@ DEFAULT_HTTP_PORT = 8080
 DEFAULT_AGI_PORT = 4573
 DEFAULT_DEADLINE_MS = 2500
 DEFAULT_RETENTION_DAYS = 90
+DEFAULT_CACHE_TTL_S = 60  # seconds a CRM value is reused; 0 disables the cache
+DEFAULT_CACHE_NEGATIVE_TTL_S = 10  # seconds a "no such record" answer is reused
+DEFAULT_CACHE_MAX_ENTRIES = 100_000  # least recently used values are dropped past this
+DEFAULT_BREAKER_FAILURES = 5  # consecutive CRM failures that open a source's circuit; 0: never
+DEFAULT_BREAKER_COOLDOWN_S = 30  # seconds an open circuit waits before letting one probe through
+DEFAULT_CUSTOM_REQUESTS_PER_SECOND = 50.0  # budget of each Custom CRM host
+DEFAULT_CUSTOM_MAX_CONCURRENCY = 50  # requests in flight to each Custom CRM host
 JUMP_MODES = ("goto", "variables")
 JUMP_PRESETS = ("asterisk", "freepbx")
 JUMP_TYPES = ("queue", "ivr", "recording", "extension", "voicemail")
@@ -60,6 +67,13 @@ class Settings:
     deadline_ms: int = DEFAULT_DEADLINE_MS
     secret_key: str = ""
     decision_retention_days: int = DEFAULT_RETENTION_DAYS
+    cache_ttl_s: int = DEFAULT_CACHE_TTL_S
+    cache_negative_ttl_s: int = DEFAULT_CACHE_NEGATIVE_TTL_S
+    cache_max_entries: int = DEFAULT_CACHE_MAX_ENTRIES
+    breaker_failures: int = DEFAULT_BREAKER_FAILURES
+    breaker_cooldown_s: int = DEFAULT_BREAKER_COOLDOWN_S
+    custom_requests_per_second: float = DEFAULT_CUSTOM_REQUESTS_PER_SECOND
+    custom_max_concurrency: int = DEFAULT_CUSTOM_MAX_CONCURRENCY
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -78,6 +92,18 @@ class Settings:
                 return default
             if not low <= value <= high:
                 problems.append((f"CRMROUTE_{name}", f"must be between {low} and {high}"))
+            return value
+
+        def number(name: str, default: float, low: float, high: float) -> float:
+            raw = get(name, str(default))
+            try:
+                value = float(raw)
+            except ValueError:
+                problems.append((f"CRMROUTE_{name}", f"must be a number, got {raw!r}"))
+                return default
+            if not low <= value <= high:  # NaN fails this too
+                problems.append((f"CRMROUTE_{name}", f"must be between {low:g} and {high:g}"))
+                return default
             return value
 
         def choice(name: str, default: str, allowed: tuple[str, ...]) -> str:
@@ -146,6 +172,14 @@ class Settings:
             deadline_ms=integer("DEADLINE_MS", DEFAULT_DEADLINE_MS, 50, 60_000),
             secret_key=get("SECRET_KEY"),
             decision_retention_days=integer("DECISION_RETENTION_DAYS", DEFAULT_RETENTION_DAYS, 0, 36500),
+            cache_ttl_s=integer("CACHE_TTL_S", DEFAULT_CACHE_TTL_S, 0, 86_400),
+            cache_negative_ttl_s=integer("CACHE_NEGATIVE_TTL_S", DEFAULT_CACHE_NEGATIVE_TTL_S, 0, 86_400),
+            cache_max_entries=integer("CACHE_MAX_ENTRIES", DEFAULT_CACHE_MAX_ENTRIES, 0, 10_000_000),
+            breaker_failures=integer("BREAKER_FAILURES", DEFAULT_BREAKER_FAILURES, 0, 10_000),
+            breaker_cooldown_s=integer("BREAKER_COOLDOWN_S", DEFAULT_BREAKER_COOLDOWN_S, 1, 86_400),
+            custom_requests_per_second=number("CUSTOM_REQUESTS_PER_SECOND", DEFAULT_CUSTOM_REQUESTS_PER_SECOND,
+                                              0.01, 100_000),
+            custom_max_concurrency=integer("CUSTOM_MAX_CONCURRENCY", DEFAULT_CUSTOM_MAX_CONCURRENCY, 1, 100_000),
         )
         if problems:
             raise ConfigError(problems)

@@ -9,7 +9,10 @@ Class data
     secrets: stored encrypted, masked in the API, UI and exports, redacted in
     logs; the UI form and ``crmroute crm kinds`` are drawn from it),
     ``MODULES`` (accounts/contacts/leads to the vendor's objects),
-    ``requests_per_second`` (the vendor's published budget).
+    ``requests_per_second`` (the vendor's published budget) and
+    ``max_concurrency``: defaults of the rate budget the router attaches
+    (``budget``), overridable per integration by the common settings of the
+    same names.
 
 Operations (async; network ones take ``deadline=``, never outlive it)
     ``authenticate()``   get or refresh a token, cached; ``AuthError`` if refused
@@ -19,10 +22,12 @@ Operations (async; network ones take ``deadline=``, never outlive it)
     ``test()``           the integration's Test action, steps timed, never raises
     ``log_call()``       one call activity linked to the record; idempotent
 
-Every request goes through :meth:`Connector.request`: the shared client,
-the auth header, one refresh-and-retry after a 401, ``Retry-After`` waited
-out only when it fits the deadline, and one mapping from vendor status codes
-to ``ConnectorError`` subclasses.
+Every request goes through :meth:`Connector.request`: the rate budget when
+one is attached (a token and a slot, waited for only within the deadline),
+the shared client, the auth header, one refresh-and-retry after a 401,
+``Retry-After`` waited out only when it fits the deadline (and, with a
+budget, pausing every call of the integration until then), and one mapping
+from vendor status codes to ``ConnectorError`` subclasses.
 """
 
 from __future__ import annotations
@@ -52,6 +57,7 @@ from crmroute.errors import (
     RateLimited,
     UnexpectedResponse,
 )
+from crmroute.resilience.budget import Budget
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -59,6 +65,7 @@ logger = logging.getLogger(__name__)
 MODULE_NAMES = ("accounts", "contacts", "leads")
 TOKEN_MARGIN = 60.0  # refresh a token this many seconds before it expires
 TEST_TIMEOUT = 15.0  # the Test action is interactive, not on a call's deadline
+DEFAULT_MAX_CONCURRENCY = 10  # requests in flight to one integration, unless its settings say otherwise
 
 
 class ConnectorSettings(BaseModel):
@@ -73,6 +80,17 @@ class ConnectorSettings(BaseModel):
     key_field: str = Field(
         "", description="API name of the field a typed (DTMF) key is looked up by, e.g. AccountNumber; "
         "empty: the record id"
+    )  # fmt: skip
+    cache_ttl_s: int | None = Field(
+        None, ge=0, le=86_400, description="Seconds a value read from this CRM is reused for the same key and "
+        "field (0: never; empty: CRMROUTE_CACHE_TTL_S, default 60); a rule's own setting wins"
+    )  # fmt: skip
+    requests_per_second: float | None = Field(
+        None, gt=0, le=10_000, description="Requests per second crmroute may send to this CRM; a call that "
+        "would exceed it waits within its deadline, else falls back (empty: the vendor's published limit)"
+    )  # fmt: skip
+    max_concurrency: int | None = Field(
+        None, ge=1, le=1_000, description="Requests in flight at once to this CRM (empty: 10)"
     )  # fmt: skip
 
 
@@ -200,6 +218,7 @@ class Connector:
     Settings: ClassVar[type[ConnectorSettings]] = ConnectorSettings
     MODULES: ClassVar[Mapping[str, str]] = {}
     requests_per_second: ClassVar[float] = 5.0
+    max_concurrency: ClassVar[int] = DEFAULT_MAX_CONCURRENCY
 
     def __init__(
         self,
@@ -219,6 +238,7 @@ class Connector:
         self._token: Token | None = None
         self._auth_lock = asyncio.Lock()
         self.log_requests = False  # set by the pool when the integration's log level is debug
+        self.budget: Budget | None = None  # set by the router for calls: the integration's rate budget
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(<settings hidden>)"
@@ -325,10 +345,17 @@ class Connector:
             if auth:
                 headers.update(self._auth_headers(await self.authenticate(deadline=deadline)))
             started = time.monotonic()
-            response = await send_capped(
-                self.http, method, url, headers=headers, timeout=deadline.remaining(), kind=self.kind,
-                operation=operation, **kwargs,
-            )  # fmt: skip
+            if self.budget is None:
+                response = await send_capped(
+                    self.http, method, url, headers=headers, timeout=deadline.remaining(), kind=self.kind,
+                    operation=operation, **kwargs,
+                )  # fmt: skip
+            else:
+                async with self.budget.slot(deadline.at, operation):
+                    response = await send_capped(
+                        self.http, method, url, headers=headers, timeout=deadline.remaining(), kind=self.kind,
+                        operation=operation, **kwargs,
+                    )  # fmt: skip
             status = response.status_code
             if self.log_requests:  # the integration's log level is debug: troubleshooting, no secrets
                 logger.info("%s %s: %s %s -> HTTP %d, %d bytes in %.0f ms", self.kind, operation, method,
@@ -341,10 +368,13 @@ class Connector:
                 continue
             if status == 429 or (status == 503 and "retry-after" in response.headers):
                 wait = retry_after_seconds(response)
+                if self.budget is not None:
+                    self.budget.pause(wait)  # every call of this integration waits, not just this one
                 if wait is not None and not retried and wait < deadline.remaining():
                     retried = True
-                    await asyncio.sleep(wait)
-                    continue
+                    if self.budget is None:
+                        await asyncio.sleep(wait)
+                    continue  # with a budget, its slot() waits out the pause
                 raise RateLimited(f"{self.title} is rate limiting ({operation}); retry after {wait or '?'} s",
                                   kind=self.kind, operation=operation, reason="rate_limited")  # fmt: skip
             raise self.error_for(response, operation)

@@ -27,7 +27,8 @@ Answer (2xx)
 
 Failures
     404 -> ``None`` (no such record: rows are walked with the empty value);
-    429 -> ``RateLimited(reason="http_429")``; any other non-2xx, 3xx included
+    429 -> ``RateLimited(reason="http_429")`` with ``.retry_after`` (seconds or
+    ``None``); any other non-2xx, 3xx included
     -> ``UnexpectedResponse(reason="http_<status>")``; timeouts, TLS, network
     and over-64-KB bodies as ``_http.map_http_error``/``send_capped`` say.
 """
@@ -42,6 +43,7 @@ from urllib.parse import urlencode
 import httpx
 
 from crmroute.connectors._http import MAX_RESPONSE_BYTES, CappedResponse, safe_url, send_capped
+from crmroute.connectors.base import retry_after_seconds
 from crmroute.errors import ConfigError, RateLimited, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
 
@@ -154,12 +156,14 @@ async def fetch_custom(
     if status == 404:
         return None
     if status == 429:
-        raise RateLimited(
+        limited = RateLimited(
             f"the Custom CRM at {safe_url(url)} is rate limiting (HTTP 429)",
             kind=KIND,
             operation=OPERATION,
             reason="http_429",
         )
+        limited.retry_after = retry_after_seconds(response)  # the router pauses this host's budget
+        raise limited
     if not 200 <= status < 300:
         raise UnexpectedResponse(
             f"the Custom CRM at {safe_url(url)} answered HTTP {status}",
