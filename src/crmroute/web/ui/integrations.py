@@ -20,7 +20,7 @@ from crmroute.connectors import registry
 from crmroute.connectors.base import MODULE_NAMES, SettingSpec, setting_specs
 from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.errors import ConfigError, Conflict, ConnectorError
-from crmroute.schemas import CALL_FIELDS, CRM_KINDS, IntegrationIn, LogOptions, problems
+from crmroute.schemas import CALL_FIELDS, IntegrationIn, LogOptions
 from crmroute.store import calllog, integrations
 from crmroute.store.secrets import MASK
 from crmroute.web.deps import FormUser, PageUser, Principal, SessionDep
@@ -46,9 +46,7 @@ def recent_deliveries(request: Request, integration_id: int) -> list[dict[str, A
 
 
 def kind_titles() -> dict[str, str]:
-    """Every kind the store accepts, titled by its connector where there is one."""
-    found = {cls.kind: cls.title for cls in registry().values()}
-    return {kind: found.get(kind, kind) for kind in sorted(set(CRM_KINDS) | set(found))}
+    return {kind: cls.title for kind, cls in registry().items()}
 
 
 def kind_specs() -> dict[str, list[SettingSpec]]:
@@ -159,19 +157,14 @@ def read_form(form: FormData, stored: dict | None) -> tuple[dict[str, Any], dict
     """``IntegrationIn`` data and the values to show again.
 
     Only the chosen kind's fields are read. An empty secret keeps the stored
-    one (sent as the mask); ticking "remove" drops it. A kind without a
-    connector yet keeps its stored settings as they are.
+    one (sent as the mask); ticking "remove" drops it.
     """
     kind = text(form, "kind")
     stored_secrets = set(stored["secrets"]) if stored and stored["kind"] == kind else set()
     settings: dict[str, Any] = {}
     secrets: dict[str, str] = {}
     shown: dict[str, Any] = {}
-    specs = kind_specs().get(kind)
-    if specs is None and stored and stored["kind"] == kind:
-        settings = dict(stored["settings"])
-        secrets = {k: MASK for k in stored_secrets}
-    for spec in specs or []:
+    for spec in kind_specs().get(kind, []):
         name = f"{kind}.{spec.name}"
         if spec.secret:
             value = secret(form, name.replace(".", "-"))
