@@ -42,7 +42,7 @@ from crmroute.connectors.suitecrm import CALL_IDS, SuiteCrmSettings, stored_form
 from crmroute.errors import AuthError, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
 from crmroute.schemas import LogOptions
-from tests.connectors.contract import CALLER, OTHER_PHONE, ConnectorContract
+from tests.connectors.contract import CALLER, ConnectorContract
 from tests.connectors.fakecrm import FakeRecord, VendorFake, vendor_fixtures
 
 CLIENT_ID = "a4f0026f-7587-c416-4ae8-5d3796013a4e"
@@ -213,7 +213,7 @@ def make_app(fake: VendorFake) -> Starlette:
             return None, errors("The option \"fields\" with value array is invalid.")
         (name, value), = fields.items()
         if name not in (module, OBJECT[module]):
-            return None, errors(f"The option \"fields\" with value array is invalid.")
+            return None, errors("The option \"fields\" with value array is invalid.")
         wanted = value.split(",")
         bad = [f for f in wanted if f not in SCHEMA[module]]
         if bad:

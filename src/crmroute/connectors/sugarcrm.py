@@ -105,7 +105,7 @@ import math
 import re
 import time
 from collections.abc import Sequence
-from datetime import datetime, timezone
+from datetime import timezone
 from typing import Any, Literal
 
 from pydantic import Field, SecretStr, field_validator

@@ -7,7 +7,6 @@ is chosen. Secrets are write-only: an empty secret field keeps the stored value.
 
 from __future__ import annotations
 
-from functools import partial
 from typing import Any
 
 import anyio.from_thread
