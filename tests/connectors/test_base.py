@@ -103,3 +103,19 @@ def test_phone_forms():
     assert (forms.e164, forms.national_digits, forms.digits, forms.last(7)) == ("+14155552671", "4155552671", "14155552671", "5552671")  # fmt: skip
     assert phone_forms("020 7946 0958", "GB").e164 == "+442079460958"
     assert not phone_forms("unknown").valid and phone_forms("12").digits == "12"
+
+
+@pytest.mark.parametrize(("stored", "matches"), [
+    ("(415) 555-2671", True), ("+1 415 555 2671", True), ("1-415-555-2671", True), ("001 415 555 2671", True),
+    ("011 1 415 555 2671", True), ("4155552671", True), ("555-2671", False), ("(415) 555-2672", False),
+    ("99 415 555 2671", False), ("", False), (None, False),
+])  # fmt: skip
+def test_a_stored_phone_is_the_callers_number_whatever_its_punctuation(stored, matches):
+    assert phone_forms("+14155552671").matches(stored) is matches
+
+
+def test_trunk_prefixes_count_too():
+    london = phone_forms("+442079460958", "GB")
+    assert london.matches("020 7946 0958") and london.matches("+44 (0)20 7946 0958") and london.matches("00442079460958")
+    assert not london.matches("1 2079460958")
+    assert phone_forms("12").matches("12") and not phone_forms("12").matches("112")

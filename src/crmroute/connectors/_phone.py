@@ -34,6 +34,28 @@ class PhoneForms:
         """The last ``n`` digits, for ends-with / contains searches."""
         return (self.national_digits or self.digits)[-n:]
 
+    def matches(self, stored: object) -> bool:
+        """Whether a stored phone is this number, whatever its punctuation and prefix.
+
+        CRMs that compare text find candidates by a looser search (a suffix, a
+        LIKE); this check keeps the real ones: the stored digits must end with
+        the national number, after nothing or a known prefix (trunk ``0``,
+        country code, ``00``/``011`` + country code, country code + trunk).
+        """
+        digits = digits_of(stored if isinstance(stored, str) else "")
+        if not digits:
+            return False
+        if not self.valid:
+            return digits == self.digits
+        national = self.national_digits
+        if not digits.endswith(national):
+            return False
+        prefix = digits[: len(digits) - len(national)]
+        country = self.digits[: len(self.digits) - len(national)]
+        written = digits_of(self.national)
+        trunk = written[: -len(national)] if written.endswith(national) else ""
+        return prefix in {"", trunk, "0", country, country + trunk, country + "0", "00" + country, "011" + country}
+
     def distinct(self, *names: str) -> list[str]:
         """The named forms (``"e164"``, ``"national"``...), non-empty and without repeats, in order."""
         seen: list[str] = []

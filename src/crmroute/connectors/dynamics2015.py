@@ -107,7 +107,6 @@ from urllib.parse import urlsplit
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crmroute.connectors._http import CappedResponse
-from crmroute.connectors._phone import digits_of
 from crmroute.connectors.base import (
     CallActivity,
     Connector,
@@ -426,7 +425,7 @@ class Dynamics2015Connector(Connector):
             _, data = await self._odata("GET", url, params=params, deadline=deadline, operation="find_record")
             page = [r for r in data.get("results") or [] if isinstance(r, dict)]
             seen += len(page)
-            kept += [r for r in page if any(_same_number(r.get(p), wanted) for p in entity.phones)]
+            kept += [r for r in page if any(forms.matches(r.get(p)) for p in entity.phones)]
             url, params = data.get("__next"), None
             if not isinstance(url, str) or not url.startswith(self.service):
                 url = None  # a next link elsewhere is not followed
@@ -612,11 +611,6 @@ class Dynamics2015Connector(Connector):
 def odata_literal(value: str) -> str:
     """``value`` as an OData string literal (quotes doubled)."""
     return "'" + value.replace("'", "''") + "'"
-
-
-def _same_number(stored: Any, wanted: str) -> bool:
-    digits = digits_of(stored) if isinstance(stored, str) else ""
-    return len(digits) >= len(wanted) and digits.endswith(wanted)
 
 
 def _is_reference(value: Any) -> bool:

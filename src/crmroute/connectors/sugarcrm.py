@@ -111,7 +111,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from crmroute.connectors._http import CappedResponse
-from crmroute.connectors._phone import PhoneForms, digits_of
+from crmroute.connectors._phone import PhoneForms
 from crmroute.connectors.base import (
     CallActivity,
     Connector,
@@ -327,7 +327,7 @@ class SugarCRMConnector(Connector):
             return None
         wanted = self._wanted(smodule, fields)
         rows = await self._filter(smodule, conditions, wanted, deadline=deadline, operation="find_record")
-        rows = [r for r in rows if any(phone_matches(str(r.get(f) or ""), forms) for f in PHONE_FIELDS[smodule])]
+        rows = [r for r in rows if any(forms.matches(r.get(f)) for f in PHONE_FIELDS[smodule])]
         return self._record(smodule, rows)
 
     def _wanted(self, smodule: str, fields: Sequence[str], *extra: str) -> list[str]:
@@ -503,22 +503,6 @@ def phone_filter(forms: PhoneForms, fields: Sequence[str]) -> list[dict[str, Any
         for f in fields:
             branches.append({"$and": [{f: {"$ends": last}}, *({f: {"$contains": g}} for g in others)]})
     return [{"$or": branches}]
-
-
-def phone_matches(stored: str, forms: PhoneForms) -> bool:
-    """Whether a stored phone is the caller's number, whatever its punctuation and prefix."""
-    digits = digits_of(stored)
-    if not digits:
-        return False
-    if not forms.valid:
-        return digits == forms.digits
-    national = forms.national_digits
-    if not digits.endswith(national):
-        return False
-    prefix = digits[: len(digits) - len(national)]
-    country = forms.digits[: len(forms.digits) - len(national)]
-    trunk = digits_of(forms.national)[: -len(national)] if digits_of(forms.national).endswith(national) else ""
-    return prefix in {"", trunk, country, "0", "00" + country, "011" + country}
 
 
 def call_subject(call: CallActivity) -> str:

@@ -391,7 +391,7 @@ class SuiteCrmConnector(Connector):
                 for row in batch:
                     seen.setdefault(row["id"], row)
             rows = list(seen.values())
-        return [r for r in rows if any(_same_number(r.get(f), wanted) for f in phones)]
+        return [r for r in rows if any(forms.matches(r.get(f)) for f in phones)]
 
     async def _by_key(self, name: str, value: str, plain: Sequence[str], links: Sequence[tuple[str, str]], *,
                       deadline: Deadline) -> list[dict[str, Any]]:  # fmt: skip
@@ -646,15 +646,6 @@ def wanted_digits(forms: PhoneForms) -> list[str]:
         return [forms.digits] if len(forms.digits) >= 4 else []
     written = digits_of(forms.national)  # with a trunk prefix where the country writes one
     return [d for d in dict.fromkeys([forms.digits, written, forms.national_digits]) if d]
-
-
-def _same_number(stored: Any, wanted: list[str]) -> bool:
-    digits = digits_of(str(stored or ""))
-    if not digits:
-        return False
-    national = wanted[-1]
-    # a stored "+44 (0)20 ..." or an extra prefix still ends with the national number
-    return digits in wanted or (len(national) >= 7 and digits.endswith(national) and len(digits) - len(national) <= 4)
 
 
 def _stripped_sql(column: str) -> str:

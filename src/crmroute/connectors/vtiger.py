@@ -112,7 +112,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator
 
 from crmroute.connectors._http import CappedResponse
-from crmroute.connectors._phone import PhoneForms, digits_of
+from crmroute.connectors._phone import PhoneForms
 from crmroute.connectors.base import (
     CallActivity,
     Connector,
@@ -320,7 +320,7 @@ class VtigerConnector(Connector):
         else:
             where = " OR ".join(f"{f} LIKE '{pattern}'" for f in phones)
             rows = await self._query(self._select(vmodule, columns, where), deadline=deadline, operation="find_record")
-        rows = [r for r in rows if any(phone_matches(str(r.get(f) or ""), forms) for f in phones)]
+        rows = [r for r in rows if any(forms.matches(r.get(f)) for f in phones)]
         return self._record(vmodule, rows)
 
     async def _by_key(self, vmodule: str, value: str, fields: Sequence[str], deadline: Deadline) -> Record | None:
@@ -508,23 +508,6 @@ def like_pattern(forms: PhoneForms) -> str | None:
     if len(digits) < 4:
         return None
     return "%" + "%".join(digits)
-
-
-def phone_matches(stored: str, forms: PhoneForms) -> bool:
-    """Whether a stored phone is the caller's number, whatever its punctuation and prefix."""
-    digits = digits_of(stored)
-    if not digits:
-        return False
-    if not forms.valid:
-        return digits == forms.digits
-    national = forms.national_digits
-    if not digits.endswith(national):
-        return False
-    prefix = digits[: len(digits) - len(national)]
-    country = forms.digits[: len(forms.digits) - len(national)]
-    written = digits_of(forms.national)
-    trunk = written[: -len(national)] if written.endswith(national) else ""
-    return prefix in {"", trunk, country, "0", "00" + country, "011" + country}
 
 
 def call_subject(call: CallActivity) -> str:
