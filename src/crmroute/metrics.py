@@ -1,4 +1,5 @@
-"""Prometheus metrics for /metrics: calls, latencies, CRM errors, AGI sessions.
+"""Prometheus metrics for /metrics: calls, latencies, CRM errors, AGI sessions,
+the value cache, CRM requests, circuit breakers and the decision log buffer.
 
 Each ``Metrics`` has its own registry (no process-global state), so tests and
 several apps in one process do not collide.
@@ -6,11 +7,14 @@ several apps in one process do not collide.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
+from crmroute.resilience.breaker import CircuitBreaker
 from crmroute.routing.trace import Decision
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -39,13 +43,22 @@ class Metrics:
         self.decisions_dropped = Gauge(
             "crmroute_decision_log_dropped", "Decision rows dropped because the buffer was full", registry=r
         )
+        lookups = Counter("crmroute_cache_lookups", "CRM values looked up in the value cache", ["result"], registry=r)
+        self.cache_hits, self.cache_misses = lookups.labels(result="hit"), lookups.labels(result="miss")
+        self.cache_entries = Gauge("crmroute_cache_entries", "Values in the value cache", registry=r)
+        self.crm_requests = Counter(
+            "crmroute_crm_lookups", "Lookups sent to a CRM (after cache and single-flight), per source", ["source"],
+            registry=r,
+        )  # fmt: skip
+        self._breakers = _BreakerCollector()
+        r.register(self._breakers)
 
     def observe(self, decision: Decision, *, integration: str = "", kind: str = "") -> None:
         self.calls.labels(status=str(decision.status), rule=decision.rule or "-").inc()
         self.decision_seconds.observe(decision.total_ms / 1000)
         if not kind:
             return
-        if decision.crm_ms is not None:
+        if decision.crm_ms is not None and not decision.cached:
             self.crm_seconds.labels(integration=integration, kind=kind).observe(decision.crm_ms / 1000)
         if decision.status == "fallback":
             self.crm_errors.labels(integration=integration, kind=kind, reason=decision.reason or "unknown").inc()
@@ -54,5 +67,30 @@ class Metrics:
         """Have ``gauge`` read its value from ``read`` at scrape time."""
         gauge.set_function(read)
 
+    def track_breakers(self, read: Callable[[], Iterable[tuple[str, CircuitBreaker]]]) -> None:
+        """Report each (source name, breaker) ``read`` gives as ``crmroute_circuit_state`` at scrape time."""
+        self._breakers.read = read
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _BreakerCollector(Collector):
+    """``crmroute_circuit_state{source}``: 0 closed, 1 open, 2 half-open; and the times each opened."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], Iterable[tuple[str, CircuitBreaker]]] = lambda: ()
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        state = GaugeMetricFamily("crmroute_circuit_state", "Circuit breaker per CRM source: 0 closed, 1 open, "
+                                  "2 half-open (probing)", labels=["source"])  # fmt: skip
+        opened = GaugeMetricFamily("crmroute_circuit_opened", "Times the circuit of a CRM source opened",
+                                   labels=["source"])  # fmt: skip
+        for name, breaker in self.read():
+            state.add_metric([name], int(breaker.state))
+            opened.add_metric([name], breaker.opened_total)
+        yield state
+        yield opened

@@ -2,7 +2,21 @@
 
 Shared by the AGI server, ``crmroute route`` (dry run) and the web UI's Test
 rule. It holds the compiled ``RuleBook`` (reloaded when the store's
-``config_version`` changes), the one shared HTTP client, and the decision log.
+``config_version`` changes), the one shared HTTP client, the decision log,
+and the ``Guards`` every CRM lookup passes (``crmroute.resilience``):
+
+1. the value cache, per (CRM source, module, key, field); TTL from the rule,
+   else the integration's ``cache_ttl_s``, else ``CRMROUTE_CACHE_TTL_S``;
+   "not found" for at most ``CRMROUTE_CACHE_NEGATIVE_TTL_S``; failures never;
+2. single-flight: a lookup already in flight is waited for, not repeated;
+3. the circuit breaker of the source (an integration, or a Custom CRM
+   host): open, the call falls back at once with reason ``circuit_open``;
+4. the rate budget and concurrency limit of the source, waited for only
+   within the call's deadline (else reason ``rate_budget``); a 429 pauses
+   the whole source for its ``Retry-After``.
+
+None of it touches the database: calls keep routing on the loaded rules
+while it is away, and the decision log buffers their rows.
 """
 
 from __future__ import annotations
@@ -10,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
+from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
 
 import httpx
@@ -17,11 +33,13 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.agi.jumps import JumpTable
-from crmroute.connectors.base import Record
+from crmroute.connectors.base import Connector, Record
 from crmroute.connectors.custom import fetch_custom
+from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.deadline import Deadline
-from crmroute.connectors.pool import ConnectorPool
+from crmroute.errors import ConnectorError, ConnectorUnavailable, RateLimited
 from crmroute.metrics import Metrics
+from crmroute.resilience import BreakerState, Budget, CircuitBreaker, SingleFlight, ValueCache
 from crmroute.routing.engine import Fetch, LookupKey, decide, lookup_key
 from crmroute.routing.trace import Decision, Status
 from crmroute.rulebook import CompiledRule, CustomSource, IntegrationSource, RuleBook, load_rulebook
@@ -41,6 +59,111 @@ class Target:
 
     kind: str  # "did", "ivr" or "rule"
     value: str = ""  # the IVR number or rule name; for DIDs the explicit number, if any
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What one CRM request gave (and what the cache keeps)."""
+
+    value: str | None
+    record: Record | None  # integrations: the record found (identity only)
+    found: bool  # False: no such record -- cached for the shorter negative TTL
+
+
+@dataclass(frozen=True, slots=True)
+class Source:
+    """A CRM source as the breaker, the metrics and the messages know it."""
+
+    id: str  # integration:<id> or custom:<origin>
+    name: str  # the integration's name, or "Custom CRM https://host:port"
+    kind: str
+
+
+@dataclass(slots=True)
+class Lookup:
+    """How one call's value was obtained, for its trace."""
+
+    record: Record | None = None
+    cached: bool = False
+    cache_age: float = 0.0
+    asked: bool = False  # the CRM was asked for this call (a request started or joined)
+    shared: bool = False  # joined a request another call had started
+
+
+class Guards:
+    """The value cache, single-flight, and each CRM source's breaker and budget (see the module docstring)."""
+
+    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.clock = clock  # of the cache and the breakers (tests move it); budgets follow the deadline's clock
+        self.cache: ValueCache = ValueCache(settings.cache_max_entries, clock=clock)
+        self.flights: SingleFlight[Answer] = SingleFlight()
+        self._breakers: dict[str, tuple[str, CircuitBreaker]] = {}  # source id -> (name, breaker)
+        self._budgets: dict[str, tuple[tuple, Budget]] = {}  # source id -> (its limits, budget)
+        self._origins: dict[str, str] = {}
+
+    def breaker(self, source_id: str, name: str) -> CircuitBreaker:
+        known = self._breakers.get(source_id)
+        if known is None:
+            breaker = CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_cooldown_s, clock=self.clock)
+            self._breakers[source_id] = (name, breaker)
+            return breaker
+        if known[0] != name:  # an integration was renamed
+            self._breakers[source_id] = (name, known[1])
+        return known[1]
+
+    def breakers(self) -> Iterator[tuple[str, CircuitBreaker]]:
+        """(source name, breaker) of every source asked so far."""
+        return iter(list(self._breakers.values()))
+
+    def circuit(self, source_id: str) -> str:
+        """How a source's circuit stands, for people: ``closed``, ``open (next try in 12 s)``... ``""`` if never asked."""
+        known = self._breakers.get(source_id)
+        if known is None:
+            return ""
+        breaker = known[1]
+        state = breaker.state
+        if state is BreakerState.OPEN:
+            return f"open (next try in {breaker.retry_in():.0f} s)"
+        return "half-open (probing)" if state is BreakerState.HALF_OPEN else "closed"
+
+    def circuits(self) -> dict[str, str]:
+        """Each asked source's name and circuit state (``closed``, ``open``, ``half_open``)."""
+        return {name: breaker.state.label for name, breaker in self.breakers()}
+
+    def origin(self, url: str) -> str:
+        """``https://host:port`` of a Custom CRM URL: the unit of its budget and breaker."""
+        origin = self._origins.get(url)
+        if origin is None:
+            parsed = httpx.URL(url)
+            origin = f"{parsed.scheme}://{parsed.host}:{parsed.port or 443}"
+            if len(self._origins) > 10_000:  # URLs come from rules: a bound against the absurd
+                self._origins.clear()
+            self._origins[url] = origin
+        return origin
+
+    def _budget(self, source_id: str, name: str, kind: str, rate: float, concurrency: int) -> Budget:
+        limits = (rate, concurrency)
+        known = self._budgets.get(source_id)
+        if known is not None and known[0] == limits:
+            return known[1]
+        budget = Budget(name, rate, concurrency, kind=kind)
+        self._budgets[source_id] = (limits, budget)
+        return budget
+
+    def custom_budget(self, url: str) -> Budget:
+        origin = self.origin(url)
+        return self._budget(f"custom:{origin}", f"the Custom CRM at {origin}", "custom",
+                            self.settings.custom_requests_per_second, self.settings.custom_max_concurrency)  # fmt: skip
+
+    def integration_budget(self, spec: ConnectorSpec, connector: Connector) -> Budget:
+        rate = connector.settings.requests_per_second or type(connector).requests_per_second
+        concurrency = connector.settings.max_concurrency or type(connector).max_concurrency
+        return self._budget(f"integration:{spec.integration_id}", f"integration {spec.name!r}", spec.kind,
+                            rate, concurrency)  # fmt: skip
+
+    async def aclose(self) -> None:
+        await self.flights.aclose()
 
 
 @dataclass
@@ -66,7 +189,10 @@ class Router:
         self.http = http
         self.decision_log = decision_log
         self.pool = ConnectorPool(http, box, settings.default_region)
+        self.guards = Guards(settings)
         self.metrics = Metrics()
+        self.metrics.track(self.metrics.cache_entries, lambda: len(self.guards.cache))
+        self.metrics.track_breakers(lambda: self.guards.breakers())
         if decision_log is not None:
             self.metrics.track(self.metrics.decisions_pending, lambda: decision_log.pending)
             self.metrics.track(self.metrics.decisions_dropped, lambda: decision_log.dropped)
@@ -102,6 +228,7 @@ class Router:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
+        await self.guards.aclose()
         if self.decision_log is not None:
             await self.decision_log.close()
         await self.pool.aclose()
@@ -143,42 +270,184 @@ class Router:
             resolved.refusal = Decision(Status.NO_RULE, reason="no_rule", error=f"no rule assigned to {what}")
         return resolved
 
-    async def decide(self, rule: CompiledRule, *, caller_id: str, dtmf: str = "", did: str = "") -> Decision:
-        """Ask the rule's CRM under the rule's deadline and pick the destination."""
+    async def decide(
+        self,
+        rule: CompiledRule,
+        *,
+        caller_id: str,
+        dtmf: str = "",
+        did: str = "",
+        on_crm: Callable[[], None] | None = None,
+        fresh: bool = False,
+    ) -> Decision:
+        """Ask the rule's CRM under the rule's deadline and pick the destination.
+
+        ``on_crm`` is called once when the CRM is really asked (not for a
+        cached value or an open circuit): the AGI script starts the ringing or
+        music on hold then. ``fresh`` (dry runs) skips the value cache,
+        single-flight and the circuit breaker: the CRM is always asked.
+        """
         deadline = Deadline.after_ms(rule.spec.deadline_ms or self.settings.deadline_ms)
         key = lookup_key(caller_id, dtmf)
-        found: list[Record] = []  # the CRM record the connector found, for the trace and the call logger
-        fetch = self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline, found=found)
+        notes = Lookup()
+        fetch = self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline, notes=notes, on_crm=on_crm,
+                             fresh=fresh)  # fmt: skip
         decision = await decide(rule.spec, key, fetch, deadline)
-        if isinstance(rule.source, IntegrationSource) and decision.key:
-            record = found[0] if found else None
+        if not decision.key:
+            return decision
+        at = 1  # trace notes go after the lookup key
+        if notes.cached:
+            decision.cached, decision.crm_ms = True, None
+            decision.steps.insert(at, f"value from the cache (asked the CRM {notes.cache_age:.1f} s ago)")
+            at += 1
+        elif notes.shared:
+            decision.steps.insert(at, "shared the CRM request already in flight for the same lookup")
+            at += 1
+        if decision.reason == "circuit_open":
+            decision.crm_ms = None
+        if isinstance(rule.source, IntegrationSource):
+            record = notes.record
             note = f"{rule.source.integration}: {record.describe() if record else f'no {rule.source.module} record matches'}"
             if record is not None:
                 decision.record_module, decision.record_id = record.module, record.id
             if decision.status != Status.FALLBACK or record is not None:
-                decision.steps.insert(1, note)  # after the lookup key
+                decision.steps.insert(at, note)
         return decision
 
     def fetcher(
-        self, rule: CompiledRule, *, caller_id: str, did: str, deadline: Deadline, found: list[Record]
+        self,
+        rule: CompiledRule,
+        *,
+        caller_id: str,
+        did: str,
+        deadline: Deadline,
+        notes: Lookup | None = None,
+        on_crm: Callable[[], None] | None = None,
+        fresh: bool = False,
     ) -> Fetch:
+        """The ``fetch`` for ``decide()``: cache, single-flight, circuit breaker, rate budget, then the CRM."""
+        notes = notes if notes is not None else Lookup()
         source = rule.source
+        field_name = rule.spec.crm_field
         if isinstance(source, CustomSource):
 
-            async def fetch(key: LookupKey) -> str | None:
-                return await fetch_custom(
-                    self.http, url=source.url, post=source.post, headers=list(source.headers),
-                    field_name=rule.spec.crm_field, key=key, caller_id=caller_id, did=did,
-                    timeout=max(deadline.remaining(), 0.001),
-                )  # fmt: skip
+            async def ask_custom(key: LookupKey) -> Answer:
+                budget = self.guards.custom_budget(source.url)
+                async with budget.slot(deadline.at):
+                    try:
+                        value = await fetch_custom(
+                            self.http, url=source.url, post=source.post, headers=list(source.headers),
+                            field_name=field_name, key=key, caller_id=caller_id, did=did,
+                            timeout=max(deadline.remaining(), 0.001),
+                        )  # fmt: skip
+                    except RateLimited as exc:
+                        if exc.reason == "http_429":
+                            budget.pause(getattr(exc, "retry_after", None))
+                        raise
+                return Answer(value, None, found=value is not None)
 
-            return fetch
+            def custom_identity(key: LookupKey) -> tuple[Hashable, Source]:
+                dtmf = key.value if key.source == "dtmf" else ""
+                caller = key.value if key.source == "caller_id" else caller_id
+                lookup = ("custom", source.url, source.post, source.headers, field_name, dtmf, caller,
+                          did if source.post else "")  # fmt: skip
+                origin = self.guards.origin(source.url)
+                return lookup, Source(f"custom:{origin}", f"Custom CRM {origin}", "custom")
 
-        async def ask_connector(key: LookupKey) -> str | None:
+            return self._guarded(rule, deadline, notes, on_crm, fresh, ask_custom, custom_identity, None)
+
+        async def ask_connector(key: LookupKey) -> Answer:
             connector = self.pool.get(source.connector)
-            return await connector.fetch(key, source.module, rule.spec.crm_field, deadline=deadline, found=found)
+            connector.budget = self.guards.integration_budget(source.connector, connector)
+            found: list[Record] = []
+            value = await connector.fetch(key, source.module, field_name, deadline=deadline, found=found)
+            record = found[0] if found else None
+            if record is not None:  # kept in the cache: identity and matches only, not every field
+                record = Record(record.module, record.id, {}, record.matches, record.url)
+            return Answer(value, record, found=record is not None)
 
-        return ask_connector
+        def integration_identity(key: LookupKey) -> tuple[Hashable, Source]:
+            spec = source.connector
+            lookup = ("integration", spec.integration_id, spec.username, spec.fingerprint, source.module,
+                      key.source, key.value, field_name)  # fmt: skip
+            return lookup, Source(f"integration:{spec.integration_id}", spec.name, spec.kind)
+
+        def integration_ttl() -> int | None:
+            connector = self.pool.get(source.connector)  # disabled / no connector: fallback before anything else
+            return connector.settings.cache_ttl_s
+
+        return self._guarded(rule, deadline, notes, on_crm, fresh, ask_connector, integration_identity, integration_ttl)
+
+    def _guarded(
+        self,
+        rule: CompiledRule,
+        deadline: Deadline,
+        notes: Lookup,
+        on_crm: Callable[[], None] | None,
+        fresh: bool,
+        ask: Callable[[LookupKey], Awaitable[Answer]],
+        identity: Callable[[LookupKey], tuple[Hashable, Source]],
+        source_ttl: Callable[[], int | None] | None,
+    ) -> Fetch:
+        guards = self.guards
+
+        async def fetch(key: LookupKey) -> str | None:
+            if fresh:
+                answer = await ask(key)
+                notes.record = answer.record
+                return answer.value
+            ttl = rule.spec.cache_ttl_s
+            if ttl is None:
+                ttl = source_ttl() if source_ttl is not None else None
+                if ttl is None:
+                    ttl = self.settings.cache_ttl_s
+            lookup, crm = identity(key)
+            if ttl > 0:
+                entry = guards.cache.get(lookup)
+                if entry is not None:
+                    self.metrics.cache_hits.inc()
+                    notes.cached, notes.cache_age = True, entry.age(guards.cache.clock())
+                    notes.record = entry.value.record
+                    return entry.value.value
+                self.metrics.cache_misses.inc()
+            breaker = guards.breaker(crm.id, crm.name)
+            if not guards.flights.running(lookup):
+                admission = breaker.allow()
+                if admission is None:
+                    raise ConnectorUnavailable(
+                        f"{crm.name}: circuit open after {breaker.threshold} consecutive failures; "
+                        f"next try in {breaker.retry_in():.0f} s", kind=crm.kind, operation="fetch",
+                        reason="circuit_open",
+                    )  # fmt: skip
+
+                async def work() -> Answer:
+                    self.metrics.crm_requests.labels(source=crm.name).inc()
+                    try:
+                        answer = await ask(key)
+                    except RateLimited:
+                        breaker.release(admission)  # the CRM (or our budget) asked us to slow down: not down
+                        raise
+                    except ConnectorError:
+                        breaker.failure(admission)
+                        raise
+                    except BaseException:
+                        breaker.release(admission)
+                        raise
+                    breaker.success(admission)
+                    if ttl > 0:  # failures are never cached; "not found" only briefly
+                        guards.cache.put(lookup, answer, ttl if answer.found else min(ttl, self.settings.cache_negative_ttl_s))
+                    return answer
+
+            else:
+                work = None  # the same lookup is in flight: wait for it (each caller under its own deadline)
+            notes.asked = True
+            if on_crm is not None:
+                on_crm()
+            answer, notes.shared = await guards.flights.do(lookup, work)
+            notes.record = answer.record
+            return answer.value
+
+        return fetch
 
     async def dry_run(self, target: Target, *, caller_id: str, dtmf: str = "") -> dict:
         """The trace a call would produce, without a call and without logging it.
@@ -191,7 +460,7 @@ class Router:
         if resolved.refusal is not None or resolved.rule is None:
             decision = resolved.refusal or Decision(Status.NO_RULE)
         else:
-            decision = await self.decide(resolved.rule, caller_id=caller_id, dtmf=dtmf, did=resolved.did)
+            decision = await self.decide(resolved.rule, caller_id=caller_id, dtmf=dtmf, did=resolved.did, fresh=True)
         jump = JumpTable.from_settings(self.settings).jump_for(decision.destination)
         return decision.as_dict() | {
             "did": resolved.did, "ivr": resolved.ivr, "caller": caller_id, "dtmf": dtmf,

@@ -40,6 +40,7 @@ FIELD_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-:]*$")  # API names, dot
 NUMBER_PATTERN = re.compile(r"^[0-9A-Za-z*#+_.\-]+$")  # extension/queue/IVR numbers
 DID_PATTERN = re.compile(r"^(\+?[0-9*#]+|_[0-9A-Za-z*#+\[\]\-.!]+)$")  # a number or an Asterisk pattern
 SOUND_PATTERN = re.compile(r"^[A-Za-z0-9_\-./]+$")
+MOH_CLASS_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")  # a [class] of musiconhold.conf
 
 
 
@@ -162,6 +163,13 @@ class RuleIn(Strict):
             message = validate_custom_url(value) if value else "required for a Custom CRM"
             if message:
                 raise ValueError(message)
+        return value
+
+    @field_validator("moh_class")
+    @classmethod
+    def _moh_class(cls, value: str) -> str:
+        if not MOH_CLASS_PATTERN.match(value):
+            raise ValueError("must be a music-on-hold class name such as default (letters, digits, - _ .)")
         return value
 
     @field_validator("default_destination", mode="before")
@@ -519,6 +527,7 @@ class DecisionPublic(_Public):
     error: str
     crm_ms: float | None
     total_ms: float
+    cached: bool = Field(False, description="the value came from crmroute's value cache, not from the CRM")
     trace: list[Any] | None = Field(None, description="only in GET /decisions/{id}")
 
 
@@ -565,6 +574,7 @@ class RouteResult(_Public):
     error: str
     crm_ms: float | None
     total_ms: float
+    cached: bool = Field(False, description="always false: a dry run asks the CRM")
     steps: list[str]
     did: str
     ivr: str

@@ -90,10 +90,14 @@ CRM_KEY = "k-secret-header-value"
 
 @pytest.fixture
 async def stack_factory(data_dir: Path, db_url: str, custom_crm) -> AsyncIterator[Callable[..., Any]]:  # noqa: F811
-    """Build a stack with settings overrides: ``await stack_factory(jump_preset="freepbx")``."""
+    """Build a stack with settings overrides: ``await stack_factory(jump_preset="freepbx")``.
+
+    The value cache is off unless asked for (``cache_ttl_s="60"``).
+    """
     opened: list[Stack] = []
 
     async def build(rules: dict | None = None, **env: str) -> Stack:
+        env.setdefault("cache_ttl_s", "0")  # most tests change the CRM's answer between calls; cache tests turn it on
         settings = make_settings(data_dir, db_url, ca_bundle=str(custom_crm.ca_path), **env)
         store = Store(settings)
         store.upgrade()

@@ -356,13 +356,13 @@ class AgiChannel:
             raise AgiHangup("channel hung up during GET DATA")
         return reply.result
 
-    async def exec(self, app: str, *args: str) -> Reply:
+    async def exec(self, app: str, *args: str, timeout: float | None = None) -> Reply:
         """``EXEC App arg1,arg2``; ``result=-2`` means no such application."""
         _check_token(app, "application")
         line = f"EXEC {app}"
         if args:
             line += " " + _arg(",".join(args))
-        return await self.command(line)
+        return await self.command(line, timeout=timeout)
 
     async def set_context(self, context: str) -> Reply:
         return await self.command(f"SET CONTEXT {_arg(_nonempty(context, 'context'))}")

@@ -7,6 +7,7 @@ and jump target for the server to write. It knows no CRM.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from urllib.parse import unquote
 
@@ -20,6 +21,9 @@ from crmroute.routing.trace import Decision, Status
 from crmroute.store.decisions import CallMeta
 
 logger = logging.getLogger(__name__)
+
+RINGING, MOH = "ringing", "moh"  # a rule's keep_company, beside "none"
+COMPANY_TIMEOUT = 1.0  # seconds for Asterisk to answer each ringing / music-on-hold command
 
 
 def parse_target(env: AgiEnv) -> Target:
@@ -88,5 +92,60 @@ class CallHandler:
         dtmf = ""
         if rule.spec.greeting:
             dtmf = await channel.get_data(rule.spec.greeting, rule.spec.dtmf_timeout_ms, rule.spec.dtmf_max_digits)
-        decision = await self.router.decide(rule, caller_id=env.callerid, dtmf=dtmf, did=resolved.did)
+        company = Company.for_rule(channel, rule.spec.keep_company, rule.spec.moh_class, meta.call_id)
+        try:
+            decision = await self.router.decide(rule, caller_id=env.callerid, dtmf=dtmf, did=resolved.did,
+                                                on_crm=company.start if company else None)  # fmt: skip
+        finally:
+            if company is not None:
+                await company.stop()
         return decision, meta
+
+
+class Company:
+    """What the caller hears while the CRM is asked: ringing, or music on hold (a rule's ``keep_company``).
+
+    ``start()`` is the router's ``on_crm`` hook: called only when the CRM is
+    really asked (not for a cached value), it sends ``EXEC Ringing`` or
+    ``EXEC StartMusicOnHold CLASS`` without delaying the CRM request;
+    ``stop()`` waits for that command and, for music on hold, sends ``EXEC
+    StopMusicOnHold``, before the variables are written. Each command is
+    bounded by ``COMPANY_TIMEOUT``; a failure (a dead channel, an unknown
+    application) is logged and never changes the decision.
+    """
+
+    def __init__(self, channel: AgiChannel, mode: str, moh_class: str, call_id: str) -> None:
+        self.channel = channel
+        self.mode = mode
+        self.moh_class = moh_class or "default"
+        self.call_id = call_id
+        self._started: asyncio.Task | None = None
+
+    @classmethod
+    def for_rule(cls, channel: AgiChannel, mode: str, moh_class: str, call_id: str) -> Company | None:
+        return cls(channel, mode, moh_class, call_id) if mode in (RINGING, MOH) else None
+
+    def start(self) -> None:
+        if self._started is None:
+            if self.mode == RINGING:
+                self._started = asyncio.create_task(self._exec("Ringing"))
+            else:
+                self._started = asyncio.create_task(self._exec("StartMusicOnHold", self.moh_class))
+
+    async def stop(self) -> None:
+        if self._started is None:
+            return
+        started_ok = await self._started
+        if self.mode == MOH and started_ok and not self.channel.hung_up:
+            await self._exec("StopMusicOnHold")
+
+    async def _exec(self, app: str, *args: str) -> bool:
+        try:
+            reply = await self.channel.exec(app, *args, timeout=COMPANY_TIMEOUT)
+        except (AgiError, ValueError) as exc:
+            logger.info("EXEC %s failed: %s", app, exc, extra={"call_id": self.call_id})
+            return False
+        if reply.result == "-2":
+            logger.warning("EXEC %s: no such application in Asterisk", app, extra={"call_id": self.call_id})
+            return False
+        return True

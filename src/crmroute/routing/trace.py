@@ -52,8 +52,9 @@ class Decision:
     error: str = ""  # text for the admin, no secrets
     record_module: str = ""  # the CRM record found (integrations only), for the call logger
     record_id: str = ""
-    crm_ms: float | None = None
+    crm_ms: float | None = None  # None when the CRM was not asked (no key, cache hit, circuit open)
     total_ms: float = 0.0
+    cached: bool = False  # the value came from the value cache, not from the CRM
     steps: list[str] = field(default_factory=list)  # human-readable trace lines
 
     def as_dict(self) -> dict:

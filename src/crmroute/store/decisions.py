@@ -65,6 +65,7 @@ def to_record(decision: Decision, meta: CallMeta, at: datetime | None = None) ->
         error=decision.error,
         crm_ms=decision.crm_ms,
         total_ms=decision.total_ms,
+        cached=decision.cached,
         trace=list(decision.steps),
     )
 
@@ -201,7 +202,7 @@ def to_public(row: DecisionRecord, *, trace: bool = True) -> dict:
         "lookup_key": row.lookup_key, "key_source": row.key_source, "value": row.value,
         "record": {"module": row.record_module, "id": row.record_id} if row.record_id else None, "row": row.row,
         "dest_type": row.dest_type, "dest": row.dest, "status": row.status, "reason": row.reason,
-        "error": row.error, "crm_ms": row.crm_ms, "total_ms": row.total_ms,
+        "error": row.error, "crm_ms": row.crm_ms, "total_ms": row.total_ms, "cached": bool(row.cached),
     }  # fmt: skip
     if trace:
         data["trace"] = list(row.trace or [])

@@ -143,6 +143,7 @@ class DecisionRecord(Base):
     error: Mapped[str] = mapped_column(Text, default="")
     crm_ms: Mapped[float | None] = mapped_column(Float)
     total_ms: Mapped[float] = mapped_column(Float, default=0.0)
+    cached: Mapped[bool] = mapped_column(Boolean, default=False)  # the value came from the value cache
     trace: Mapped[list[Any]] = mapped_column(default=list)
 
 

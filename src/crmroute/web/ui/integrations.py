@@ -58,8 +58,10 @@ def integration_list(request: Request, principal: PageUser, session: SessionDep,
     offset = clamp_offset(offset)
     total, rows = integrations.search(session, search=search, offset=offset, limit=PAGE_SIZE)
     page = Page(total, offset, PAGE_SIZE, filters(search=search))
+    guards = request.app.state.router.guards  # serving calls in this process: each integration's circuit
+    circuits = {row.id: guards.circuit(f"integration:{row.id}") for row in rows}
     return render(request, "integrations/list.html", principal, rows=rows, search=search, page=page,
-                  titles=kind_titles())  # fmt: skip
+                  titles=kind_titles(), circuits=circuits)  # fmt: skip
 
 
 @router.get("/integrations/new", response_class=HTMLResponse)

@@ -28,6 +28,7 @@ OPERATOR_LABELS = {
     Operator.EMPTY: "is empty", Operator.NOT_EMPTY: "is not empty",
 }  # fmt: skip
 ROW_DESTINATIONS = [("queue", "Queue"), ("ivr", "IVR"), ("recording", "Play recording")]
+KEEP_COMPANY = [("none", "Nothing (silence)"), ("ringing", "Ringing"), ("moh", "Music on hold")]
 
 
 @router.get("/rules", response_class=HTMLResponse)
@@ -98,7 +99,8 @@ def blank_values() -> dict[str, Any]:
         "name": "", "crm_field": "", "location": "did", "greeting": "", "dtmf_timeout_ms": 5000,
         "dtmf_max_digits": 10, "crm_source": "integration", "integration": "", "crm_module": "",
         "crm_username": "", "custom_url": "", "custom_post": False, "custom_headers": [],
-        "default_destination": "", "default_voicemail": "not_set", "deadline_ms": "", "rows": [],
+        "default_destination": "", "default_voicemail": "not_set", "deadline_ms": "", "cache_ttl_s": "",
+        "keep_company": "none", "moh_class": "default", "rows": [],
     }  # fmt: skip
 
 
@@ -108,6 +110,7 @@ def values_of(stored: dict[str, Any]) -> dict[str, Any]:
     values["custom_headers"] = [{"name": h["name"], "stored": True} for h in stored.get("custom_headers", [])]
     values["rows"] = [dict(row) for row in stored.get("rows", [])]
     values["deadline_ms"] = stored.get("deadline_ms") or ""
+    values["cache_ttl_s"] = "" if stored.get("cache_ttl_s") is None else stored["cache_ttl_s"]  # 0 is a value
     return values
 
 
@@ -124,7 +127,8 @@ def read_form(form: FormData, stored: dict[str, Any] | None) -> tuple[dict[str, 
         name: text(form, name)
         for name in ("name", "crm_field", "location", "greeting", "dtmf_timeout_ms", "dtmf_max_digits",
                      "crm_source", "integration", "crm_module", "crm_username", "custom_url",
-                     "default_destination", "default_voicemail", "deadline_ms")
+                     "default_destination", "default_voicemail", "deadline_ms", "cache_ttl_s", "keep_company",
+                     "moh_class")
     }  # fmt: skip
     values["default_voicemail"] = values["default_voicemail"] or "not_set"  # no radio chosen
     values["custom_post"] = text(form, "custom_post") == "yes"
@@ -147,6 +151,12 @@ def read_form(form: FormData, stored: dict[str, Any] | None) -> tuple[dict[str, 
                 data[name] = values[name]
     if values["deadline_ms"]:
         data["deadline_ms"] = values["deadline_ms"]
+    if values["cache_ttl_s"] != "":
+        data["cache_ttl_s"] = values["cache_ttl_s"]
+    values["keep_company"] = values["keep_company"] or "none"
+    data["keep_company"] = values["keep_company"]
+    if values["keep_company"] == "moh":
+        data["moh_class"] = values["moh_class"] or "default"
     if values["crm_source"] == "custom":
         data["custom_url"] = values["custom_url"]
         data["custom_post"] = values["custom_post"]
@@ -198,4 +208,5 @@ def form_page(
         integrations=[(n, n) for n in names], extensions=extensions, dest_options=dest_options,
         operators=[(op.value, OPERATOR_LABELS[op]) for op in Operator], row_destinations=ROW_DESTINATIONS,
         default_deadline_ms=request.app.state.settings.deadline_ms,
+        default_cache_ttl_s=request.app.state.settings.cache_ttl_s, keep_company_choices=KEEP_COMPANY,
     )  # fmt: skip
