@@ -119,3 +119,28 @@ def test_trunk_prefixes_count_too():
     assert london.matches("020 7946 0958") and london.matches("+44 (0)20 7946 0958") and london.matches("00442079460958")
     assert not london.matches("1 2079460958")
     assert phone_forms("12").matches("12") and not phone_forms("12").matches("112")
+
+
+async def test_concurrent_401s_share_one_new_login():
+    import asyncio
+
+    from crmroute.deadline import Deadline
+
+    class Counting(Connector):
+        kind = ""
+        logins = 0
+
+        async def _login(self, *, deadline):
+            type(self).logins += 1
+            await asyncio.sleep(0.01)
+            return Token(f"t{type(self).logins}")
+
+    connector = Counting(ConnectorSettings(), httpx.AsyncClient())
+    deadline = Deadline.after_ms(2000)
+    first = await connector.authenticate(deadline=deadline)
+    # three requests all refused with the first token: one new login, not three
+    tokens = await asyncio.gather(*(connector.authenticate(deadline=deadline, force=True, refused=first) for _ in range(3)))
+    assert Counting.logins == 2 and {t.value for t in tokens} == {"t2"}
+    # a 401 arriving after the refresh, for the old token, reuses the new one
+    assert (await connector.authenticate(deadline=deadline, force=True, refused=first)).value == "t2"
+    assert Counting.logins == 2

@@ -262,9 +262,13 @@ class Connector:
 
     # --- shared behaviour ----------------------------------------------------------
 
-    async def authenticate(self, *, deadline: Deadline, force: bool = False) -> Token:
-        """The cached token, refreshed when stale (one refresh for many concurrent calls)."""
-        stale = self._token
+    async def authenticate(self, *, deadline: Deadline, force: bool = False, refused: Token | None = None) -> Token:
+        """The cached token, refreshed when stale (one refresh for many concurrent calls).
+
+        ``refused`` is the token a 401 answered: if another call already replaced
+        it, the replacement is used instead of logging in once more.
+        """
+        stale = refused if refused is not None else self._token
         if not force and stale is not None and stale.fresh():
             return stale
         async with self._auth_lock:
@@ -342,8 +346,10 @@ class Connector:
         given = dict(kwargs.pop("headers", None) or {})  # the caller's own; ours are added per attempt
         while True:
             headers = dict(given)
+            used: Token | None = None
             if auth:
-                headers.update(self._auth_headers(await self.authenticate(deadline=deadline)))
+                used = await self.authenticate(deadline=deadline)
+                headers.update(self._auth_headers(used))
             started = time.monotonic()
             if self.budget is None:
                 response = await send_capped(
@@ -364,7 +370,7 @@ class Connector:
                 return response
             if status == 401 and auth and not retried:
                 retried = True
-                await self.authenticate(deadline=deadline, force=True)
+                await self.authenticate(deadline=deadline, force=True, refused=used)
                 continue
             if status == 429 or (status == 503 and "retry-after" in response.headers):
                 wait = retry_after_seconds(response)

@@ -84,7 +84,6 @@ warned about under 10 %. ``requests_per_second`` is a conservative guess.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import json
 import logging
 import re
@@ -180,18 +179,10 @@ class BullhornConnector(Connector):
         self._endpoints: tuple[str, str] | None = None  # (oauth url, rest login url)
         self._refresh = ""  # the current single-use refresh token: memory only
         self._unknown: set[tuple[str, str]] = set()  # (entity, field) an entity was found to lack
-        self._used: contextvars.ContextVar[Token | None] = contextvars.ContextVar(f"bullhorn-{id(self)}", default=None)
 
     # --- auth ----------------------------------------------------------------------------------
 
-    async def authenticate(self, *, deadline: Deadline, force: bool = False) -> Token:
-        used, current = self._used.get(), self._token
-        if force and used is not None and current is not None and current is not used:
-            return current  # another request already replaced the session this one was refused with
-        return await super().authenticate(deadline=deadline, force=force)
-
     def _auth_headers(self, token: Token) -> dict[str, str]:
-        self._used.set(token)
         return {"BhRestToken": token.value}
 
     def _credentials(self) -> tuple[str, str]:

@@ -230,11 +230,11 @@ class Dynamics2015Connector(Connector):
 
     # --- auth ---------------------------------------------------------------------------
 
-    async def authenticate(self, *, deadline: Deadline, force: bool = False) -> Token:
+    async def authenticate(self, *, deadline: Deadline, force: bool = False, refused: Token | None = None) -> Token:
         if not self.ntlm:
-            return await super().authenticate(deadline=deadline, force=force)
+            return await super().authenticate(deadline=deadline, force=force, refused=refused)
         async with self._ntlm_turn(deadline, "authenticate"):  # always taken before the token lock
-            return await super().authenticate(deadline=deadline, force=force)
+            return await super().authenticate(deadline=deadline, force=force, refused=refused)
 
     async def _login(self, *, deadline: Deadline) -> Token:
         if self.ntlm:

@@ -95,7 +95,6 @@ carry a refresh token (either way works).
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import hashlib
 import json
 import logging
@@ -214,19 +213,12 @@ class SuiteCrmConnector(Connector):
         self.rest_url = f"{root}/service/v4_1/rest.php"
         self._refresh: str = ""  # the V8 refresh token (rotated by SuiteCRM): memory only
         # the token the current task last sent: concurrent requests refused together log in once
-        self._used: contextvars.ContextVar[Token | None] = contextvars.ContextVar(f"suitecrm-{id(self)}", default=None)
 
     @property
     def v41(self) -> bool:
         return self.settings.api == "v4_1"
 
     # --- auth -----------------------------------------------------------------------------
-
-    async def authenticate(self, *, deadline: Deadline, force: bool = False) -> Token:
-        used, current = self._used.get(), self._token
-        if force and used is not None and current is not None and current is not used:
-            return current  # another request already replaced the token this one was refused with
-        return await super().authenticate(deadline=deadline, force=force)
 
     def _credentials(self) -> tuple[str, str]:
         username = self.username or self.settings.username
@@ -305,7 +297,6 @@ class SuiteCrmConnector(Connector):
                         operation="authenticate", reason="auth")  # fmt: skip
 
     def _auth_headers(self, token: Token) -> dict[str, str]:
-        self._used.set(token)
         return {} if self.v41 else {"Authorization": f"Bearer {token.value}"}
 
     # --- plumbing -----------------------------------------------------------------------------
@@ -318,9 +309,10 @@ class SuiteCrmConnector(Connector):
 
     async def _v41(self, method: str, args: dict[str, Any], *, deadline: Deadline, operation: str) -> Any:
         """One v4.1 call with the session first in ``rest_data``; an invalid session logs in again once."""
+        refused: Token | None = None
         for attempt in (1, 2):
-            token = await self.authenticate(deadline=deadline, force=attempt == 2)
-            self._used.set(token)
+            token = await self.authenticate(deadline=deadline, force=attempt == 2, refused=refused)
+            refused = token
             body = await self._v41_send(method, {"session": token.value} | args, session=True, deadline=deadline,
                                         operation=operation)  # fmt: skip
             if isinstance(body, dict) and str(body.get("number")) == "11":  # Invalid Session ID
