@@ -510,22 +510,22 @@ class CalllogCollector:
             yield CounterMetricFamily("crmroute_ami_reconnects", "AMI sessions that dropped after logging in",
                                       value=logger_.ami.status.disconnects)  # fmt: skip
         calls = CounterMetricFamily("crmroute_calllog_calls", "Finished calls seen on AMI", labels=["direction", "outcome"])
-        for (direction, outcome), value in sorted(logger_.calls.items()):
+        for (direction, outcome), value in sorted(dict(logger_.calls).items()):  # a copy: the loop thread adds
             calls.add_metric([direction, outcome], value)
         yield calls
         worker = logger_.worker
         delivered = CounterMetricFamily("crmroute_calllog_delivered", "Calls logged into a CRM", labels=["integration"])
-        for name, value in sorted(worker.delivered.items()):
+        for name, value in sorted(dict(worker.delivered).items()):
             delivered.add_metric([name], value)
         yield delivered
         failed = CounterMetricFamily("crmroute_calllog_failed", "Failed attempts to log a call",
                                      labels=["integration", "reason"])  # fmt: skip
-        for (name, reason), value in sorted(worker.failures.items()):
+        for (name, reason), value in sorted(dict(worker.failures).items()):
             failed.add_metric([name, reason], value)
         yield failed
         parked = CounterMetricFamily("crmroute_calllog_parked", "Calls parked after too many failures",
                                      labels=["integration"])  # fmt: skip
-        for name, value in sorted(worker.parked.items()):
+        for name, value in sorted(dict(worker.parked).items()):
             parked.add_metric([name], value)
         yield parked
         yield GaugeMetricFamily("crmroute_calllog_open_calls", "Calls in progress being tracked",
