@@ -1,136 +1,599 @@
-"""Routed-call latency: N sequential FastAGI calls against a local HTTPS Custom CRM.
+"""crmroute's benchmark: the call path against the protocol's limit, process AGI, and a CRM in trouble.
 
-Everything runs on 127.0.0.1 in one process: a uvicorn Custom CRM (trustme
-certificate) answering {"value": "GOLD"}, the crmroute AGI server on a
-SQLite store in a temporary data dir, and a client that speaks as Asterisk
-does. Each call is timed from connect to the server closing the socket.
+Everything runs on 127.0.0.1 of this machine, in separate processes so the
+server under test does not share its CPU with the load:
 
-    make bench                       # 1,000 calls
-    .venv/bin/python bench/run.py --calls 5000 --json bench/results/latest.json
+    load generator (this process)  --FastAGI-->  server under test  --HTTPS-->  CRM stand-in
+
+Servers under test: ``crmroute agi`` itself (a fresh SQLite store per
+scenario, rules imported with ``crmroute rules import``), baseline (a)
+``bench/bare.py``, a bare asyncio FastAGI server doing the same protocol
+steps with no logic, and baseline (b) ``bench/procagi_bridge.py`` starting
+``bench/procagi_script.py`` per call (process AGI) to make the same
+decision. The CRM stand-in (``bench/crm.py``) speaks the Custom CRM contract
+with configurable latency and error rate, or never answers.
+
+Scenarios (``--only`` picks some), each bounded in calls and time:
+
+    cached     routed calls/s with cached values vs the bare server, at --concurrency
+               (default 100); p99 added latency, closed loop and paced
+    procagi    calls/s and memory per concurrent call vs process AGI
+    burst      1,000 calls from 50 distinct callers: CRM requests made
+    never      a CRM that never answers: the slowest decision vs the deadline
+    inflight   2,000 calls in flight against a CRM answering in 1 s, in one process
+    soak       --soak-calls (default 100,000) calls: RSS after warm-up vs at the end, open fds
+
+Prints a table and the measured ratios against the targets of issue 6, and
+writes JSON to bench/results/ (``latest.json`` and a timestamped copy).
+
+    make bench                                  # everything, a few minutes on 2 cores
+    .venv/bin/python bench/run.py --quick       # smaller sizes, under a minute
+    .venv/bin/python bench/run.py --only cached,burst --calls 50000
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import ctypes
 import json
-import statistics
+import os
+import platform
+import signal
+import socket
+import ssl
+import subprocess
 import sys
 import tempfile
-import threading
 import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import trustme
-import uvicorn
 import yaml
 
-from crmroute import rulesfile
-from crmroute.agi.jumps import JumpTable
-from crmroute.agi.scripts import CallHandler
-from crmroute.agi.server import AgiServer
-from crmroute.service import Store, build_router
-from crmroute.settings import Settings
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+
+import loadgen  # noqa: E402
+import procstat  # noqa: E402
+from loadgen import LoadResult, percentile, run_load  # noqa: E402
+
+PYTHON = sys.executable
+CRMROUTE = str(Path(PYTHON).with_name("crmroute"))
+RESULTS = BENCH / "results"
+MB = 1024 * 1024
+
+RULE = {
+    "name": "VIP", "crm_field": "Status", "location": "did", "crm_source": "custom", "default_destination": "100",
+    "rows": [{"operator": "=", "value": "GOLD", "destination": "queue", "option": "103"},
+             {"operator": "=", "value": "SILVER", "destination": "ivr", "option": "5"}],
+}  # fmt: skip
+# The Custom CRM budget (50/s by default) would make filling the cache with 1,000 callers take 20 s.
+FAST_WARMUP = {"CRMROUTE_CUSTOM_REQUESTS_PER_SECOND": "1000"}
+TARGETS = {
+    "cached_vs_bare_calls_per_s": ">= 0.5",
+    "cached_p99_added_ms": "<= 5",
+    "vs_procagi_calls_per_s": ">= 20",
+    "procagi_memory_per_call_ratio": ">= 10",
+    "burst_crm_requests": "<= 50",
+    "never_max_over_deadline_ms": "<= 50",
+    "inflight_errors": "== 0",
+    "soak_rss_growth_pct": "< 10",
+    "soak_fd_delta": "== 0",
+}
 
 
-async def crm_app(scope, receive, send) -> None:
-    if scope["type"] != "http":
-        return
-    body = b'{"value": "GOLD"}'
-    await send({"type": "http.response.start", "status": 200,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})  # fmt: skip
-    await send({"type": "http.response.body", "body": body})
+# --- processes -------------------------------------------------------------------------------------
 
 
-def start_crm(workdir: Path) -> tuple[str, Path]:
+def _die_with_parent() -> None:
+    """In the child: get SIGTERM when the benchmark dies, so nothing outlives it."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+
+@dataclass
+class Proc:
+    name: str
+    popen: subprocess.Popen
+    port: int
+    log: Path
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def stop(self) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(Exception):
+                if self.popen.stdin:
+                    self.popen.stdin.close()
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(10)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+
+
+def start(name: str, args: list[str], workdir: Path, env: dict[str, str] | None = None, *, port: int | None = None) -> Proc:
+    """Start a server; it prints ``PORT n`` (or listens on ``port``) when ready."""
+    log = workdir / f"{name}.log"
+    popen = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE if port is None else subprocess.DEVNULL,
+                             stderr=log.open("wb"), env=env, preexec_fn=_die_with_parent, cwd=workdir)  # fmt: skip
+    if port is None:
+        assert popen.stdout is not None
+        line = popen.stdout.readline().decode()
+        if not line.startswith("PORT "):
+            popen.kill()
+            raise RuntimeError(f"{name} did not start: {log.read_text()[-2000:]}")
+        port = int(line.split()[1])
+    return Proc(name, popen, port, log)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Work:
+    path: Path
+    ca: Path
+    cert: Path
+    key: Path
+    count: int = 0
+
+    def sub(self, name: str) -> Path:
+        self.count += 1
+        path = self.path / f"{self.count:02d}-{name}"
+        path.mkdir()
+        return path
+
+
+def make_work(path: Path) -> Work:
     ca = trustme.CA()
     cert = ca.issue_cert("127.0.0.1")
-    ca_path, cert_path = workdir / "ca.pem", workdir / "cert.pem"
-    ca.cert_pem.write_to_path(str(ca_path))
-    cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
-    config = uvicorn.Config(crm_app, host="127.0.0.1", port=0, ssl_certfile=str(cert_path), log_level="error")
-    server = uvicorn.Server(config)
-    threading.Thread(target=server.run, daemon=True).start()
-    while not server.started:
-        time.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    return f"https://127.0.0.1:{port}/lookup", ca_path
+    paths = Work(path, path / "ca.pem", path / "cert.pem", path / "key.pem")
+    ca.cert_pem.write_to_path(str(paths.ca))
+    cert.private_key_pem.write_to_path(str(paths.key))
+    with paths.cert.open("wb") as chain:
+        for pem in cert.cert_chain_pems:
+            chain.write(pem.bytes())
+    return paths
 
 
-ENV_TEMPLATE = (
-    "agi_network: yes\nagi_network_script: did\nagi_request: agi://127.0.0.1/did\n"
-    "agi_channel: PJSIP/trunk-{n:08x}\nagi_uniqueid: bench.{n}\nagi_callerid: +1555{n:07d}\n"
-    "agi_dnid: unknown\nagi_context: from-trunk\nagi_extension: 5551000\nagi_priority: 1\n\n"
-)
+def start_crm(work: Work, *, latency_ms: float = 5.0, error_rate: float = 0.0, never: bool = False) -> Proc:
+    args = [PYTHON, str(BENCH / "crm.py"), "--cert", str(work.cert), "--key", str(work.key),
+            "--latency-ms", str(latency_ms), "--error-rate", str(error_rate)] + (["--never"] if never else [])  # fmt: skip
+    return start("crm", args, work.sub("crm"))
 
 
-async def one_call(port: int, n: int) -> float:
-    started = time.perf_counter()
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
-    writer.write(ENV_TEMPLATE.format(n=n).encode())
-    jumped = False
-    while line := await reader.readline():
-        command = line.decode().strip()
-        writer.write(b"200 result=0\n" if command.startswith("SET PRIORITY") else b"200 result=1\n")
-        jumped |= command.startswith("SET PRIORITY")
-    writer.close()
-    elapsed = time.perf_counter() - started
-    if not jumped:
-        raise RuntimeError(f"call {n} was not routed")
-    return elapsed * 1000
+def crm_requests(work: Work, crm: Proc) -> int:
+    context = ssl.create_default_context(cafile=str(work.ca))
+    with urllib.request.urlopen(f"https://127.0.0.1:{crm.port}/_stats", context=context, timeout=10) as response:
+        return int(json.loads(response.read())["requests"])
 
 
-async def bench(calls: int) -> dict:
-    with tempfile.TemporaryDirectory() as tmp:
-        workdir = Path(tmp)
-        url, ca_path = start_crm(workdir)
-        settings = Settings.from_env({"CRMROUTE_DATA_DIR": str(workdir / "data"), "CRMROUTE_CA_BUNDLE": str(ca_path),
-                                      "CRMROUTE_LOG_LEVEL": "warning"})  # fmt: skip
-        store = Store(settings)
-        store.upgrade()
-        rules = {
-            "destinations": [{"type": "extension", "number": "100"}, {"type": "queue", "number": "103"}],
-            "rules": [{"name": "VIP", "crm_field": "Status", "location": "did", "crm_source": "custom",
-                       "custom_url": url, "default_destination": "100",
-                       "rows": [{"operator": "=", "value": "GOLD", "destination": "queue", "option": "103"}]}],
-            "dids": [{"number": "5551000", "rule": "VIP"}],
-        }  # fmt: skip
-        rulesfile.import_rules(store.factory, store.box, rulesfile.parse(yaml.safe_dump(rules), environ={}))
-        router = build_router(store)
-        await router.start()
-        server = AgiServer(CallHandler(router, JumpTable.from_settings(settings)), host="127.0.0.1", port=0,
-                           allow=settings.agi_allow)  # fmt: skip
-        await server.start()
-        for n in range(20):  # warm-up: TLS session, connection pool
-            await one_call(server.port, n)
-        started = time.perf_counter()
-        timings = [await one_call(server.port, n) for n in range(calls)]
-        wall = time.perf_counter() - started
-        await server.close()
-        await router.close()
-        await router.http.aclose()
-        store.close()
-    timings.sort()
-    return {
-        "calls": calls,
-        "median_ms": round(statistics.median(timings), 3),
-        "p99_ms": round(timings[max(0, int(len(timings) * 0.99) - 1)], 3),
-        "max_ms": round(timings[-1], 3),
-        "calls_per_s": round(calls / wall, 1),
-    }
+def crm_url(crm: Proc) -> str:
+    return f"https://127.0.0.1:{crm.port}/lookup"
+
+
+def start_crmroute(work: Work, crm: Proc, *, settings: dict[str, str] | None = None, rule: dict | None = None) -> Proc:
+    """``crmroute agi`` on a fresh SQLite store with the benchmark's rule imported."""
+    directory = work.sub("crmroute")
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CRMROUTE_")}
+    env |= {"CRMROUTE_DATA_DIR": str(directory / "data"), "CRMROUTE_CA_BUNDLE": str(work.ca),
+            "CRMROUTE_AGI_PORT": str(port), "CRMROUTE_LOG_LEVEL": "warning"} | (settings or {})  # fmt: skip
+    rules = {
+        "destinations": [{"type": "extension", "number": "100"}, {"type": "queue", "number": "103"},
+                         {"type": "ivr", "number": "5"}],
+        "rules": [RULE | {"custom_url": crm_url(crm)} | (rule or {})],
+        "dids": [{"number": "5551000", "rule": "VIP"}],
+    }  # fmt: skip
+    (directory / "rules.yaml").write_text(yaml.safe_dump(rules))
+    subprocess.run([CRMROUTE, "rules", "import", str(directory / "rules.yaml")], env=env, check=True,
+                   capture_output=True, cwd=directory)  # fmt: skip
+    command = [CRMROUTE, "agi"]
+    if os.environ.get("BENCH_PROFILE"):  # a cProfile of the server, for finding hot spots
+        command = [PYTHON, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], CRMROUTE, "agi"]
+    proc = start("crmroute", command, directory, env, port=port)
+    deadline = time.monotonic() + 30
+    while True:
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                break
+        if proc.popen.poll() is not None or time.monotonic() > deadline:
+            proc.stop()
+            raise RuntimeError(f"crmroute agi did not start: {proc.log.read_text()[-2000:]}")
+        time.sleep(0.05)
+    return proc
+
+
+def start_bare(work: Work) -> Proc:
+    return start("bare", [PYTHON, str(BENCH / "bare.py")], work.sub("bare"))
+
+
+def start_procagi(work: Work, crm: Proc) -> Proc:
+    directory = work.sub("procagi")
+    rule_file = directory / "rule.json"
+    rule_file.write_text(json.dumps(RULE | {"custom_url": crm_url(crm), "deadline_ms": 2500}))
+    env = dict(os.environ) | {"PYTHONPATH": str(BENCH.parent / "src")}
+    args = [PYTHON, str(BENCH / "procagi_bridge.py"), "--", PYTHON, str(BENCH / "procagi_script.py"), str(rule_file),
+            str(work.ca)]  # fmt: skip
+    return start("procagi", args, directory, env)
+
+
+@contextlib.contextmanager
+def running(*procs: Proc) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for proc in procs:
+            proc.stop()
+
+
+class Sampler:
+    """Samples a process (tree)'s memory every ``interval`` s while a load runs, keeping the peak."""
+
+    def __init__(self, pid: int, read: Callable[[int], int], interval: float = 0.05) -> None:
+        self.pid, self.read, self.interval = pid, read, interval
+        self.peak = 0
+        self._task: asyncio.Task | None = None
+
+    async def _run(self) -> None:
+        while True:
+            self.peak = max(self.peak, await asyncio.to_thread(self.read, self.pid))
+            await asyncio.sleep(self.interval)
+
+    def __enter__(self) -> "Sampler":
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        assert self._task is not None
+        self._task.cancel()
+
+
+# --- figures -------------------------------------------------------------------------------------
+
+
+@dataclass
+class Row:
+    scenario: str
+    server: str
+    load: LoadResult
+    concurrency: int
+    peak_rss_mb: float | None = None
+    crm_requests: int | None = None
+    cpu_ms_per_call: float | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def figures(self) -> dict[str, Any]:
+        decision = self.load.decision_ms()
+        return {
+            "scenario": self.scenario, "server": self.server, "calls": self.load.calls,
+            "concurrency": self.concurrency, "calls_per_s": round(self.load.calls_per_s, 1),
+            "decision_p50_ms": _r(percentile(decision, 50)), "decision_p99_ms": _r(percentile(decision, 99)),
+            "decision_max_ms": _r(decision[-1] if decision else None),
+            "session_p99_ms": _r(percentile(self.load.session_ms(), 99)),
+            "peak_rss_mb": _r(self.peak_rss_mb, 1), "crm_requests": self.crm_requests,
+            "cpu_ms_per_call": _r(self.cpu_ms_per_call, 3), "generator_busy": round(self.load.generator_busy, 2),
+            "statuses": self.load.statuses(),
+        } | self.extra  # fmt: skip
+
+
+def _r(value: float | None, digits: int = 2) -> float | None:
+    return None if value is None else round(value, digits)
+
+
+def callers(distinct: int, offset: int = 0) -> Callable[[int], str]:
+    return lambda n: f"+1555{offset + n % distinct:07d}"
+
+
+async def measured(proc: Proc, coroutine) -> tuple[LoadResult, float]:
+    """Run a load; also the server's CPU time per call (ms)."""
+    before = procstat.cpu_seconds(proc.pid)
+    load = await coroutine
+    return load, (procstat.cpu_seconds(proc.pid) - before) * 1000 / max(load.calls, 1)
+
+
+# --- scenarios --------------------------------------------------------------------------------------
+
+
+async def scenario_cached(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
+    """Cached values at --concurrency sessions vs the bare server: calls/s and added latency."""
+    rows = []
+    conc, calls, distinct = args.concurrency, args.calls, 1000
+    crm = start_crm(work, latency_ms=5)
+    bare = start_bare(work)
+    with running(crm, bare):
+        await run_load(bare.port, 500, conc, callers(distinct))  # warm-up
+        load, cpu = await measured(bare, run_load(bare.port, calls, conc, callers(distinct)))
+        rows.append(Row("cached", "bare asyncio FastAGI", load, conc, procstat.peak_rss(bare.pid) / MB,
+                        cpu_ms_per_call=cpu))  # fmt: skip
+        paced_bare = await run_load(bare.port, args.paced_calls, conc, callers(distinct), rate=args.paced_rate)
+        rows.append(Row("cached-paced", "bare asyncio FastAGI", paced_bare, conc))
+    crm = start_crm(work, latency_ms=5)
+    crmroute = start_crmroute(work, crm, settings=FAST_WARMUP)
+    with running(crm, crmroute):
+        await run_load(crmroute.port, distinct, conc, callers(distinct))  # every caller once: the cache is warm
+        asked = crm_requests(work, crm)
+        load, cpu = await measured(crmroute, run_load(crmroute.port, calls, conc, callers(distinct)))
+        rows.append(Row("cached", "crmroute (cache warm)", load, conc, procstat.peak_rss(crmroute.pid) / MB,
+                        crm_requests=crm_requests(work, crm) - asked, cpu_ms_per_call=cpu))  # fmt: skip
+        paced = await run_load(crmroute.port, args.paced_calls, conc, callers(distinct), rate=args.paced_rate)
+        rows.append(Row("cached-paced", "crmroute (cache warm)", paced, conc))
+    bare_row, crm_row, bare_paced, crm_paced = rows[0], rows[2], rows[1], rows[3]
+    report["ratios"]["cached_vs_bare_calls_per_s"] = round(crm_row.load.calls_per_s / bare_row.load.calls_per_s, 3)
+    report["ratios"]["cached_vs_bare_cpu_per_call"] = round(crm_row.cpu_ms_per_call / bare_row.cpu_ms_per_call, 2)  # type: ignore[operator]
+    p99 = lambda row: percentile(row.load.decision_ms(), 99)  # noqa: E731
+    report["ratios"]["cached_p99_added_ms"] = _r(p99(crm_paced) - p99(bare_paced))  # type: ignore[operator]
+    report["ratios"]["cached_p99_added_ms_closed_loop"] = _r(p99(crm_row) - p99(bare_row))  # type: ignore[operator]
+    report["notes"]["cached"] = (
+        f"closed loop: {conc} sessions always in flight, as fast as each server goes; paced: "
+        f"{args.paced_rate:g} calls/s offered, at most {conc} in flight. The p99 added latency target is judged on "
+        "the paced run (equal offered load); the closed-loop difference is mostly queueing (Little's law)."
+    )
+    return rows
+
+
+async def scenario_procagi(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
+    """Throughput and memory per concurrent call vs process AGI, the same decision (CRM asked each call)."""
+    rows = []
+    conc = args.procagi_concurrency
+    no_cache = {"CRMROUTE_CACHE_TTL_S": "0", "CRMROUTE_CUSTOM_REQUESTS_PER_SECOND": "10000",
+                "CRMROUTE_CUSTOM_MAX_CONCURRENCY": "1000"}  # fmt: skip
+    crm = start_crm(work, latency_ms=5)
+    bridge = start_procagi(work, crm)
+    with running(crm, bridge):
+        await run_load(bridge.port, 10, conc, callers(10**6))
+        load = await run_load(bridge.port, args.procagi_calls, conc, callers(10**6))
+        rows.append(Row("procagi", "process AGI (script per call)", load, conc))
+    crm = start_crm(work, latency_ms=5)
+    crmroute = start_crmroute(work, crm, settings=no_cache)
+    with running(crm, crmroute):
+        await run_load(crmroute.port, 200, conc, callers(10**6, 5_000_000))
+        asked = crm_requests(work, crm)
+        load, cpu = await measured(crmroute, run_load(crmroute.port, args.procagi_calls * 10, conc, callers(10**6)))
+        rows.append(Row("procagi", "crmroute (no cache: CRM asked per call)", load, conc,
+                        crm_requests=crm_requests(work, crm) - asked, cpu_ms_per_call=cpu))  # fmt: skip
+
+    # memory: a CRM answering in 1 s keeps every call in flight
+    mem_conc = args.memory_concurrency
+    crm = start_crm(work, latency_ms=1000)
+    bridge = start_procagi(work, crm)
+    with running(crm, bridge):
+        base = procstat.tree_pss(bridge.pid)
+        with Sampler(bridge.pid, procstat.tree_pss, 0.1) as sampler:
+            load = await run_load(bridge.port, mem_conc * 2, mem_conc, callers(10**6))
+        per_call_procagi = (sampler.peak - base) / mem_conc
+        rows.append(Row("procagi-memory", "process AGI (script per call)", load, mem_conc, sampler.peak / MB,
+                        extra={"memory_per_call_kb": round(per_call_procagi / 1024, 1), "memory": "PSS of the bridge and its scripts"}))  # fmt: skip
+    crm = start_crm(work, latency_ms=1000)
+    crmroute = start_crmroute(work, crm, settings=no_cache)
+    with running(crm, crmroute):
+        await run_load(crmroute.port, mem_conc, mem_conc, callers(10**6, 7_000_000))  # warm: pool, TLS, buffers
+        await asyncio.sleep(0.5)
+        base = procstat.pss(crmroute.pid)
+        with Sampler(crmroute.pid, procstat.pss, 0.1) as sampler:
+            load = await run_load(crmroute.port, mem_conc * 2, mem_conc, callers(10**6))
+        per_call = max(sampler.peak - base, 0) / mem_conc
+        rows.append(Row("procagi-memory", "crmroute (no cache)", load, mem_conc, procstat.peak_rss(crmroute.pid) / MB,
+                        extra={"memory_per_call_kb": round(per_call / 1024, 1), "memory": "PSS growth under load"}))  # fmt: skip
+    report["ratios"]["vs_procagi_calls_per_s"] = round(rows[1].load.calls_per_s / rows[0].load.calls_per_s, 1)
+    report["ratios"]["procagi_memory_per_call_ratio"] = round(per_call_procagi / max(per_call, 1024), 1)
+    report["notes"]["procagi"] = (
+        "Both make the same decision with the CRM asked on every call (crmroute's cache off; with it on, see the "
+        "cached scenario). Memory per concurrent call: the PSS the load adds, divided by the calls in flight "
+        "(a CRM answering in 1 s keeps them all in flight); crmroute's growth is floored at 1 KB per call for the ratio."
+    )
+    cached = next((r for r in report.get("rows", []) if r["scenario"] == "cached" and r["server"].startswith("crmroute")), None)
+    if cached:
+        report["ratios"]["cached_vs_procagi_calls_per_s"] = round(cached["calls_per_s"] / rows[0].load.calls_per_s, 1)
+    return rows
+
+
+async def scenario_burst(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
+    """A burst of 1,000 calls from 50 distinct callers on a cold cache: how many CRM requests."""
+    crm = start_crm(work, latency_ms=50)
+    crmroute = start_crmroute(work, crm)
+    with running(crm, crmroute):
+        load = await run_load(crmroute.port, 1000, args.concurrency, callers(50, 3_000_000))
+        asked = crm_requests(work, crm)
+        peak = procstat.peak_rss(crmroute.pid) / MB
+    report["ratios"]["burst_crm_requests"] = asked
+    return [Row("burst", "crmroute (defaults, cold cache)", load, args.concurrency, peak, crm_requests=asked)]
+
+
+async def scenario_never(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
+    """A CRM that never answers: no decision may take longer than its deadline + 50 ms."""
+    rows = []
+    deadline_ms = 1000
+    for label, extra in (("breaker off", {"CRMROUTE_BREAKER_FAILURES": "0"}), ("breaker on (defaults)", {})):
+        crm = start_crm(work, never=True)
+        settings = {"CRMROUTE_CUSTOM_REQUESTS_PER_SECOND": "10000", "CRMROUTE_CUSTOM_MAX_CONCURRENCY": "1000"} | extra
+        crmroute = start_crmroute(work, crm, settings=settings, rule={"deadline_ms": deadline_ms})
+        with running(crm, crmroute):
+            load = await run_load(crmroute.port, args.never_calls, args.concurrency, callers(10**6, 4_000_000))
+            asked = crm_requests(work, crm)
+        decision = load.decision_ms()
+        rows.append(Row("never", f"crmroute ({label})", load, args.concurrency, crm_requests=asked,
+                        extra={"deadline_ms": deadline_ms, "over_deadline_ms": _r(decision[-1] - deadline_ms)}))  # fmt: skip
+    report["ratios"]["never_max_over_deadline_ms"] = rows[0].extra["over_deadline_ms"]
+    report["notes"]["never"] = ("Decision latency is measured by the load generator from the environment sent to the "
+                                "first command received, so it includes reading the environment and the loopback.")
+    return rows
+
+
+async def scenario_inflight(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
+    """2,000 calls in flight at once against a CRM answering in 1 s, in one crmroute process."""
+    rows = []
+    calls = args.inflight_calls
+    raised = {"CRMROUTE_CUSTOM_REQUESTS_PER_SECOND": "10000", "CRMROUTE_CUSTOM_MAX_CONCURRENCY": str(calls)}
+    for label, settings in (("default budget", {}), ("budget raised", raised)):
+        crm = start_crm(work, latency_ms=1000)
+        crmroute = start_crmroute(work, crm, settings=settings)
+        with running(crm, crmroute):
+            fds = {"before": procstat.open_fds(crmroute.pid)}
+            with Sampler(crmroute.pid, procstat.open_fds, 0.1) as sampler:
+                # ramped over half a second so the listen backlog is not the test; all are in flight by then
+                load = await run_load(crmroute.port, calls, calls, callers(10**6, 6_000_000), rate=calls * 2)
+            await asyncio.sleep(1.0)
+            fds |= {"peak": sampler.peak, "after": procstat.open_fds(crmroute.pid)}
+            asked = crm_requests(work, crm)
+            peak = procstat.peak_rss(crmroute.pid) / MB
+        errors = sum(1 for r in load.results if r.error or r.status in ("error", ""))
+        rows.append(Row("inflight", f"crmroute ({label})", load, calls, peak,
+                        crm_requests=asked, extra={"errors": errors, "fds": fds}))  # fmt: skip
+    report["ratios"]["inflight_errors"] = sum(r.extra["errors"] for r in rows)
+    report["notes"]["inflight"] = (
+        "errors: calls without a routed status (error, none, or a failed session). With the default Custom CRM "
+        "budget (50/s, 50 in flight) the rest fall back at once (rate_budget); with it raised, the shared HTTP "
+        "client's 100 connections bound what the CRM sees and calls past their deadline fall back (timeout)."
+    )
+    return rows
+
+
+async def scenario_soak(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
+    """--soak-calls calls on cached values: RSS after warm-up vs at the end; open fds back to baseline."""
+    calls, conc, distinct = args.soak_calls, 50, 1000
+    warm = max(calls // 10, 1000)
+    crm = start_crm(work, latency_ms=5)
+    crmroute = start_crmroute(work, crm, settings=FAST_WARMUP)
+    with running(crm, crmroute):
+        await run_load(crmroute.port, 10, 10, callers(distinct))
+        await asyncio.sleep(1.0)
+        fds_start = procstat.open_fds(crmroute.pid)
+        await run_load(crmroute.port, warm, conc, callers(distinct))
+        await asyncio.sleep(1.0)
+        rss_warm = procstat.rss(crmroute.pid)
+        fds_base = procstat.open_fds(crmroute.pid)  # after warm-up: the CRM connection pool is established
+        load, cpu = await measured(crmroute, run_load(crmroute.port, calls - warm, conc, callers(distinct), first_n=warm))
+        await asyncio.sleep(2.0)  # the decision log's last batch, closed sockets
+        rss_end = procstat.rss(crmroute.pid)
+        fds_end = procstat.open_fds(crmroute.pid)
+        asked = crm_requests(work, crm)
+        peak = procstat.peak_rss(crmroute.pid) / MB
+    growth = (rss_end - rss_warm) * 100 / rss_warm
+    report["ratios"]["soak_rss_growth_pct"] = round(growth, 2)
+    report["ratios"]["soak_fd_delta"] = fds_end - fds_base
+    return [Row("soak", "crmroute (cache on)", load, conc, peak, crm_requests=asked,
+                cpu_ms_per_call=cpu, extra={"warmup_calls": warm, "rss_after_warmup_mb": round(rss_warm / MB, 1),
+                                            "rss_end_mb": round(rss_end / MB, 1), "fds_at_start": fds_start,
+                                            "fds_after_warmup": fds_base,
+                                            "fds_end": fds_end})]  # fmt: skip
+
+
+SCENARIOS = {"cached": scenario_cached, "procagi": scenario_procagi, "burst": scenario_burst,
+             "never": scenario_never, "inflight": scenario_inflight, "soak": scenario_soak}  # fmt: skip
+
+
+# --- output -------------------------------------------------------------------------------------------
+
+
+def table(rows: list[dict]) -> str:
+    head = ["scenario", "server", "calls", "conc", "calls/s", "p50 ms", "p99 ms", "max ms", "RSS MB", "CRM req", "statuses"]
+    lines = [head]
+    for r in rows:
+        statuses = ", ".join(f"{k} {v}" for k, v in sorted(r["statuses"].items()))
+        lines.append([r["scenario"], r["server"], str(r["calls"]), str(r["concurrency"]), f"{r['calls_per_s']:g}",
+                      _f(r["decision_p50_ms"]), _f(r["decision_p99_ms"]), _f(r["decision_max_ms"]),
+                      _f(r["peak_rss_mb"]), _f(r["crm_requests"]), statuses])  # fmt: skip
+    widths = [max(len(line[i]) for line in lines) for i in range(len(head))]
+    out = []
+    for n, line in enumerate(lines):
+        out.append("  ".join(cell.ljust(width) for cell, width in zip(line, widths)).rstrip())
+        if n == 0:
+            out.append("  ".join("-" * width for width in widths))
+    return "\n".join(out)
+
+
+def _f(value: Any) -> str:
+    return "-" if value is None else f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def verdicts(ratios: dict[str, Any]) -> list[str]:
+    lines = []
+    for name, target in TARGETS.items():
+        if name not in ratios or ratios[name] is None:
+            continue
+        value = ratios[name]
+        op, limit = target.split()
+        met = {">=": value >= float(limit), "<=": value <= float(limit), "<": value < float(limit),
+               "==": value == float(limit)}[op]  # fmt: skip
+        lines.append(f"  {name:34} {value!s:>10}   target {target:8} {'met' if met else 'NOT MET'}")
+    for name, value in ratios.items():
+        if name not in TARGETS:
+            lines.append(f"  {name:34} {value!s:>10}   (for information)")
+    return lines
+
+
+async def main_async(args: argparse.Namespace) -> dict:
+    report: dict[str, Any] = {
+        "started_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"python": platform.python_version(), "platform": platform.platform(), "cpus": os.cpu_count()},
+        "args": vars(args) | {"json": str(args.json) if args.json else None},
+        "rows": [], "ratios": {}, "notes": {}, "seconds": {},
+    }  # fmt: skip
+    chosen = [s.strip() for s in args.only.split(",")] if args.only else list(SCENARIOS)
+    unknown = set(chosen) - set(SCENARIOS)
+    if unknown:
+        raise SystemExit(f"unknown scenario(s): {', '.join(sorted(unknown))}; choose from {', '.join(SCENARIOS)}")
+    with tempfile.TemporaryDirectory(prefix="crmroute-bench-") as tmp:
+        work = make_work(Path(tmp))
+        for name in chosen:
+            started = time.monotonic()
+            print(f"-- {name} ...", flush=True)
+            rows = await SCENARIOS[name](work, args, report)
+            report["rows"] += [row.figures() for row in rows]
+            report["seconds"][name] = round(time.monotonic() - started, 1)
+    return report
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--calls", type=int, default=1000)
-    parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
+    parser.add_argument("--only", help="comma-separated scenarios: " + ", ".join(SCENARIOS))
+    parser.add_argument("--calls", type=int, default=20_000, help="calls per server in the cached scenario")
+    parser.add_argument("--concurrency", type=int, default=100, help="sessions in flight (cached, burst, never)")
+    parser.add_argument("--paced-rate", type=float, default=1000.0, help="calls/s offered in the paced latency run")
+    parser.add_argument("--paced-calls", type=int, default=5000)
+    parser.add_argument("--procagi-calls", type=int, default=300, help="process AGI calls (crmroute makes 10x)")
+    parser.add_argument("--procagi-concurrency", type=int, default=20)
+    parser.add_argument("--memory-concurrency", type=int, default=50, help="calls in flight for memory per call")
+    parser.add_argument("--never-calls", type=int, default=300)
+    parser.add_argument("--inflight-calls", type=int, default=2000)
+    parser.add_argument("--soak-calls", type=int, default=100_000)
+    parser.add_argument("--quick", action="store_true", help="smaller sizes everywhere (a smoke run)")
+    parser.add_argument("--json", type=Path, help="write the report here too (default: bench/results/)")
     args = parser.parse_args()
-    result = asyncio.run(bench(args.calls))
-    print(f"{'calls':>8} {'median ms':>10} {'p99 ms':>8} {'max ms':>8} {'calls/s':>8}")
-    print(f"{result['calls']:>8} {result['median_ms']:>10} {result['p99_ms']:>8} {result['max_ms']:>8} {result['calls_per_s']:>8}")  # fmt: skip
-    if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=2) + "\n")
+    if args.quick:
+        args.calls, args.paced_calls, args.procagi_calls, args.memory_concurrency = 2000, 1000, 40, 10
+        args.never_calls, args.inflight_calls, args.soak_calls = 100, 300, 5000
+    report = asyncio.run(main_async(args))
+    print()
+    print(table(report["rows"]))
+    print()
+    print("Targets (issue 6), measured:")
+    print("\n".join(verdicts(report["ratios"])))
+    for name, note in report["notes"].items():
+        print(f"\n[{name}] {note}")
+    RESULTS.mkdir(exist_ok=True)
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    text = json.dumps(report, indent=2) + "\n"
+    for path in [RESULTS / "latest.json", RESULTS / f"{stamp}.json"] + ([args.json] if args.json else []):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    print(f"\nwritten: {RESULTS / 'latest.json'}")
     return 0
 
 

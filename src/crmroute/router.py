@@ -51,6 +51,11 @@ from crmroute.store.secrets import SecretBox
 logger = logging.getLogger(__name__)
 
 RELOAD_INTERVAL = 1.0  # seconds between checks of the store's config_version
+# A CRM request may outlive the deadline of the call that started it by this much. The call
+# itself falls back at its deadline (the engine stops waiting); the request's own time-out,
+# with its connection teardown, comes after the decisions are out, so a herd of calls meeting
+# their deadline at once is not slowed by it, and a slightly late answer still fills the cache.
+LATE_ANSWER_GRACE_S = 0.5
 
 
 @dataclass(frozen=True)
@@ -329,6 +334,7 @@ class Router:
         notes = notes if notes is not None else Lookup()
         source = rule.source
         field_name = rule.spec.crm_field
+        late = Deadline(deadline.at + LATE_ANSWER_GRACE_S)  # the request's own; the call still ends at ``deadline``
         if isinstance(source, CustomSource):
 
             async def ask_custom(key: LookupKey) -> Answer:
@@ -338,7 +344,7 @@ class Router:
                         value = await fetch_custom(
                             self.http, url=source.url, post=source.post, headers=list(source.headers),
                             field_name=field_name, key=key, caller_id=caller_id, did=did,
-                            timeout=max(deadline.remaining(), 0.001),
+                            timeout=max(late.remaining(), 0.001),
                         )  # fmt: skip
                     except RateLimited as exc:
                         if exc.reason == "http_429":
@@ -360,7 +366,7 @@ class Router:
             connector = self.pool.get(source.connector)
             connector.budget = self.guards.integration_budget(source.connector, connector)
             found: list[Record] = []
-            value = await connector.fetch(key, source.module, field_name, deadline=deadline, found=found)
+            value = await connector.fetch(key, source.module, field_name, deadline=late, found=found)
             record = found[0] if found else None
             if record is not None:  # kept in the cache: identity and matches only, not every field
                 record = Record(record.module, record.id, {}, record.matches, record.url)

@@ -1,8 +1,9 @@
 """The decision log: one row per call, written in batches off the call path.
 
-``DecisionLog.record()`` only appends to an in-memory buffer; a background
-task writes the buffer every ``FLUSH_INTERVAL`` seconds (sooner when it fills)
-in a worker thread. When the database is unreachable the rows stay buffered
+``DecisionLog.record()`` only appends the row's values to an in-memory
+buffer (no ORM object, no query); a background task writes the buffer every
+``FLUSH_INTERVAL`` seconds (sooner when it fills) in a worker thread, one
+multi-row insert per batch. When the database is unreachable the rows stay buffered
 and are written when it returns; past ``MAX_BUFFER`` the oldest are dropped
 and counted. Rows older than the retention period are purged hourly.
 """
@@ -15,8 +16,9 @@ import logging
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
+from typing import Any
 
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, func, insert, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,39 +44,45 @@ class CallMeta:
     ivr: str = ""
 
 
-def to_record(decision: Decision, meta: CallMeta, at: datetime | None = None) -> DecisionRecord:
+def to_row(decision: Decision, meta: CallMeta, at: datetime | None = None) -> dict[str, Any]:
+    """The ``decisions`` row for one call, as column values (cheap: no ORM object on the call path)."""
     dest = decision.destination
-    return DecisionRecord(
-        created_at=at or datetime.now(timezone.utc),
-        call_id=meta.call_id[:64],
-        channel=meta.channel[:128],
-        caller=meta.caller[:64],
-        did=meta.did[:64],
-        ivr=meta.ivr[:64],
-        rule=decision.rule[:128],
-        lookup_key=decision.key[:128],
-        key_source=decision.key_source,
-        value=decision.value,
-        record_module=decision.record_module[:64],
-        record_id=decision.record_id[:128],
-        row=decision.row,
-        dest_type=str(dest.type) if dest else "",
-        dest=dest.option if dest else "",
-        status=str(decision.status),
-        reason=decision.reason[:64],
-        error=decision.error,
-        crm_ms=decision.crm_ms,
-        total_ms=decision.total_ms,
-        cached=decision.cached,
-        trace=list(decision.steps),
-    )
+    return {
+        "created_at": at or datetime.now(timezone.utc),
+        "source": "agi",
+        "call_id": meta.call_id[:64],
+        "channel": meta.channel[:128],
+        "caller": meta.caller[:64],
+        "did": meta.did[:64],
+        "ivr": meta.ivr[:64],
+        "rule": decision.rule[:128],
+        "lookup_key": decision.key[:128],
+        "key_source": decision.key_source,
+        "value": decision.value,
+        "record_module": decision.record_module[:64],
+        "record_id": decision.record_id[:128],
+        "row": decision.row,
+        "dest_type": str(dest.type) if dest else "",
+        "dest": dest.option if dest else "",
+        "status": str(decision.status),
+        "reason": decision.reason[:64],
+        "error": decision.error,
+        "crm_ms": decision.crm_ms,
+        "total_ms": decision.total_ms,
+        "cached": decision.cached,
+        "trace": list(decision.steps),
+    }
+
+
+def to_record(decision: Decision, meta: CallMeta, at: datetime | None = None) -> DecisionRecord:
+    return DecisionRecord(**to_row(decision, meta, at))
 
 
 class DecisionLog:
     def __init__(self, factory: sessionmaker[Session], retention_days: int) -> None:
         self._factory = factory
         self._retention = retention_days
-        self._buffer: deque[DecisionRecord] = deque()
+        self._buffer: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()  # one writer at a time, so flush() returns only when written
         self._task: asyncio.Task | None = None
@@ -87,7 +95,7 @@ class DecisionLog:
         if len(self._buffer) >= MAX_BUFFER:
             self._buffer.popleft()
             self.dropped += 1
-        self._buffer.append(to_record(decision, meta))
+        self._buffer.append(to_row(decision, meta))
         if len(self._buffer) >= BATCH_SIZE:
             self._wake.set()
 
@@ -127,10 +135,9 @@ class DecisionLog:
             self.db_ok = True
             self.written += len(batch)
 
-    def _write(self, batch: list[DecisionRecord]) -> None:
+    def _write(self, batch: list[dict[str, Any]]) -> None:
         with self._factory() as session, session.begin():
-            session.add_all(batch)
-        # A failed transaction leaves the objects attached to nothing: safe to re-add later.
+            session.execute(insert(DecisionRecord), batch)  # one executemany, no ORM unit of work
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()

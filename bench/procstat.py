@@ -1,0 +1,87 @@
+"""Reading a process's memory, CPU and file descriptors from /proc (Linux), no dependencies."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PAGE = os.sysconf("SC_PAGE_SIZE")
+TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def _status(pid: int) -> dict[str, str]:
+    values = {}
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            name, _, value = line.partition(":")
+            values[name] = value.strip()
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return values
+
+
+def _kb(text: str) -> int:
+    return int(text.split()[0]) * 1024 if text else 0
+
+
+def rss(pid: int) -> int:
+    """Resident set size now, bytes (0 if the process is gone)."""
+    return _kb(_status(pid).get("VmRSS", ""))
+
+
+def peak_rss(pid: int) -> int:
+    """The highest RSS the process has had (VmHWM), bytes."""
+    return _kb(_status(pid).get("VmHWM", ""))
+
+
+def pss(pid: int) -> int:
+    """Proportional set size (shared pages split between their users), bytes; 0 if gone."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return _kb(line.split(":", 1)[1].strip())
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        pass
+    return 0
+
+
+def open_fds(pid: int) -> int:
+    try:
+        return len(os.listdir(f"/proc/{pid}/fd"))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time used so far."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (FileNotFoundError, ProcessLookupError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / TICKS  # utime, stime (fields 14 and 15 of stat)
+
+
+def children(pid: int) -> list[int]:
+    """Every descendant of ``pid`` (children of all its threads, recursively)."""
+    found: list[int] = []
+    todo = [pid]
+    while todo:
+        current = todo.pop()
+        try:
+            tasks = os.listdir(f"/proc/{current}/task")
+        except (FileNotFoundError, ProcessLookupError):
+            continue
+        for task in tasks:
+            try:
+                text = Path(f"/proc/{current}/task/{task}/children").read_text()
+            except (FileNotFoundError, ProcessLookupError):
+                continue
+            for child in text.split():
+                found.append(int(child))
+                todo.append(int(child))
+    return found
+
+
+def tree_pss(pid: int) -> int:
+    """PSS of ``pid`` and all its descendants, bytes."""
+    return pss(pid) + sum(pss(child) for child in children(pid))
