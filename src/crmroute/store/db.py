@@ -55,7 +55,7 @@ def upgrade(engine: Engine) -> None:
     config.set_main_option("script_location", str(MIGRATIONS))
     with engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "heads")  # "heads": branches made side by side are merged later
+        command.upgrade(config, "head")
 
 
 MAX_ID = 2**31 - 1  # ids are INTEGER columns
