@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.agi.jumps import JumpTable
+from crmroute.connectors._http import MAX_CONNECTIONS
 from crmroute.connectors.base import Connector, Record
 from crmroute.connectors.custom import fetch_custom
 from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
@@ -55,7 +56,7 @@ RELOAD_INTERVAL = 1.0  # seconds between checks of the store's config_version
 # itself falls back at its deadline (the engine stops waiting); the request's own time-out,
 # with its connection teardown, comes after the decisions are out, so a herd of calls meeting
 # their deadline at once is not slowed by it, and a slightly late answer still fills the cache.
-LATE_ANSWER_GRACE_S = 0.5
+LATE_ANSWER_GRACE_S = 0.25
 
 
 @dataclass(frozen=True)
@@ -148,6 +149,9 @@ class Guards:
         return origin
 
     def _budget(self, source_id: str, name: str, kind: str, rate: float, concurrency: int) -> Budget:
+        # Never more in flight than the shared HTTP client has connections: requests past that
+        # would queue in its pool, whose bookkeeping grows with the queue and stalls every call.
+        concurrency = min(concurrency, MAX_CONNECTIONS)
         limits = (rate, concurrency)
         known = self._budgets.get(source_id)
         if known is not None and known[0] == limits:

@@ -347,3 +347,13 @@ async def test_an_integrations_failures_open_its_own_circuit(stack_factory, cust
     custom_crm.values = {"Status": "GOLD"}  # the Custom CRM rule is another source: unaffected
     ivr = await call_agi(stack.port, "ivr/7", env={"callerid": GOLD}, digits="1234")
     assert ivr.variables["CRMROUTE_STATUS"] == "default" and len(custom_crm.requests) == 1
+
+
+async def test_no_source_has_more_in_flight_than_the_http_pool(stack_factory, custom_crm):
+    from crmroute.connectors._http import MAX_CONNECTIONS
+
+    stack = await stack_factory(integration_rules(custom_crm.url), custom_max_concurrency="5000")
+    assert stack.router.guards.custom_budget(custom_crm.url).max_concurrency == MAX_CONNECTIONS
+    stub_pool(stack, max_concurrency=1000).values = {GOLD: "GOLD"}
+    await call(stack)
+    assert stack.router.pool.get(None).budget.max_concurrency == MAX_CONNECTIONS
