@@ -444,6 +444,14 @@ class Connector:
                                 operation=operation, reason="timeout")  # fmt: skip
 
 
+def https_url(value: str) -> str:
+    """A settings validator's check of a base URL: ``https://`` (or empty), without a trailing slash."""
+    value = value.strip().rstrip("/")
+    if value and not value.lower().startswith("https://"):
+        raise ValueError("must start with https://")
+    return value
+
+
 def lookup_path(data: Any, path: str) -> Any:
     """``data`` at a dotted path: ``Account.Name``, ``properties.phone``, ``emails[0].value``, ``[0].message``."""
     current = data

@@ -96,7 +96,7 @@ from pydantic import Field, SecretStr, field_validator
 
 from crmroute.connectors._http import CappedResponse
 from crmroute.connectors._phone import digits_of, phone_forms
-from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token
+from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token, https_url
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
@@ -157,10 +157,7 @@ class BullhornSettings(ConnectorSettings):
     @field_validator("login_info_url", "auth_url", "rest_login_url")
     @classmethod
     def _https(cls, value: str) -> str:
-        value = value.rstrip("/")
-        if value and not value.startswith("https://"):
-            raise ValueError("must start with https://")
-        return value
+        return https_url(value)
 
 
 class BullhornConnector(Connector):

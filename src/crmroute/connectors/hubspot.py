@@ -129,6 +129,7 @@ from crmroute.connectors.base import (
     Record,
     Token,
     field_text,
+    https_url,
     lookup_path,
 )
 from crmroute.deadline import Deadline
@@ -181,9 +182,10 @@ class HubSpotSettings(ConnectorSettings):
     @field_validator("api_url")
     @classmethod
     def _https(cls, value: str) -> str:
-        if not value.lower().startswith("https://"):
-            raise ValueError("must start with https://")
-        return value.rstrip("/")
+        value = https_url(value)
+        if not value:
+            raise ValueError("required: an https:// URL")
+        return value
 
     @model_validator(mode="after")
     def _credentials(self) -> "HubSpotSettings":

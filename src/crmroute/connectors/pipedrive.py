@@ -137,6 +137,7 @@ from crmroute.connectors.base import (
     Record,
     Token,
     field_text,
+    https_url,
     lookup_path,
 )
 from crmroute.deadline import Deadline
@@ -198,9 +199,10 @@ class PipedriveSettings(ConnectorSettings):
     @field_validator("api_url", "oauth_url")
     @classmethod
     def _https(cls, value: str) -> str:
-        if not value.lower().startswith("https://"):
-            raise ValueError("must start with https://")
-        return value.rstrip("/")
+        value = https_url(value)
+        if not value:
+            raise ValueError("required: an https:// URL")
+        return value
 
     @model_validator(mode="after")
     def _credentials(self) -> "PipedriveSettings":

@@ -86,7 +86,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crmroute.connectors._http import CappedResponse
 from crmroute.connectors._phone import digits_of, phone_forms
-from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token, lookup_path
+from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token, https_url, lookup_path
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, ConnectorUnavailable, RateLimited, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
@@ -144,10 +144,7 @@ class SalesforceSettings(ConnectorSettings):
     @field_validator("login_url", "instance_url")
     @classmethod
     def _https(cls, value: str) -> str:
-        value = value.rstrip("/")
-        if value and not value.startswith("https://"):
-            raise ValueError("must start with https://")
-        return value
+        return https_url(value)
 
     @field_validator("api_version")
     @classmethod

@@ -109,7 +109,7 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crmroute.connectors._http import CappedResponse
 from crmroute.connectors._phone import PhoneForms, digits_of, phone_forms
-from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token, lookup_path
+from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token, https_url, lookup_path
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
@@ -171,9 +171,9 @@ class SuiteCrmSettings(ConnectorSettings):
     @field_validator("site_url")
     @classmethod
     def _https(cls, value: str) -> str:
-        value = value.rstrip("/")
-        if not value.startswith("https://"):
-            raise ValueError("must start with https://")
+        value = https_url(value)
+        if not value:
+            raise ValueError("required: an https:// URL")
         return value
 
     @field_validator("phone_fields")

@@ -118,6 +118,7 @@ from crmroute.connectors.base import (
     Record,
     Token,
     field_text,
+    https_url,
     lookup_path,
 )
 from crmroute.deadline import Deadline
@@ -190,10 +191,7 @@ class ZohoSettings(ConnectorSettings):
     @field_validator("accounts_url", "api_domain")
     @classmethod
     def _https(cls, value: str) -> str:
-        value = value.rstrip("/")
-        if value and not value.startswith("https://"):
-            raise ValueError("must start with https://")
-        return value
+        return https_url(value)
 
     @model_validator(mode="after")
     def _one_flow(self) -> "ZohoSettings":
