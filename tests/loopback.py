@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import trustme
 import uvicorn
 
@@ -52,3 +53,21 @@ def serve_https(make_app: Callable[[Loopback], Any], directory: Path, name: str 
         server.should_exit = True
         thread.join(timeout=5)
         sock.close()
+
+
+_TLS_CONTEXTS: dict[Any, Any] = {}
+
+
+@pytest.fixture(autouse=True)
+def one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Build each verifying TLS context once per CA file (tests make a shared client per test)."""
+    from crmroute.connectors import _http
+
+    original = _http.ssl_context
+
+    def cached(ca_bundle: str | None = None) -> Any:
+        if ca_bundle not in _TLS_CONTEXTS:
+            _TLS_CONTEXTS[ca_bundle] = original(ca_bundle)
+        return _TLS_CONTEXTS[ca_bundle]
+
+    monkeypatch.setattr(_http, "ssl_context", cached)

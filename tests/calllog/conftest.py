@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 
-from crmroute.connectors import _http
 from crmroute.settings import Settings
 from tests.conftest import make_settings
 from tests.connectors import test_hubspot as hubspot_tests
@@ -15,6 +14,7 @@ from tests.connectors import test_zoho as zoho_tests
 from tests.connectors.fakecrm import FakeRecord, VendorFake, serve_vendor
 from tests.connectors.test_hubspot import make_app as hubspot_app
 from tests.connectors.test_zoho import make_app as zoho_app
+from tests.loopback import one_tls_context  # noqa: F401
 
 ZOHO_ALICE = "4150868000000224001"
 HUBSPOT_ALICE, HUBSPOT_OUTBOUND = "30101", "30102"
@@ -63,22 +63,6 @@ def ca_bundle(zoho_server: VendorFake, hubspot_server: VendorFake, tmp_path_fact
 @pytest.fixture
 def settings(data_dir: Path, db_url: str, ca_bundle: Path) -> Settings:  # overrides tests/conftest.py's
     return make_settings(data_dir, db_url, ca_bundle=str(ca_bundle))
-
-
-_TLS: dict = {}
-
-
-@pytest.fixture(autouse=True)
-def _one_tls_context(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Build each verifying TLS context once (the shared client is made per test)."""
-    original = _http.ssl_context
-
-    def cached(ca_bundle=None):
-        if ca_bundle not in _TLS:
-            _TLS[ca_bundle] = original(ca_bundle)
-        return _TLS[ca_bundle]
-
-    monkeypatch.setattr(_http, "ssl_context", cached)
 
 
 def zoho_settings(fake: VendorFake) -> dict:

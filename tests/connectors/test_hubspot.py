@@ -18,7 +18,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
-from crmroute.connectors import _http
 from crmroute.connectors.base import CallActivity, Record, setting_specs
 from crmroute.connectors.hubspot import HubSpotConnector, HubSpotSettings, phone_groups
 from crmroute.connectors._phone import phone_forms
@@ -384,20 +383,6 @@ def make_app(fake: VendorFake) -> Starlette:
 
 fake_server, fake = vendor_fixtures(make_app)
 
-_TLS_CONTEXTS: dict[Any, Any] = {}
-
-
-@pytest.fixture(autouse=True)
-def _one_tls_context(monkeypatch):
-    """Build the verifying TLS context once per CA file: the shared client is made per test."""
-    original = _http.ssl_context
-
-    def cached(ca_bundle=None):
-        if ca_bundle not in _TLS_CONTEXTS:
-            _TLS_CONTEXTS[ca_bundle] = original(ca_bundle)
-        return _TLS_CONTEXTS[ca_bundle]
-
-    monkeypatch.setattr(_http, "ssl_context", cached)
 
 
 # --- the contract -----------------------------------------------------------------------------------
