@@ -33,6 +33,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
+from crmroute.agi.protocol import AgiConnection
 from crmroute.agi.server import AgiServer, Handler
 
 Reply = str | list[str] | None
@@ -388,22 +389,20 @@ async def running_server(handler: Handler, **options: object) -> AsyncIterator[A
         await server.close()
 
 
-# -- in-memory streams, for protocol tests without sockets -----------------
+# -- in memory, for protocol tests without sockets --------------------------
 
 
-class MemoryWriter:
-    """Stands in for ``asyncio.StreamWriter``: keeps what was written."""
+class MemoryTransport(asyncio.Transport):
+    """Stands in for the socket under an ``AgiConnection``: keeps what was written."""
 
     def __init__(self) -> None:
+        super().__init__()
         self.data = bytearray()
         self.closed = False
+        self.reading = True
 
-    def write(self, data: bytes) -> None:
+    def write(self, data: bytes) -> None:  # type: ignore[override]
         self.data += data
-
-    async def drain(self) -> None:
-        if self.closed:
-            raise ConnectionResetError("closed")
 
     def is_closing(self) -> bool:
         return self.closed
@@ -411,17 +410,30 @@ class MemoryWriter:
     def close(self) -> None:
         self.closed = True
 
+    def pause_reading(self) -> None:
+        self.reading = False
+
+    def resume_reading(self) -> None:
+        self.reading = True
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return ("127.0.0.1", 40000) if name == "peername" else default
+
     @property
     def lines(self) -> list[str]:
         """What was written, one command per item."""
         return self.data.decode().splitlines()
 
 
-def memory_reader(lines: Sequence[str] = (), *, eof: bool = True, limit: int = 2**16) -> asyncio.StreamReader:
-    """A ``StreamReader`` already holding ``lines`` (each ended with ``\\n``), then EOF."""
-    reader = asyncio.StreamReader(limit=limit)
+def memory_connection(
+    lines: Sequence[str] = (), *, eof: bool = True, max_line: int = 8192
+) -> tuple[AgiConnection, MemoryTransport]:
+    """An ``AgiConnection`` that has already received ``lines`` (each ended with ``\n``), then EOF."""
+    connection = AgiConnection(max_line=max_line)
+    transport = MemoryTransport()
+    connection.connection_made(transport)
     if lines:
-        reader.feed_data("".join(f"{line}\n" for line in lines).encode())
+        connection.data_received("".join(f"{line}\n" for line in lines).encode())
     if eof:
-        reader.feed_eof()
-    return reader
+        connection.eof_received()
+    return connection, transport

@@ -7,9 +7,21 @@ import time
 
 import pytest
 
-from crmroute.agi.protocol import AgiChannel, AgiEnv, Reply, parse_reply, quote, read_env
+from crmroute.agi.protocol import (
+    AgiChannel,
+    AgiEnv,
+    Reply,
+    parse_reply,
+    quote,
+)
 from crmroute.errors import AgiHangup, AgiProtocolError
-from tests.agi.fakeasterisk import MemoryWriter, default_env, env_bytes, memory_reader, parse_args
+from tests.agi.fakeasterisk import (
+    MemoryTransport,
+    default_env,
+    env_bytes,
+    memory_connection,
+    parse_args,
+)
 
 ENV_LINES = [
     "agi_network: yes",
@@ -29,16 +41,32 @@ ENV_LINES = [
 ]
 
 
-def channel(replies: list[str], *, eof: bool = True, **kwargs) -> tuple[AgiChannel, MemoryWriter]:
-    writer = MemoryWriter()
-    return AgiChannel(memory_reader(replies, eof=eof), writer, AgiEnv({"uniqueid": "1.1"}), **kwargs), writer
+def channel(
+    replies: list[str], *, eof: bool = True, max_line: int = 8192, **kwargs
+) -> tuple[AgiChannel, MemoryTransport]:
+    """A channel whose connection has read an environment, then holds ``replies`` (then EOF)."""
+    connection, transport = memory_connection(["agi_uniqueid: 1.1", "", *replies], eof=eof, max_line=max_line)
+    return AgiChannel(connection, AgiEnv({"uniqueid": "1.1"}), **kwargs), transport
+
+
+async def read_env(lines: list[str], *, eof: bool = True, max_line: int = 8192, timeout: float = 1) -> AgiEnv:
+    connection, _ = memory_connection(lines, eof=eof, max_line=max_line)
+    return await connection.read_env(timeout)
+
+
+async def read_env_bytes(data: bytes, *, eof: bool = False, max_line: int = 8192) -> AgiEnv:
+    connection, _ = memory_connection(max_line=max_line, eof=False)
+    connection.data_received(data)
+    if eof:
+        connection.eof_received()
+    return await connection.read_env(1)
 
 
 # -- environment -------------------------------------------------------------
 
 
 async def test_env_fields():
-    env = await read_env(memory_reader(ENV_LINES), timeout=1)
+    env = await read_env(ENV_LINES)
     assert env.script == "route?did=5551000"
     assert env.path == "route"
     assert env.query == {"did": "5551000"}
@@ -57,7 +85,7 @@ async def test_env_fields():
 
 
 async def test_env_unknown_means_empty_but_get_is_raw():
-    env = await read_env(memory_reader(ENV_LINES), timeout=1)
+    env = await read_env(ENV_LINES)
     assert env.dnid == ""
     assert env.get("dnid") == "unknown"
     env = AgiEnv({"callerid": "unknown", "calleridname": "unknown"})
@@ -65,9 +93,7 @@ async def test_env_unknown_means_empty_but_get_is_raw():
 
 
 async def test_env_crlf_and_missing_fields():
-    reader = asyncio.StreamReader()
-    reader.feed_data(b"agi_network: yes\r\nagi_network_script: ivr/7\r\nagi_accountcode:\r\n\r\n")
-    env = await read_env(reader, timeout=1)
+    env = await read_env_bytes(b"agi_network: yes\r\nagi_network_script: ivr/7\r\nagi_accountcode:\r\n\r\n")
     assert env.script == "ivr/7"
     assert env.path == "ivr/7"
     assert env.get("accountcode") == ""
@@ -75,9 +101,9 @@ async def test_env_crlf_and_missing_fields():
 
 
 async def test_env_leaves_the_rest_of_the_stream():
-    reader = memory_reader([*ENV_LINES, "200 result=1"])
-    await read_env(reader, timeout=1)
-    assert await reader.readline() == b"200 result=1\n"
+    connection, _ = memory_connection([*ENV_LINES, "200 result=1 (next)"])
+    env = await connection.read_env(1)
+    assert await AgiChannel(connection, env).get_variable("X") == "next"
 
 
 async def test_env_args_stop_at_a_gap():
@@ -85,31 +111,25 @@ async def test_env_args_stop_at_a_gap():
 
 
 async def test_env_from_fake_asterisk_bytes():
-    reader = asyncio.StreamReader()
-    reader.feed_data(env_bytes(default_env(4573, "ivr/5", args=["x"], callerid="unknown")))
-    env = await read_env(reader, timeout=1)
+    env = await read_env_bytes(env_bytes(default_env(4573, "ivr/5", args=["x"], callerid="unknown")))
     assert env.script == "ivr/5" and env.args == ["x"] and env.callerid == ""
 
 
 async def test_env_timeout_without_blank_line():
-    reader = memory_reader(ENV_LINES[:-1], eof=False)
     started = time.monotonic()
     with pytest.raises(AgiProtocolError, match="within 0.1 s"):
-        await read_env(reader, timeout=0.1)
+        await read_env(ENV_LINES[:-1], eof=False, timeout=0.1)
     assert time.monotonic() - started < 1
 
 
 async def test_env_eof():
     with pytest.raises(AgiProtocolError, match="closed"):
-        await read_env(memory_reader(ENV_LINES[:3]), timeout=1)
+        await read_env(ENV_LINES[:3])
 
 
 async def test_env_partial_line_then_eof():
-    reader = asyncio.StreamReader()
-    reader.feed_data(b"agi_network: yes\nagi_netw")
-    reader.feed_eof()
     with pytest.raises(AgiProtocolError, match="closed"):
-        await read_env(reader, timeout=1)
+        await read_env_bytes(b"agi_network: yes\nagi_netw", eof=True)
 
 
 @pytest.mark.parametrize(
@@ -118,36 +138,37 @@ async def test_env_partial_line_then_eof():
 )
 async def test_env_garbage(line):
     with pytest.raises(AgiProtocolError, match="not an AGI environment line"):
-        await read_env(memory_reader(["agi_network: yes", line, ""]), timeout=1)
+        await read_env(["agi_network: yes", line, ""])
 
 
 async def test_env_empty_block():
     with pytest.raises(AgiProtocolError, match="empty"):
-        await read_env(memory_reader([""]), timeout=1)
+        await read_env([""])
 
 
 async def test_env_repeated_name():
     with pytest.raises(AgiProtocolError, match="repeats"):
-        await read_env(memory_reader(["agi_network: yes", "agi_network: no", ""]), timeout=1)
+        await read_env(["agi_network: yes", "agi_network: no", ""])
 
 
 async def test_env_too_many_lines():
     lines = [f"agi_x{n}: {n}" for n in range(250)] + [""]
     with pytest.raises(AgiProtocolError, match="longer than 200 lines"):
-        await read_env(memory_reader(lines), timeout=1)
+        await read_env(lines)
 
 
 async def test_env_line_too_long_is_not_buffered():
-    reader = asyncio.StreamReader(limit=8192)
-    reader.feed_data(b"agi_network: yes\nagi_x: " + b"a" * 1_000_000)
+    connection, _ = memory_connection(eof=False)
+    for _ in range(100):  # 1 MB without a newline, as the socket delivers it
+        connection.data_received(b"agi_network: yes\nagi_x: " + b"a" * 10_000)
+    assert len(connection._tail) == 0  # refused at once, nothing kept
     with pytest.raises(AgiProtocolError, match="longer than 8192 bytes"):
-        await read_env(reader, timeout=1)
+        await connection.read_env(1)
 
 
-async def test_env_line_over_max_line_with_a_larger_reader_limit():
-    reader = memory_reader(["agi_x: " + "a" * 5000, ""])
+async def test_env_line_over_max_line_in_one_chunk():
     with pytest.raises(AgiProtocolError, match="longer than 1000 bytes"):
-        await read_env(reader, timeout=1, max_line=1000)
+        await read_env(["agi_x: " + "a" * 5000, ""], max_line=1000)
 
 
 # -- replies -----------------------------------------------------------------
@@ -276,41 +297,37 @@ async def test_eof_is_a_hangup():
 
 
 async def test_reply_line_too_long():
-    reader = asyncio.StreamReader(limit=100)
-    reader.feed_data(b"200 result=1 (" + b"x" * 10_000)
-    ch = AgiChannel(reader, MemoryWriter(), AgiEnv(), max_line=100)
+    ch, _ = channel([], eof=False, max_line=100)
+    ch.connection.data_received(b"200 result=1 (" + b"x" * 10_000)
     with pytest.raises(AgiProtocolError, match="longer than 100 bytes"):
         await ch.get_variable("X")
     assert ch.broken
 
 
 async def test_write_to_closed_connection_is_a_hangup():
-    writer = MemoryWriter()
-    writer.closed = True
-    ch = AgiChannel(memory_reader([]), writer, AgiEnv())
+    ch, transport = channel([], eof=False)
+    transport.closed = True
     with pytest.raises(AgiHangup):
         await ch.set_variable("A", "b")
 
 
 async def test_timeout_then_late_reply_is_skipped():
-    reader = memory_reader([], eof=False)
-    ch = AgiChannel(reader, MemoryWriter(), AgiEnv(), reply_timeout=0.05)
+    ch, _ = channel([], eof=False, reply_timeout=0.05)
     with pytest.raises(AgiProtocolError, match=r"no reply to GET DATA within 0.05 s"):
         await ch.command("GET DATA beep 100 1")
     # the late reply to GET DATA arrives, then the reply to the next command
-    reader.feed_data(b"200 result=5\n200 result=1 (value)\n")
+    ch.connection.data_received(b"200 result=5\n200 result=1 (value)\n")
     assert await ch.get_variable("X") == "value"
 
 
 async def test_cancelled_command_is_caught_up():
-    reader = memory_reader([], eof=False)
-    ch = AgiChannel(reader, MemoryWriter(), AgiEnv())
+    ch, _ = channel([], eof=False)
     task = asyncio.create_task(ch.command("GET DATA beep 100 1"))
     await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    reader.feed_data(b"520-Invalid\nusage\n520 End of proper usage.\nHANGUP\n200 result=1\n")
+    ch.connection.data_received(b"520-Invalid\nusage\n520 End of proper usage.\nHANGUP\n200 result=1\n")
     assert (await ch.set_variable("A", "b")).result == "1"
     assert ch.hung_up
 
@@ -322,6 +339,52 @@ async def test_commands_are_serialised():
     assert writer.lines == ["GET VARIABLE A", "GET VARIABLE B"]
 
 
+async def test_a_batch_sends_each_command_only_after_the_previous_reply():
+    ch, transport = channel([], eof=False)
+    batch = asyncio.create_task(ch.commands(["SET VARIABLE A 1", "SET VARIABLE B 2", "SET CONTEXT c"]))
+    await asyncio.sleep(0)
+    assert transport.lines == ["SET VARIABLE A 1"]
+    ch.connection.data_received(b"200 result=1\n")
+    assert transport.lines == ["SET VARIABLE A 1", "SET VARIABLE B 2"]  # sent from the reply, no wake-up between
+    ch.connection.data_received(b"HANGUP\n200 resu")
+    assert len(transport.lines) == 2  # half a reply is no reply
+    ch.connection.data_received(b"lt=1\n")
+    assert transport.lines[-1] == "SET CONTEXT c"
+    assert not batch.done()
+    ch.connection.data_received(b"200 result=0\n")
+    assert [r.result for r in await batch] == ["1", "1", "0"]
+    assert ch.hung_up
+
+
+async def test_a_batch_stops_at_the_first_failure():
+    ch, transport = channel(["200 result=1", "511 Command Not Permitted on a dead channel or intercept routine"])
+    with pytest.raises(AgiHangup):
+        await ch.commands(["SET VARIABLE A 1", "SET CONTEXT c", "SET EXTENSION e", "SET PRIORITY 1"])
+    assert transport.lines == ["SET VARIABLE A 1", "SET CONTEXT c"]
+
+
+async def test_a_timed_out_batch_sends_no_more_and_its_late_reply_is_dropped():
+    ch, transport = channel([], eof=False)
+    with pytest.raises(AgiProtocolError, match="no reply to SET VARIABLE within 0.05 s"):
+        await ch.set_variables({"A": "1", "B": "2"}, timeout=0.05)
+    ch.connection.data_received(b"200 result=1\n")  # the late reply to A: B is not sent
+    assert transport.lines == ['SET VARIABLE A "1"']
+    next_one = asyncio.create_task(ch.get_variable("C"))
+    await asyncio.sleep(0)
+    assert transport.lines[-1] == "GET VARIABLE C"
+    ch.connection.data_received(b"200 result=1 (c)\n")
+    assert await next_one == "c"
+
+
+async def test_reading_pauses_while_nobody_asks_for_replies():
+    ch, transport = channel([], eof=False)
+    ch.connection.data_received(b"HANGUP\n" * 300)  # nothing in flight: queued
+    assert not transport.reading
+    command = asyncio.create_task(ch.set_variable("A", "b"))
+    await asyncio.sleep(0)  # the queued lines are taken while it waits: reading resumes
+    assert transport.reading and ch.hung_up
+    ch.connection.data_received(b"200 result=1\n")
+    assert (await command).result == "1"
 @pytest.mark.parametrize("line", ["A\nB", "A\rB", "SET VARIABLE X \"a\x00\"", "", "   "])
 async def test_command_must_be_one_line(line):
     ch, writer = channel(["200 result=1"])
@@ -387,11 +450,10 @@ async def test_get_data_hangup():
 
 
 async def test_get_data_waits_longer_than_the_reply_timeout():
-    reader = memory_reader([], eof=False)
-    ch = AgiChannel(reader, MemoryWriter(), AgiEnv(), reply_timeout=0.05)
+    ch, _ = channel([], eof=False, reply_timeout=0.05)
     task = asyncio.create_task(ch.get_data("beep", 100, 2))  # allowed 0.05 + 0.2 s
     await asyncio.sleep(0.15)
-    reader.feed_data(b"200 result=42\n")
+    ch.connection.data_received(b"200 result=42\n")
     assert await task == "42"
 
 

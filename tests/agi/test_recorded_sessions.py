@@ -18,10 +18,10 @@ from pathlib import Path
 
 import pytest
 
-from crmroute.agi.protocol import AgiChannel, Reply, read_env
+from crmroute.agi.protocol import AgiChannel, Reply
 from crmroute.agi.server import Outcome
 from crmroute.errors import AgiHangup, AgiProtocolError
-from tests.agi.fakeasterisk import MemoryWriter, memory_reader, running_server
+from tests.agi.fakeasterisk import memory_connection, running_server
 
 # A copy of shared/reference/asterisk/sessions-22.10.1.jsonl (real Asterisk 22.10.1).
 RECORDING = Path(__file__).parent / "fixtures" / "sessions-22.10.1.jsonl"
@@ -117,7 +117,7 @@ def check(outcomes: list[tuple], expected: list[tuple]) -> None:
 async def test_env_of_recorded_session(script):
     session = SESSIONS[script]
     lines = asterisk_lines(session)
-    env = await read_env(memory_reader(lines), timeout=1)
+    env = await memory_connection(lines)[0].read_env(1)
     env_lines = lines[: lines.index("")]
     assert len(env) == len(env_lines)
     assert env.script == script
@@ -142,10 +142,8 @@ async def test_env_of_recorded_session(script):
 @pytest.mark.parametrize("script", sorted(EXPECTED))
 async def test_replay_recorded_replies(script):
     session = SESSIONS[script]
-    reader = memory_reader(asterisk_lines(session))
-    writer = MemoryWriter()
-    env = await read_env(reader, timeout=1)
-    channel = AgiChannel(reader, writer, env)
+    connection, writer = memory_connection(asterisk_lines(session))
+    channel = AgiChannel(connection, await connection.read_env(1))
     commands = server_commands(session)
     check(await run_commands(channel, commands), EXPECTED[script])
     assert writer.lines == sent(script, commands)
@@ -154,8 +152,8 @@ async def test_replay_recorded_replies(script):
 
 async def test_recorded_hangup_arrives_before_the_reply():
     session = SESSIONS["hangup"]
-    reader = memory_reader(asterisk_lines(session))
-    channel = AgiChannel(reader, MemoryWriter(), await read_env(reader, timeout=1))
+    connection, _ = memory_connection(asterisk_lines(session))
+    channel = AgiChannel(connection, await connection.read_env(1))
     assert not channel.hung_up
     assert (await channel.set_variable("CRMROUTE_STATUS", "matched")).result == "1"
     assert channel.hung_up  # seen while waiting for that reply
@@ -192,9 +190,8 @@ async def test_helpers_write_the_recorded_commands():
     }
     for script, calls in cases.items():
         session = SESSIONS[script]
-        reader = memory_reader(asterisk_lines(session))
-        writer = MemoryWriter()
-        channel = AgiChannel(reader, writer, await read_env(reader, timeout=1))
+        connection, writer = memory_connection(asterisk_lines(session))
+        channel = AgiChannel(connection, await connection.read_env(1))
         results = [await call for call in calls(channel)]
         assert writer.lines == server_commands(session), script
         if script == "ivr/7":

@@ -18,6 +18,14 @@ Facts taken from real Asterisk 22 sessions
   before the reply to the command in flight. ``SET VARIABLE`` still works on
   the dead channel; most other commands then answer ``511``.
 
+How the wire is driven (:class:`AgiConnection`, an ``asyncio.Protocol``):
+the environment is parsed as its bytes arrive; after it, lines wait in a
+queue and are read only while a command awaits its reply, as a stream reader
+would read them. Commands go one at a time, each when the previous reply has
+arrived; a *batch* of commands (the variables of an answer) is sent from the
+reply handler itself, so a whole answer costs one wake-up of the session, not
+one per command.
+
 How failures surface from :class:`AgiChannel`:
 
 - ``511`` reply, or the connection closed / reset by Asterisk: ``AgiHangup``
@@ -27,9 +35,9 @@ How failures surface from :class:`AgiChannel`:
   within the timeout: ``AgiProtocolError``.
 
 A command whose reply did not arrive in time (or whose caller was cancelled)
-is remembered: the next command first reads and discards the late reply, so
-the conversation stays in step. Only garbage from Asterisk leaves the
-channel unusable (every later command raises ``AgiProtocolError``).
+is remembered: its late reply is read and dropped before the next command
+goes, so the conversation stays in step. Only garbage from Asterisk leaves the
+connection unusable (every later command raises ``AgiProtocolError``).
 """
 
 from __future__ import annotations
@@ -37,13 +45,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import NoReturn
+from typing import NamedTuple
 from urllib.parse import parse_qsl
 
-from crmroute.errors import AgiHangup, AgiProtocolError
+from crmroute.errors import AgiError, AgiHangup, AgiProtocolError
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +60,7 @@ DEFAULT_MAX_LINE = 8192  # bytes per line, newline excluded
 DEFAULT_REPLY_TIMEOUT = 10.0  # seconds to wait for one reply
 MAX_ENV_LINES = 200  # Asterisk sends ~25 plus one per AGI() argument
 MAX_USAGE_LINES = 200  # lines in one 520 usage block
+MAX_QUEUED_LINES = 256  # read but not yet asked for: past this, reading pauses
 
 HANGUP_LINE = "HANGUP"
 UNKNOWN = "unknown"  # what Asterisk writes for an absent caller ID / DNID
@@ -84,6 +94,13 @@ class AgiEnv:
     def __post_init__(self) -> None:
         cleaned = {_strip_prefix(k): v for k, v in self.values.items()}
         object.__setattr__(self, "values", MappingProxyType(cleaned))
+
+    @classmethod
+    def parsed(cls, values: dict[str, str]) -> AgiEnv:
+        """From names already without ``agi_`` (as the connection parses them): nothing to clean."""
+        env = object.__new__(cls)
+        object.__setattr__(env, "values", MappingProxyType(values))
+        return env
 
     def __hash__(self) -> int:
         return hash(tuple(self.values.items()))
@@ -189,53 +206,10 @@ def _strip_prefix(name: str) -> str:
     return name[4:] if name[:4].lower() == "agi_" else name
 
 
-async def read_env(
-    reader: asyncio.StreamReader,
-    *,
-    timeout: float,
-    max_line: int = DEFAULT_MAX_LINE,
-    max_lines: int = MAX_ENV_LINES,
-) -> AgiEnv:
-    """Read the ``agi_*`` block up to its empty line, within ``timeout`` seconds.
-
-    Raises ``AgiProtocolError`` on a timeout, EOF, a line longer than
-    ``max_line`` bytes, a line that is not ``agi_name: value``, a repeated
-    name, more than ``max_lines`` lines, or an empty block.
-    """
-    values: dict[str, str] = {}
-    try:
-        async with asyncio.timeout(timeout):
-            while True:
-                line = await _read_line(reader, max_line)
-                if line is None:
-                    raise AgiProtocolError(f"connection closed after {len(values)} AGI environment lines")
-                if line == "":
-                    break
-                if len(values) >= max_lines:
-                    raise AgiProtocolError(f"AGI environment longer than {max_lines} lines")
-                name, sep, value = line.partition(":")
-                if not sep or not _ENV_NAME.fullmatch(name):
-                    raise AgiProtocolError(f"not an AGI environment line: {_shorten(line)!r}")
-                if value.startswith(" "):
-                    value = value[1:]
-                key = name[4:].lower()
-                if key in values:
-                    raise AgiProtocolError(f"AGI environment repeats {name}")
-                values[key] = value
-    except TimeoutError:
-        raise AgiProtocolError(
-            f"no complete AGI environment within {timeout:g} s ({len(values)} lines read)"
-        ) from None
-    if not values:
-        raise AgiProtocolError("empty AGI environment")
-    return AgiEnv(values)
-
-
 # -- replies ---------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Reply:
+class Reply(NamedTuple):
     """A ``200`` reply: ``200 result=1 (value)`` -> code 200, result "1", data "value"."""
 
     code: int
@@ -257,77 +231,371 @@ def parse_reply(line: str) -> Reply:
     status = _STATUS_LINE.fullmatch(line)
     if not status or status.group(2) != " ":
         raise AgiProtocolError(f"unexpected line from Asterisk: {_shorten(line)!r}")
-    result = _RESULT.fullmatch(status.group(3))
+    return _reply(int(status.group(1)), status.group(3), line)
+
+
+def _reply(code: int, text: str, line: str) -> Reply:
+    """The reply whose status line is ``line``; ``text`` is what follows its code."""
+    result = _RESULT.fullmatch(text)
     if not result:
         raise AgiProtocolError(f"reply without result=: {_shorten(line)!r}")
-    rest = result.group(2) or ""
-    data = _DATA.fullmatch(rest)
-    return Reply(int(status.group(1)), result.group(1), data.group(1) if data else "", line)
+    rest = result.group(2)
+    data = _DATA.fullmatch(rest) if rest else None
+    return Reply(code, result.group(1), data.group(1) if data else "", line)
 
 
-# -- the channel -----------------------------------------------------------
+# -- the connection --------------------------------------------------------
 
 
-class AgiChannel:
-    """One AGI conversation over an already-read environment.
+class _Batch:
+    """Commands to send one at a time, each when the previous one's reply has arrived."""
 
-    Commands are serialised (one in flight at a time). ``hung_up`` becomes
-    true when Asterisk says ``HANGUP`` or answers ``511``.
+    __slots__ = ("future", "lines", "on_wire", "replies")
+
+    def __init__(self, lines: list[str], future: asyncio.Future) -> None:
+        self.lines = lines
+        self.replies: list[Reply] = []
+        self.future = future
+        self.on_wire = False  # a command of ours was sent and its reply not read yet
+
+    @property
+    def current(self) -> str:
+        return self.lines[min(len(self.replies), len(self.lines) - 1)]
+
+
+class AgiConnection(asyncio.Protocol):
+    """One FastAGI socket: the environment block, then commands and their replies.
+
+    ``on_connect(connection)`` is called once the socket is up (the server
+    starts its session there). ``read_env()`` waits for the environment;
+    ``exchange()`` sends commands and returns their replies.
     """
 
     def __init__(
         self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        env: AgiEnv,
         *,
-        reply_timeout: float = DEFAULT_REPLY_TIMEOUT,
         max_line: int = DEFAULT_MAX_LINE,
+        max_env_lines: int = MAX_ENV_LINES,
+        on_connect: Callable[[AgiConnection], None] | None = None,
     ) -> None:
-        self.env = env
-        self.reply_timeout = reply_timeout
-        self.hung_up = False
-        self._reader = reader
-        self._writer = writer
-        self._max_line = max_line
-        self._lock = asyncio.Lock()
-        self._unanswered = 0  # commands sent whose reply was not read yet
+        self.max_line = max_line
+        self.hung_up = False  # Asterisk said HANGUP or answered 511
+        self.transport: asyncio.Transport | None = None
+        self._max_env_lines = max_env_lines
+        self._on_connect = on_connect
+        self._loop = asyncio.get_running_loop()
+        self._env: dict[str, str] | None = {}  # None once the environment is complete or refused
+        self._env_lines = 0
+        self._env_ready: asyncio.Future[AgiEnv] = self._loop.create_future()
+        self._tail = b""  # the start of a line whose newline has not arrived
+        self._lines: deque[str | AgiProtocolError] = deque()  # read, not yet taken by a command
+        self._batches: deque[_Batch] = deque()  # the head is on the wire; abandoned ones wait for their reply
         self._usage: list[str] | None = None  # inside a 520- block
-        self._broken: str = ""  # why the stream is out of step, if it is
-        self._closed = False  # EOF or reset seen
+        self._broken = ""  # why the stream is out of step, if it is
+        self._eof = False  # nothing more will arrive after the queued lines
+        self._closed = False  # a command reached the end of the stream
+        self._paused = False
+
+    # -- asyncio.Protocol --------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+        if self._on_connect is not None:
+            self._on_connect(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._eof:  # after a line too long: the rest is not read
+            return
+        if self._tail:
+            data = self._tail + data
+        *complete, self._tail = data.split(b"\n")
+        for raw in complete:
+            if raw[-1:] == b"\r":
+                raw = raw[:-1]
+            if len(raw) > self.max_line:
+                self._too_long()
+                return
+            line = raw.decode("utf-8", errors="replace")
+            if self._env is None:
+                self._lines.append(line)
+            elif not self._env_line(line):
+                self._tail = b""  # the rest of a refused environment is not read as replies
+                return
+        if len(self._tail) > self.max_line + 1:  # + 1: room for a "\r"
+            self._too_long()
+            return
+        if self._lines and self._batches:
+            self._pump()
+        if len(self._lines) > MAX_QUEUED_LINES and not self._paused and self.transport is not None:
+            self._paused = True  # nobody reads: let TCP push back
+            self.transport.pause_reading()
+
+    def eof_received(self) -> bool:
+        self._end("connection closed")
+        return True  # keep our side open: answers can still be written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._end(f"connection lost: {exc}" if exc else "connection closed")
+
+    # -- for the session ---------------------------------------------------
+
+    async def read_env(self, timeout: float) -> AgiEnv:
+        """The environment, once its empty line arrives; ``AgiProtocolError`` when it is
+        malformed, cut short, or not complete within ``timeout`` seconds."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._env_ready
+        except TimeoutError:
+            self._env = None  # what arrives from now on is read as replies
+            raise AgiProtocolError(
+                f"no complete AGI environment within {timeout:g} s ({self._env_lines} lines read)"
+            ) from None
+
+    async def exchange(self, lines: list[str], timeout: float) -> list[Reply]:
+        """Send ``lines`` one at a time and return their ``200`` replies, within ``timeout`` seconds.
+
+        The first reply that is not a ``200`` raises (``AgiHangup`` for 511,
+        else ``AgiProtocolError``) and the rest of ``lines`` is not sent.
+        """
+        if self._broken:
+            raise AgiProtocolError(f"AGI stream out of step ({self._broken}); cannot send {_verb(lines[0])}")
+        if self._closed:
+            raise AgiHangup("connection to Asterisk is closed")
+        batch = _Batch(lines, self._loop.create_future())
+        self._batches.append(batch)
+        if not self._batches[0].on_wire:
+            self._pump()
+        try:
+            async with asyncio.timeout(timeout) as scope:
+                return await batch.future
+        except TimeoutError:
+            if not scope.expired():
+                raise
+            # the command on the wire is remembered (on_wire): its late reply is dropped
+            raise AgiProtocolError(f"no reply to {_verb(batch.current)} within {timeout:g} s") from None
+
+    @property
+    def at_eof(self) -> bool:
+        """True once Asterisk closed its side (or the socket is gone)."""
+        return self._eof
 
     @property
     def broken(self) -> bool:
         """True once Asterisk sent something unparsable: no command can follow."""
         return bool(self._broken)
 
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+    # -- internals ---------------------------------------------------------
+
+    def _env_line(self, line: str) -> bool:
+        """Take one environment line; False when the environment is refused."""
+        values = self._env
+        assert values is not None
+        if line == "":
+            if not values:
+                return self._refuse_env("empty AGI environment")
+            self._env = None
+            if not self._env_ready.done():
+                self._env_ready.set_result(AgiEnv.parsed(values))
+            return True
+        if len(values) >= self._max_env_lines:
+            return self._refuse_env(f"AGI environment longer than {self._max_env_lines} lines")
+        name, sep, value = line.partition(":")
+        if not sep or not _ENV_NAME.fullmatch(name):
+            return self._refuse_env(f"not an AGI environment line: {_shorten(line)!r}")
+        key = name[4:].lower()
+        if key in values:
+            return self._refuse_env(f"AGI environment repeats {name}")
+        values[key] = value[1:] if value[:1] == " " else value
+        self._env_lines += 1
+        return True
+
+    def _refuse_env(self, reason: str) -> bool:
+        self._env = None
+        if not self._env_ready.done():
+            self._env_ready.set_exception(AgiProtocolError(reason))
+            self._env_ready.exception()  # retrieved: nobody may be waiting yet, that is no error
+        return False
+
+    def _too_long(self) -> None:
+        reason = f"line longer than {self.max_line} bytes"
+        self._tail = b""
+        if self._env is not None:
+            self._refuse_env(reason)
+        else:
+            self._lines.append(AgiProtocolError(reason))  # in turn: the lines before it are still good
+            self._pump()
+        self._end(reason)  # what follows such a line is not read
+
+    def _end(self, reason: str) -> None:
+        """Nothing more will be read: a partial last line is dropped."""
+        if self._env is not None:
+            self._refuse_env(f"{reason} after {self._env_lines} AGI environment lines")
+        self._eof = True
+        self._tail = b""
+        self._pump()
+
+    def _pump(self) -> None:
+        """Hand queued lines to the batch at the head, sending each next command as its turn comes."""
+        batches, lines = self._batches, self._lines
+        while batches:
+            batch = batches[0]
+            if not batch.on_wire:
+                if batch.future.done():  # abandoned before its turn
+                    batches.popleft()
+                    continue
+                if not self._send(batch):
+                    return
+            if not lines:
+                if self._eof:
+                    self._closed = True
+                    self._fail_all(lambda: AgiHangup("Asterisk closed the connection"))
+                break
+            self._take(batch, lines.popleft())
+        if self._paused and len(lines) <= MAX_QUEUED_LINES // 2 and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
+
+    def _send(self, batch: _Batch) -> bool:
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            self._closed = True
+            self._fail_all(lambda: AgiHangup("connection to Asterisk lost"))
+            return False
+        transport.write(batch.lines[len(batch.replies)].encode() + b"\n")
+        batch.on_wire = True
+        return True
+
+    def _take(self, batch: _Batch, line: str | AgiProtocolError) -> None:
+        """One line read while ``batch`` waits for a reply."""
+        if isinstance(line, AgiProtocolError):
+            return self._break(str(line))
+        if self._usage is not None:
+            if line.startswith("520 "):
+                usage, self._usage = self._usage, None
+                text = " ".join(part.strip() for part in usage[1:] if part.strip())
+                error = AgiProtocolError(f"invalid syntax for {_verb(batch.current)}: {_shorten(text, 300)}")
+                return self._done(batch, error)
+            if len(self._usage) >= MAX_USAGE_LINES:
+                return self._break(f"520 usage block longer than {MAX_USAGE_LINES} lines")
+            self._usage.append(line)
+            return None
+        if line == HANGUP_LINE:
+            self.hung_up = True
+            return None
+        status = _STATUS_LINE.fullmatch(line)
+        if not status:
+            return self._break(f"unexpected line from Asterisk: {_shorten(line)!r}")
+        code, sep = int(status.group(1)), status.group(2)
+        if sep == "-":
+            if code != 520:
+                return self._break(f"unexpected multi-line reply: {_shorten(line)!r}")
+            self._usage = [line]
+            return None
+        if code != 200:
+            return self._done(batch, self._error(code, batch.current, line))
+        try:
+            reply = _reply(code, status.group(3), line)
+        except AgiProtocolError as exc:
+            return self._break(str(exc))
+        batch.replies.append(reply)
+        batch.on_wire = False
+        if len(batch.replies) == len(batch.lines) or batch.future.done():
+            self._done(batch, None)
+        return None
+
+    def _error(self, code: int, command: str, line: str) -> AgiHangup | AgiProtocolError:
+        if code == 511:
+            self.hung_up = True
+            return AgiHangup(f"{_verb(command)} refused: channel is dead")
+        if code == 510:
+            return AgiProtocolError(f"invalid or unknown command: {_shorten(command)!r}")
+        if code == 520:
+            return AgiProtocolError(f"invalid syntax for {_verb(command)}")
+        return AgiProtocolError(f"{_verb(command)} failed: {_shorten(line)!r}")
+
+    def _done(self, batch: _Batch, error: AgiError | None) -> None:
+        """``batch`` has its last reply (or an error): it leaves the wire."""
+        self._batches.popleft()
+        if not batch.future.done():
+            if error is None:
+                batch.future.set_result(batch.replies)
+            else:
+                batch.future.set_exception(error)
+
+    def _break(self, reason: str) -> None:
+        self._broken = reason
+        self._lines.clear()
+        self._fail_all(lambda: AgiProtocolError(reason))
+
+    def _fail_all(self, error: Callable[[], AgiError]) -> None:
+        while self._batches:
+            batch = self._batches.popleft()
+            if not batch.future.done():
+                batch.future.set_exception(error())
+
+
+# -- the channel -----------------------------------------------------------
+
+
+class AgiChannel:
+    """One call's AGI conversation, over a connection whose environment was read.
+
+    Commands are serialised (one on the wire at a time). ``hung_up`` becomes
+    true when Asterisk says ``HANGUP`` or answers ``511``.
+    """
+
+    def __init__(
+        self, connection: AgiConnection, env: AgiEnv, *, reply_timeout: float = DEFAULT_REPLY_TIMEOUT
+    ) -> None:
+        self.env = env
+        self.reply_timeout = reply_timeout
+        self.connection = connection
+
+    @property
+    def hung_up(self) -> bool:
+        return self.connection.hung_up
+
+    @property
+    def broken(self) -> bool:
+        """True once Asterisk sent something unparsable: no command can follow."""
+        return self.connection.broken
+
     async def command(self, line: str, *, timeout: float | None = None) -> Reply:
         """Send one command line and return its ``200`` reply.
 
-        ``timeout`` (seconds, default ``reply_timeout``) covers sending,
-        reading any late reply to an earlier command, and reading this one.
+        ``timeout`` (seconds, default ``reply_timeout``) covers waiting for
+        the commands before it (and late replies to abandoned ones) and this reply.
         """
         _check_command(line)
-        limit = self.reply_timeout if timeout is None else timeout
-        async with self._lock:
-            if self._broken:
-                raise AgiProtocolError(f"AGI stream out of step ({self._broken}); cannot send {_verb(line)}")
-            if self._closed:
-                raise AgiHangup("connection to Asterisk is closed")
-            try:
-                async with asyncio.timeout(limit) as scope:
-                    await self._catch_up()
-                    await self._send(line)
-                    return await self._read_reply(line)
-            except TimeoutError:
-                if not scope.expired():
-                    raise
-                raise AgiProtocolError(f"no reply to {_verb(line)} within {limit:g} s") from None
+        replies = await self.connection.exchange([line], self.reply_timeout if timeout is None else timeout)
+        return replies[0]
+
+    async def commands(self, lines: list[str], *, timeout: float | None = None) -> list[Reply]:
+        """Send ``lines`` in order, each after the previous reply, within one ``timeout`` for all.
+
+        The first failure raises; the commands after it are not sent.
+        """
+        for line in lines:
+            _check_command(line)
+        if not lines:
+            return []
+        return await self.connection.exchange(lines, self.reply_timeout if timeout is None else timeout)
 
     async def set_variable(self, name: str, value: str) -> Reply:
         """``SET VARIABLE NAME "value"``; CR, LF and NUL are dropped from ``value``."""
-        _check_token(name, "variable name")
-        return await self.command(f"SET VARIABLE {name} {quote(value)}")
+        return await self.command(set_variable_line(name, value))
+
+    async def set_variables(self, variables: Mapping[str, str], *, timeout: float | None = None) -> None:
+        """``SET VARIABLE`` for each, in order, as one batch."""
+        await self.commands([set_variable_line(n, v) for n, v in variables.items()], timeout=timeout)
+
+    async def jump(self, context: str, extension: str, priority: int | str, *, timeout: float | None = None) -> None:
+        """``SET CONTEXT`` / ``SET EXTENSION`` / ``SET PRIORITY`` as one batch: the dialplan goes on there."""
+        await self.commands(jump_lines(context, extension, priority), timeout=timeout)
 
     async def get_variable(self, name: str) -> str | None:
         """The variable's value, or ``None`` when it is not set (``200 result=0``)."""
@@ -352,7 +620,7 @@ class AgiChannel:
             timeout = self.reply_timeout + timeout_ms / 1000 * max_digits
         reply = await self.command(f"GET DATA {sound} {int(timeout_ms)} {int(max_digits)}", timeout=timeout)
         if reply.result == "-1":
-            self.hung_up = True
+            self.connection.hung_up = True
             raise AgiHangup("channel hung up during GET DATA")
         return reply.result
 
@@ -365,120 +633,39 @@ class AgiChannel:
         return await self.command(line, timeout=timeout)
 
     async def set_context(self, context: str) -> Reply:
-        return await self.command(f"SET CONTEXT {_arg(_nonempty(context, 'context'))}")
+        return await self.command(jump_lines(context, "s", 1)[0])
 
     async def set_extension(self, extension: str) -> Reply:
-        return await self.command(f"SET EXTENSION {_arg(_nonempty(extension, 'extension'))}")
+        return await self.command(jump_lines("x", extension, 1)[1])
 
     async def set_priority(self, priority: int | str) -> Reply:
         """A priority number or a label (``lbl``)."""
-        return await self.command(f"SET PRIORITY {_arg(_nonempty(str(priority), 'priority'))}")
+        return await self.command(jump_lines("x", "s", priority)[2])
 
     async def verbose(self, message: str, level: int = 1) -> Reply:
         """Write ``message`` to the Asterisk console at verbose ``level`` (1-4)."""
         return await self.command(f"VERBOSE {quote(message)} {int(level)}")
 
-    # -- internals ---------------------------------------------------------
-
-    async def _send(self, line: str) -> None:
-        self._writer.write(line.encode() + b"\n")
-        self._unanswered += 1
-        try:
-            await self._writer.drain()
-        except (ConnectionError, OSError) as exc:
-            self._closed = True
-            raise AgiHangup(f"connection to Asterisk lost: {exc}") from exc
-
-    async def _catch_up(self) -> None:
-        """Read and drop replies to earlier commands that timed out or were cancelled."""
-        while self._unanswered:
-            try:
-                await self._read_reply("(late reply)")
-            except AgiHangup:
-                if self._closed:
-                    raise
-            except AgiProtocolError:
-                if self._broken:
-                    raise
-
-    async def _read_reply(self, command: str) -> Reply:
-        """Read lines until one complete reply; consumes ``HANGUP`` lines."""
-        while True:
-            line = await self._next_line()
-            if self._usage is not None:
-                if line.startswith("520 "):
-                    usage, self._usage = self._usage, None
-                    self._unanswered -= 1
-                    text = " ".join(part.strip() for part in usage[1:] if part.strip())
-                    raise AgiProtocolError(f"invalid syntax for {_verb(command)}: {_shorten(text, 300)}")
-                if len(self._usage) >= MAX_USAGE_LINES:
-                    self._fail(f"520 usage block longer than {MAX_USAGE_LINES} lines")
-                self._usage.append(line)
-                continue
-            if line == HANGUP_LINE:
-                self.hung_up = True
-                continue
-            status = _STATUS_LINE.fullmatch(line)
-            if not status:
-                self._fail(f"unexpected line from Asterisk: {_shorten(line)!r}")
-            code, sep = int(status.group(1)), status.group(2)
-            if sep == "-":
-                if code != 520:
-                    self._fail(f"unexpected multi-line reply: {_shorten(line)!r}")
-                self._usage = [line]
-                continue
-            if code == 200:
-                try:
-                    reply = parse_reply(line)
-                except AgiProtocolError as exc:
-                    self._fail(str(exc))
-                self._unanswered -= 1
-                return reply
-            self._unanswered -= 1
-            if code == 511:
-                self.hung_up = True
-                raise AgiHangup(f"{_verb(command)} refused: channel is dead")
-            if code == 510:
-                raise AgiProtocolError(f"invalid or unknown command: {_shorten(command)!r}")
-            if code == 520:
-                raise AgiProtocolError(f"invalid syntax for {_verb(command)}")
-            raise AgiProtocolError(f"{_verb(command)} failed: {_shorten(line)!r}")
-
-    async def _next_line(self) -> str:
-        try:
-            line = await _read_line(self._reader, self._max_line)
-        except AgiProtocolError as exc:
-            self._fail(str(exc))
-        except (ConnectionError, OSError) as exc:
-            self._closed = True
-            raise AgiHangup(f"connection to Asterisk lost: {exc}") from exc
-        if line is None:
-            self._closed = True
-            raise AgiHangup("Asterisk closed the connection")
-        return line
-
-    def _fail(self, reason: str) -> NoReturn:
-        self._broken = reason
-        raise AgiProtocolError(reason)
-
 
 # -- helpers ---------------------------------------------------------------
 
 
-async def _read_line(reader: asyncio.StreamReader, max_line: int) -> str | None:
-    """One line without its ``\\n`` / ``\\r\\n``; ``None`` at EOF (a partial last line included)."""
-    try:
-        raw = await reader.readuntil(b"\n")
-    except asyncio.IncompleteReadError:
-        return None
-    except asyncio.LimitOverrunError:
-        raise AgiProtocolError(f"line longer than {max_line} bytes") from None
-    raw = raw[:-1]
-    if raw.endswith(b"\r"):
-        raw = raw[:-1]
-    if len(raw) > max_line:
-        raise AgiProtocolError(f"line longer than {max_line} bytes")
-    return raw.decode("utf-8", errors="replace")
+def set_variable_line(name: str, value: str) -> str:
+    """``SET VARIABLE NAME "value"``; ``ValueError`` for a bad name, ``TypeError`` for a value that is no str."""
+    _check_token(name, "variable name")
+    if not isinstance(value, str):
+        raise TypeError(f"variable {name} must be a str, not {type(value).__name__}")
+    return f"SET VARIABLE {name} {quote(value)}"
+
+
+def jump_lines(context: str, extension: str, priority: int | str) -> list[str]:
+    """``SET CONTEXT`` / ``SET EXTENSION`` / ``SET PRIORITY`` (a number or a label); none may be empty."""
+    parts = []
+    for what, value in (("context", context), ("extension", extension), ("priority", priority)):
+        if not isinstance(value, str | int):
+            raise TypeError(f"{what} must be a str or int, not {type(value).__name__}")
+        parts.append(_arg(_nonempty(str(value), what)))
+    return [f"SET CONTEXT {parts[0]}", f"SET EXTENSION {parts[1]}", f"SET PRIORITY {parts[2]}"]
 
 
 def clean(value: str) -> str:

@@ -29,7 +29,15 @@ from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from crmroute.agi.protocol import DEFAULT_MAX_LINE, DEFAULT_REPLY_TIMEOUT, AgiChannel, AgiEnv, read_env
+from crmroute.agi.protocol import (
+    DEFAULT_MAX_LINE,
+    DEFAULT_REPLY_TIMEOUT,
+    AgiChannel,
+    AgiConnection,
+    AgiEnv,
+    jump_lines,
+    set_variable_line,
+)
 from crmroute.agi.variables import error_variables
 from crmroute.errors import AgiError, AgiHangup, AgiProtocolError
 
@@ -42,6 +50,7 @@ DEFAULT_SESSION_TIMEOUT = 30.0
 DEFAULT_FINISH_TIMEOUT = 5.0
 DEFAULT_CLOSE_GRACE = 1.0
 LOOPBACK = ("127.0.0.0/8", "::1/128")
+BACKLOG = 1024  # connections waiting to be accepted: a burst of calls must not meet a full queue
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -117,9 +126,8 @@ class AgiServer:
         """Bind and start accepting; ``port`` 0 picks a free port (see ``.port``)."""
         if self._server is not None:
             raise RuntimeError("AgiServer already started")
-        self._server = await asyncio.start_server(
-            self._on_connect, self.host, self._port, limit=max(self.max_line + 2, 1024)
-        )
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(self._new_connection, self.host, self._port, backlog=BACKLOG)
         logger.info("FastAGI listening on %s:%s (allow %s)", self.host, self.port, ", ".join(map(str, self.allow)))
 
     @property
@@ -183,51 +191,50 @@ class AgiServer:
             candidates.append(address.ipv4_mapped)
         return any(a in net for a in candidates for net in self.allow if a.version == net.version)
 
-    async def _on_connect(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peername = writer.get_extra_info("peername")
+    def _new_connection(self) -> AgiConnection:
+        return AgiConnection(max_line=self.max_line, on_connect=self._on_connect)
+
+    def _on_connect(self, connection: AgiConnection) -> None:
+        assert connection.transport is not None
+        peername = connection.transport.get_extra_info("peername")
         host = peername[0] if isinstance(peername, tuple) and peername else ""
         peer = f"{host}:{peername[1]}" if host else str(peername)
         if not self.is_allowed(host):
             self.refused_total += 1
             logger.warning("refused FastAGI connection from %s: not in the allow list", peer)
-            writer.close()
+            connection.close()
             return
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
         self.active_sessions += 1
         self.sessions_total += 1
+        task = asyncio.get_running_loop().create_task(self._session(connection, peer))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _session(self, connection: AgiConnection, peer: str) -> None:
         log = CallLog(logger, {"call_id": peer})
         started = time.monotonic()
         try:
-            await self._session(reader, writer, peer, log)
+            await self._serve(connection, peer, log)
         except asyncio.CancelledError:
-            # Top of the connection task: nothing above us to tell, and Python
-            # 3.11's stream callback would log a cancelled task as an error.
-            log.info("session cancelled (server closing)")
+            log.info("session cancelled (server closing)")  # the top of the session's own task
         except Exception:  # a bug in this module: still never take the server down
             log.exception("FastAGI session failed")
         finally:
             self.active_sessions -= 1
-            if task is not None:
-                self._tasks.discard(task)
-            writer.close()
+            connection.close()
             log.debug("session closed after %.0f ms", (time.monotonic() - started) * 1000)
 
-    async def _session(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, peer: str, log: CallLog
-    ) -> None:
+    async def _serve(self, connection: AgiConnection, peer: str, log: CallLog) -> None:
         try:
-            env = await read_env(reader, timeout=self.env_timeout, max_line=self.max_line)
+            env = await connection.read_env(self.env_timeout)
         except AgiProtocolError as exc:
             log.warning("malformed AGI environment from %s: %s", peer, exc)
-            if not reader.at_eof() and not writer.is_closing():
-                channel = AgiChannel(reader, writer, AgiEnv(), reply_timeout=self.finish_timeout, max_line=self.max_line)
-                await self._write(channel, Outcome.error(), log)
+            if not connection.at_eof:
+                await self._write(AgiChannel(connection, AgiEnv(), reply_timeout=self.finish_timeout), Outcome.error(), log)
             return
         log.extra["call_id"] = env.uniqueid or peer  # type: ignore[index]  # later lines name the call
         log.info("FastAGI %s from %s (caller %s, extension %s)", env.script, peer, env.callerid or "-", env.extension)
-        channel = AgiChannel(reader, writer, env, reply_timeout=self.reply_timeout, max_line=self.max_line)
+        channel = AgiChannel(connection, env, reply_timeout=self.reply_timeout)
         outcome = await self._run_handler(channel, log)
         if outcome is not None:
             await self._write(channel, outcome, log)
@@ -256,50 +263,28 @@ class AgiServer:
 
     async def _write(self, channel: AgiChannel, outcome: Outcome, log: CallLog) -> None:
         """Set the outcome's variables, then jump (not on a dead channel), within ``finish_timeout``."""
-        problem = _check_outcome(outcome)
-        if problem:
-            log.error("handler returned an unusable outcome (%s); answering error", problem)
-            outcome = Outcome.error()
         try:
-            async with asyncio.timeout(self.finish_timeout) as scope:
-                for name, value in outcome.variables.items():
-                    await channel.set_variable(name, value)
-                jumped = outcome.jump is not None and not channel.hung_up
-                if outcome.jump is not None and not jumped:
-                    log.info("caller hung up; variables set, no jump")
-                if jumped:
-                    context, extension, priority = outcome.jump
-                    await channel.set_context(context)
-                    await channel.set_extension(extension)
-                    await channel.set_priority(priority)
-                log.info(
-                    "answered %s%s",
-                    " ".join(f"{k}={v}" for k, v in outcome.variables.items()) or "(no variables)",
-                    f" -> {','.join(map(str, outcome.jump))}" if jumped and outcome.jump else "",
-                )
+            variables = [set_variable_line(name, value) for name, value in outcome.variables.items()]
+            jump = jump_lines(*outcome.jump) if outcome.jump is not None else []
+        except (TypeError, ValueError) as exc:
+            log.error("handler returned an unusable outcome (%s); answering error", exc)
+            outcome, variables, jump = Outcome.error(), [set_variable_line(*v) for v in error_variables().items()], []
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.finish_timeout
+        try:
+            await channel.commands(variables, timeout=self.finish_timeout)
+            jumped = bool(jump) and not channel.hung_up
+            if jump and not jumped:
+                log.info("caller hung up; variables set, no jump")
+            if jumped:
+                await channel.commands(jump, timeout=max(deadline - loop.time(), 0.001))
         except AgiHangup as exc:
             log.info("caller hung up while answering: %s", exc)
         except AgiError as exc:
             log.warning("could not answer: %s", exc)
-        except TimeoutError:
-            if not scope.expired():
-                raise
-            log.warning("could not answer within %g s", self.finish_timeout)
-
-
-def _check_outcome(outcome: Outcome) -> str:
-    """Why ``outcome`` cannot be written, or ``""``."""
-    if not isinstance(outcome.variables, dict):
-        return "variables is not a dict"
-    for name, value in outcome.variables.items():
-        if not isinstance(name, str) or not isinstance(value, str):
-            return f"variable {name!r} is not str=str"
-        if not name or any(ch.isspace() or ch in '"\\' for ch in name):
-            return f"bad variable name {name!r}"
-    if outcome.jump is not None:
-        if not isinstance(outcome.jump, tuple) or len(outcome.jump) != 3:
-            return "jump is not (context, extension, priority)"
-        for part in outcome.jump:
-            if not isinstance(part, str | int) or not str(part).strip() or any(ch in str(part) for ch in "\r\n\0"):
-                return f"bad jump part {part!r}"
-    return ""
+        else:
+            log.info(
+                "answered %s%s",
+                " ".join(f"{k}={v}" for k, v in outcome.variables.items()) or "(no variables)",
+                f" -> {','.join(map(str, outcome.jump))}" if jumped and outcome.jump else "",
+            )
