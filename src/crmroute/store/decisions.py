@@ -137,7 +137,8 @@ class DecisionLog:
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
         with self._factory() as session, session.begin():
-            session.execute(insert(DecisionRecord), batch)  # one executemany, no ORM unit of work
+            # Core, not the ORM's bulk insert: the same executemany without per-row mapper work
+            session.execute(insert(DecisionRecord.__table__), batch)
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
