@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 from dataclasses import dataclass, field
@@ -93,6 +94,7 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
             tasks.append(asyncio.create_task(web_server.serve(), name="web"))
             logger.info("web UI and API on http://%s:%d", settings.http_host, settings.http_port)
         await asyncio.to_thread(warn_if_no_user, store)
+        freeze_startup_objects()
         await wait_for_signal(tasks)
     finally:
         if web_server is not None:
@@ -108,6 +110,17 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
             await router.close()
             await router.http.aclose()
         store.close()
+
+
+def freeze_startup_objects() -> None:
+    """Keep what start-up made (modules, models, the app) out of the garbage collector's passes.
+
+    Those objects live as long as the process, yet a full collection walks all
+    of them: measured at 80-90 ms with the event loop stopped, every few
+    thousand calls. Frozen, a full pass walks only what calls made since.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 async def wait_for_signal(tasks: list[asyncio.Task]) -> None:
