@@ -9,10 +9,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpcore
+import httpx
 import pytest
 import trustme
 
-from crmroute.connectors._http import AsyncioBackend, make_client, send_capped
+from crmroute.connectors._http import AsyncioBackend, Transport, make_client, send_capped, ssl_context
 from crmroute.errors import ConnectorTimeout, ConnectorUnavailable, UnexpectedResponse
 from crmroute.settings import Settings
 
@@ -154,3 +155,35 @@ async def test_a_certificate_for_another_host_is_a_tls_failure(raw):
     assert caught.value.reason in ("tls", "connect")  # "connect" only where localhost is not 127.0.0.1
     if caught.value.reason == "tls":
         assert "certificate verify failed" in str(caught.value)
+
+
+async def test_requests_past_max_connections_wait_for_one(raw):
+    context = ssl_context(str(raw.ca_path))
+    limits = httpx.Limits(max_connections=2, max_keepalive_connections=2, keepalive_expiry=30)
+    async with httpx.AsyncClient(transport=Transport(context, limits)) as http:
+        answers = await asyncio.gather(*(get(http, raw.url) for _ in range(7)))
+    assert [a.status_code for a in answers] == [200] * 7
+    assert raw.connections == 2
+
+
+async def test_idle_connections_beyond_the_keep_alive_limit_are_closed(raw):
+    context = ssl_context(str(raw.ca_path))
+    limits = httpx.Limits(max_connections=10, max_keepalive_connections=2, keepalive_expiry=30)
+    transport = Transport(context, limits)
+    async with httpx.AsyncClient(transport=transport) as http:
+        await asyncio.gather(*(get(http, raw.url) for _ in range(6)))
+        assert raw.connections == 6
+        assert len(transport._pool.connections) == 2
+        await eventually(lambda: raw.closed == 4)
+        assert (await get(http, raw.url)).status_code == 200
+    assert raw.connections == 6  # the kept ones served the next request
+
+
+async def test_expired_keep_alive_connections_are_replaced(raw):
+    context = ssl_context(str(raw.ca_path))
+    limits = httpx.Limits(max_connections=10, max_keepalive_connections=10, keepalive_expiry=0.05)
+    async with httpx.AsyncClient(transport=Transport(context, limits)) as http:
+        assert (await get(http, raw.url)).status_code == 200
+        await asyncio.sleep(0.1)
+        assert (await get(http, raw.url)).status_code == 200
+    assert raw.connections == 2
