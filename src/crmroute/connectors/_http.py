@@ -430,20 +430,19 @@ async def send_capped(
         write=min(WRITE_TIMEOUT, timeout),
         pool=min(POOL_TIMEOUT, timeout),
     ).as_dict()
-    where = safe_url(request.url)
     try:
         async with asyncio.timeout(timeout):
             response = await client.send(request, stream=True, follow_redirects=False)
             try:
                 declared = response.headers.get("content-length", "")
                 if declared.isdigit() and int(declared) > limit:
-                    raise _too_large(where, limit, kind, operation)
+                    raise _too_large(request.url, limit, kind, operation)
                 chunks: list[bytes] = []
                 size = 0
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if size > limit:
-                        raise _too_large(where, limit, kind, operation)
+                        raise _too_large(request.url, limit, kind, operation)
                     chunks.append(chunk)
             finally:
                 await response.aclose()
@@ -457,9 +456,9 @@ async def send_capped(
     )
 
 
-def _too_large(where: str, limit: int, kind: str, operation: str) -> UnexpectedResponse:
+def _too_large(url: httpx.URL, limit: int, kind: str, operation: str) -> UnexpectedResponse:
     return UnexpectedResponse(
-        f"the answer from {where} is larger than {limit // 1024} KB",
+        f"the answer from {safe_url(url)} is larger than {limit // 1024} KB",
         kind=kind,
         operation=operation,
         reason="too_large",

@@ -35,6 +35,7 @@ Failures
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any
@@ -126,9 +127,7 @@ async def fetch_custom(
     body, object without the field). Raises ``ConfigError`` for a URL or header
     the rules validator should have refused, ``ConnectorError`` for the rest.
     """
-    problem = validate_custom_url(url)
-    if problem:
-        raise ConfigError(problem, field="custom_url")
+    parsed = _checked_url(url)
     for name, value in headers:
         problem = validate_header(name, value)
         if problem:
@@ -141,13 +140,13 @@ async def fetch_custom(
         request_headers["Content-Type"] = "application/json"
         body = {"field_name": field_name, "dtmf": dtmf, "caller_id": caller, "did": did or ""}
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
-        request = client.build_request("POST", url, headers=request_headers, content=content)
+        request = client.build_request("POST", parsed, headers=request_headers, content=content)
     else:
         params = [("field_name", field_name)]
         if dtmf is not None:
             params.append(("dtmf", dtmf))
         params.append(("caller_id", caller))
-        request = client.build_request("GET", _with_params(url, params), headers=request_headers)
+        request = client.build_request("GET", _with_params(parsed, params), headers=request_headers)
 
     response = await send_capped(
         client, request, timeout=timeout, limit=MAX_RESPONSE_BYTES, kind=KIND, operation=OPERATION
@@ -174,9 +173,17 @@ async def fetch_custom(
     return parse_answer(response, field_name)
 
 
-def _with_params(url: str, params: list[tuple[str, str]]) -> httpx.URL:
-    """``url`` with ``params`` appended after its own query, which is kept as is."""
-    parsed = httpx.URL(url)
+@functools.lru_cache(maxsize=1024)
+def _checked_url(url: str) -> httpx.URL:
+    """``url`` parsed, once per rule URL rather than per call; ``ConfigError`` when it is no Custom CRM URL."""
+    problem = validate_custom_url(url)
+    if problem:
+        raise ConfigError(problem, field="custom_url")
+    return httpx.URL(url)
+
+
+def _with_params(parsed: httpx.URL, params: list[tuple[str, str]]) -> httpx.URL:
+    """``parsed`` with ``params`` appended after its own query, which is kept as is."""
     ours = urlencode(params).encode("ascii")
     existing = parsed.query.rstrip(b"&")
     return parsed.copy_with(query=existing + b"&" + ours if existing else ours, fragment=None)
