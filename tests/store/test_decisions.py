@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
 
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import sessionmaker
 
 from crmroute.routing.trace import Decision, DestType, Destination, Status
 from crmroute.store.db import make_engine, make_sessionmaker
-from crmroute.store.decisions import CallMeta, DecisionLog, purge, search
+from crmroute.store.decisions import SLICE_ROWS, CallMeta, DecisionLog, purge, search
 from crmroute.store.models import DecisionRecord
 
 
@@ -36,6 +36,27 @@ async def test_rows_are_written_in_a_batch(store):
         row = session.scalar(select(DecisionRecord).where(DecisionRecord.call_id == "call-7"))
     assert (row.status, row.rule, row.dest_type, row.dest, row.value, row.row) == ("matched", "VIP", "queue", "103", "GOLD", 1)  # fmt: skip
     assert row.trace == ["lookup key", "row 1 matched"] and row.crm_ms == 12.5
+
+
+async def test_a_batch_is_one_transaction_written_in_short_slices(store):
+    """The writer thread turns at most SLICE_ROWS rows into parameters at a time (each slice holds the
+    GIL briefly: the event loop is not kept waiting), all in one transaction."""
+    log = DecisionLog(store.factory, retention_days=30)
+    statements: list[tuple[str, int]] = []
+
+    def seen(conn, cursor, statement, parameters, context, executemany):
+        statements.append((statement.split()[0].upper(), len(parameters) if executemany else 1))
+
+    event.listen(store.engine, "before_cursor_execute", seen)
+    try:
+        for i in range(105):
+            log.record(*sample(i))
+        await log.flush()
+    finally:
+        event.remove(store.engine, "before_cursor_execute", seen)
+    inserts = [n for verb, n in statements if verb == "INSERT"]
+    assert inserts == [SLICE_ROWS] * 5 + [5] and SLICE_ROWS == 20
+    assert count(store.factory) == 105
 
 
 async def test_rows_wait_for_the_database_and_none_are_lost(store, tmp_path):

@@ -3,7 +3,8 @@
 ``DecisionLog.record()`` only appends the row's values to an in-memory
 buffer (no ORM object, no query); a background task writes the buffer every
 ``FLUSH_INTERVAL`` seconds (sooner when it fills) in a worker thread, one
-multi-row insert per batch. When the database is unreachable the rows stay buffered
+transaction per batch, in small slices so that the thread never keeps the
+event loop waiting for the GIL. When the database is unreachable the rows stay buffered
 and are written when it returns; past ``MAX_BUFFER`` the oldest are dropped
 and counted. Rows older than the retention period are purged hourly.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import deque
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
@@ -33,6 +35,8 @@ FLUSH_INTERVAL = 0.5
 BATCH_SIZE = 500
 MAX_BUFFER = 50_000
 PURGE_INTERVAL = 3600.0
+SLICE_ROWS = 20  # rows per executemany in a batch's transaction
+SLICE_PAUSE = 0.001  # seconds the writer thread sleeps between slices
 
 
 @dataclass(frozen=True)
@@ -136,9 +140,20 @@ class DecisionLog:
             self.written += len(batch)
 
     def _write(self, batch: list[dict[str, Any]]) -> None:
+        """In a worker thread: one transaction, written in slices of ``SLICE_ROWS`` with a pause between.
+
+        Turning rows into parameters is Python work that holds the GIL; in one
+        long stretch it makes the event loop wait for the GIL after every
+        socket call (measured: paced p99 decision latency 10-20 ms instead of
+        ~1 ms). A slice holds it well under a millisecond, and the pause lets
+        the loop run free.
+        """
+        statement = insert(DecisionRecord.__table__)  # Core: the same executemany without per-row ORM work
         with self._factory() as session, session.begin():
-            # Core, not the ORM's bulk insert: the same executemany without per-row mapper work
-            session.execute(insert(DecisionRecord.__table__), batch)
+            for start in range(0, len(batch), SLICE_ROWS):
+                if start:
+                    time.sleep(SLICE_PAUSE)
+                session.execute(statement, batch[start : start + SLICE_ROWS])
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
