@@ -1,4 +1,4 @@
-"""The shared client's connections (``_http.AsyncioBackend``) against a raw HTTP/1.1 server we control."""
+"""The shared client's connections (``_transport.AsyncioBackend``) against a raw HTTP/1.1 server we control."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import httpx
 import pytest
 import trustme
 
-from crmroute.connectors._http import AsyncioBackend, Transport, make_client, send_capped, ssl_context
+from crmroute.connectors._http import make_client, send_capped, ssl_context
+from crmroute.connectors._transport import AsyncioBackend, Transport
 from crmroute.errors import ConnectorTimeout, ConnectorUnavailable, UnexpectedResponse
 from crmroute.settings import Settings
 
@@ -89,7 +90,7 @@ async def eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
 
 def test_the_shared_client_pools_connections_on_the_asyncio_backend():
     http = make_client(Settings())
-    pool = http._transport._pool  # httpx builds it with anyio; _http.Transport must have replaced it
+    pool = http._transport._pool  # httpx builds it with anyio; _transport.Transport must have replaced it
     assert isinstance(pool, httpcore.AsyncConnectionPool)
     assert isinstance(pool._network_backend, AsyncioBackend)
 
