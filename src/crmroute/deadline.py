@@ -11,8 +11,9 @@ class Deadline:
     at: float  # time.monotonic() value
 
     @classmethod
-    def after_ms(cls, ms: float) -> "Deadline":
-        return cls(time.monotonic() + ms / 1000)
+    def after_ms(cls, ms: float, *, since: float | None = None) -> "Deadline":
+        """``ms`` after ``since`` (a ``time.monotonic()`` value), else after now."""
+        return cls((time.monotonic() if since is None else since) + ms / 1000)
 
     def remaining(self) -> float:
         """Seconds left, never negative."""

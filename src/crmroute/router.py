@@ -288,15 +288,18 @@ class Router:
         did: str = "",
         on_crm: Callable[[], None] | None = None,
         fresh: bool = False,
+        since: float | None = None,
     ) -> Decision:
         """Ask the rule's CRM under the rule's deadline and pick the destination.
 
-        ``on_crm`` is called once when the CRM is really asked (not for a
-        cached value or an open circuit): the AGI script starts the ringing or
-        music on hold then. ``fresh`` (dry runs) skips the value cache,
-        single-flight and the circuit breaker: the CRM is always asked.
+        The deadline counts from ``since`` (a ``time.monotonic()`` value: when
+        the call's request arrived), else from now. ``on_crm`` is called once
+        when the CRM is really asked (not for a cached value or an open
+        circuit): the AGI script starts the ringing or music on hold then.
+        ``fresh`` (dry runs) skips the value cache, single-flight and the
+        circuit breaker: the CRM is always asked.
         """
-        deadline = Deadline.after_ms(rule.spec.deadline_ms or self.settings.deadline_ms)
+        deadline = Deadline.after_ms(rule.spec.deadline_ms or self.settings.deadline_ms, since=since)
         key = lookup_key(caller_id, dtmf)
         notes = Lookup()
         fetch = self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline, notes=notes, on_crm=on_crm,

@@ -18,7 +18,7 @@ from sqlalchemy import select
 
 from crmroute.connectors.base import Connector, ConnectorSettings, Record
 from crmroute.resilience.budget import Budget
-from crmroute.router import Guards
+from crmroute.router import Guards, Target
 from crmroute.store.models import DecisionRecord
 from tests.agi.conftest import base_rules
 from tests.agi.fakeasterisk import call_agi
@@ -357,3 +357,14 @@ async def test_no_source_has_more_in_flight_than_the_http_pool(stack_factory, cu
     stub_pool(stack, max_concurrency=1000).values = {GOLD: "GOLD"}
     await call(stack)
     assert stack.router.pool.get(None).budget.max_concurrency == MAX_CONNECTIONS
+
+
+async def test_the_deadline_counts_from_the_request_not_from_when_it_was_handled(stack_factory, custom_crm):
+    """A call that waited 800 ms to be handled (a burst, a slow greeting) has 200 ms of its 1000 left."""
+    stack = await stack_factory()  # VIP's deadline is 1000 ms
+    custom_crm.respond(200, json={"value": "GOLD"}, delay=5)
+    rule = stack.router.resolve(Target("rule", "VIP")).rule
+    started = time.monotonic()
+    decision = await stack.router.decide(rule, caller_id=GOLD, since=started - 0.8)
+    assert 0.15 < time.monotonic() - started < 0.5
+    assert (decision.status, decision.reason) == ("fallback", "timeout")

@@ -90,12 +90,14 @@ class CallHandler:
             return resolved.refusal or Decision(Status.NO_RULE), meta
         rule = resolved.rule
         dtmf = ""
+        since = channel.connection.env_at  # the deadline counts from Asterisk's request ...
         if rule.spec.greeting:
             dtmf = await channel.get_data(rule.spec.greeting, rule.spec.dtmf_timeout_ms, rule.spec.dtmf_max_digits)
+            since = None  # ... or, for an IVR rule, from the end of DTMF collection
         company = Company.for_rule(channel, rule.spec.keep_company, rule.spec.moh_class, meta.call_id)
         try:
             decision = await self.router.decide(rule, caller_id=env.callerid, dtmf=dtmf, did=resolved.did,
-                                                on_crm=company.start if company else None)  # fmt: skip
+                                                on_crm=company.start if company else None, since=since)  # fmt: skip
         finally:
             if company is not None:
                 await company.stop()
