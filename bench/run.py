@@ -452,9 +452,9 @@ async def scenario_never(work: Work, args: argparse.Namespace, report: dict) -> 
     report["ratios"]["never_max_over_deadline_ms_in_server"] = rows[0].extra["server_over_deadline_ms"]
     report["notes"]["never"] = (
         "Decision latency is measured by the load generator from the environment sent to the first command "
-        "received: with 100 calls arriving together it includes waiting for the server to finish answering the "
-        "previous wave before it reads their environment. '..._in_server' is crmroute's own decision time "
-        "(total_ms of its decision log: from starting to decide, where the deadline starts, to the decision).")
+        "received; crmroute's deadline counts from the environment's arrival, so what lies past it is the time "
+        "to give up on 100 calls whose deadlines pass together and answer them all. '..._in_server' is "
+        "crmroute's own decision time (total_ms of its decision log: from starting to decide to the decision).")
     return rows
 
 
