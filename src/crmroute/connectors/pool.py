@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import httpx
 from pydantic import ValidationError
@@ -36,7 +37,7 @@ class ConnectorSpec:
     password: str = field(default="", repr=False)
     log_level: str = "info"  # the integration's own: "debug" logs each request (no secrets)
 
-    @property
+    @cached_property  # asked on every call of the integration: hashed once per spec
     def fingerprint(self) -> str:
         text = f"{self.kind}|{sorted(self.settings.items())}|{self.secrets_enc}|{self.enabled}|{self.password}|{self.log_level}"
         return hashlib.sha256(text.encode()).hexdigest()
