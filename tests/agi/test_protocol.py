@@ -100,13 +100,11 @@ async def test_env_crlf_and_missing_fields():
     assert env.args == [] and env.uniqueid == "" and env.callerid == ""
 
 
-async def test_env_arrival_is_timed():
+async def test_the_connection_is_timed():
     before = time.monotonic()
-    connection, _ = memory_connection(ENV_LINES[:-1], eof=False)
-    assert connection.env_at is None  # not complete yet
-    connection.data_received(b"\n")
+    connection, _ = memory_connection(ENV_LINES)
     await connection.read_env(1)
-    assert before <= connection.env_at <= time.monotonic()  # the call's deadline counts from here
+    assert before <= connection.connected_at <= time.monotonic()  # the call's deadline counts from here
 
 
 async def test_env_leaves_the_rest_of_the_stream():

@@ -288,7 +288,7 @@ class AgiConnection(asyncio.Protocol):
         self._env: dict[str, str] | None = {}  # None once the environment is complete or refused
         self._env_lines = 0
         self._env_ready: asyncio.Future[AgiEnv] = self._loop.create_future()
-        self.env_at: float | None = None  # time.monotonic() when the environment was complete
+        self.connected_at: float | None = None  # time.monotonic() when Asterisk's connection was accepted
         self._tail = b""  # the start of a line whose newline has not arrived
         self._lines: deque[str | AgiProtocolError] = deque()  # read, not yet taken by a command
         self._batches: deque[_Batch] = deque()  # the head is on the wire; abandoned ones wait for their reply
@@ -301,6 +301,7 @@ class AgiConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.connected_at = time.monotonic()
         self.transport = transport  # type: ignore[assignment]
         if self._on_connect is not None:
             self._on_connect(self)
@@ -400,7 +401,6 @@ class AgiConnection(asyncio.Protocol):
             if not values:
                 return self._refuse_env("empty AGI environment")
             self._env = None
-            self.env_at = time.monotonic()
             if not self._env_ready.done():
                 self._env_ready.set_result(AgiEnv.parsed(values))
             return True

@@ -90,7 +90,7 @@ class CallHandler:
             return resolved.refusal or Decision(Status.NO_RULE), meta
         rule = resolved.rule
         dtmf = ""
-        since = channel.connection.env_at  # the deadline counts from Asterisk's request ...
+        since = channel.connection.connected_at  # the deadline counts from Asterisk's request ...
         if rule.spec.greeting:
             dtmf = await channel.get_data(rule.spec.greeting, rule.spec.dtmf_timeout_ms, rule.spec.dtmf_max_digits)
             since = None  # ... or, for an IVR rule, from the end of DTMF collection
