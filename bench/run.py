@@ -448,8 +448,8 @@ async def scenario_never(work: Work, args: argparse.Namespace, report: dict) -> 
                         extra={"deadline_ms": deadline_ms, "over_deadline_ms": _r(decision[-1] - deadline_ms),
                                "server_decision_max_ms": _r(inside[-1], 3),
                                "server_over_deadline_ms": _r(inside[-1] - deadline_ms, 3)}))  # fmt: skip
-    report["ratios"]["never_max_over_deadline_ms"] = rows[0].extra["over_deadline_ms"]
-    report["ratios"]["never_max_over_deadline_ms_in_server"] = rows[0].extra["server_over_deadline_ms"]
+    report["ratios"]["never_max_over_deadline_ms"] = max(r.extra["over_deadline_ms"] for r in rows)  # the worse run
+    report["ratios"]["never_max_over_deadline_ms_in_server"] = max(r.extra["server_over_deadline_ms"] for r in rows)
     report["notes"]["never"] = (
         "Decision latency is measured by the load generator from the environment sent to the first command "
         "received; crmroute's deadline counts from the environment's arrival, so what lies past it is the time "

@@ -57,6 +57,9 @@ RELOAD_INTERVAL = 1.0  # seconds between checks of the store's config_version
 # with its connection teardown, comes after the decisions are out, so a herd of calls meeting
 # their deadline at once is not slowed by it, and a slightly late answer still fills the cache.
 LATE_ANSWER_GRACE_S = 0.25
+# The CRM is given the call's deadline less this (at most a tenth of it): the time to answer the call
+# on time, even when a hundred calls give up on a silent CRM at the same moment (measured: ~30 ms).
+ANSWER_RESERVE_MS = 25
 
 
 @dataclass(frozen=True)
@@ -293,13 +296,15 @@ class Router:
         """Ask the rule's CRM under the rule's deadline and pick the destination.
 
         The deadline counts from ``since`` (a ``time.monotonic()`` value: when
-        the call's request arrived), else from now. ``on_crm`` is called once
+        the call's request arrived), else from now; the CRM is waited for
+        until ``ANSWER_RESERVE_MS`` before it. ``on_crm`` is called once
         when the CRM is really asked (not for a cached value or an open
         circuit): the AGI script starts the ringing or music on hold then.
         ``fresh`` (dry runs) skips the value cache, single-flight and the
         circuit breaker: the CRM is always asked.
         """
-        deadline = Deadline.after_ms(rule.spec.deadline_ms or self.settings.deadline_ms, since=since)
+        deadline_ms = rule.spec.deadline_ms or self.settings.deadline_ms
+        deadline = Deadline.after_ms(deadline_ms - min(ANSWER_RESERVE_MS, deadline_ms / 10), since=since)
         key = lookup_key(caller_id, dtmf)
         notes = Lookup()
         fetch = self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline, notes=notes, on_crm=on_crm,

@@ -108,7 +108,7 @@ async def test_crm_timeout_answers_within_the_deadline(stack):
     assert 0.95 < elapsed < 1.0 + 0.3
     [row] = await decisions(stack)
     assert row.reason == "timeout"
-    assert 990 <= row.total_ms <= 1150
+    assert 940 <= row.total_ms <= 1000  # the CRM is waited for until 25 ms before the deadline
 
 
 async def test_ivr_with_dtmf_posts_the_digits(stack):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 
 import pytest
@@ -13,6 +14,7 @@ from crmroute.agi.protocol import (
     Reply,
     parse_reply,
     quote,
+    waited_to_be_accepted,
 )
 from crmroute.errors import AgiHangup, AgiProtocolError
 from tests.agi.fakeasterisk import (
@@ -513,3 +515,23 @@ async def test_verbose():
     ch, writer = channel(["200 result=1"])
     await ch.verbose("hello from agi", 1)
     assert writer.lines == ['VERBOSE "hello from agi" 1']
+
+
+def test_time_a_connection_waited_to_be_accepted_comes_from_the_kernel():
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        with socket.create_connection(listener.getsockname()) as client:
+            client.sendall(b"agi_network: yes\n")
+            time.sleep(0.3)  # a busy event loop, not accepting
+            accepted, _ = listener.accept()
+            with accepted:
+                waited = waited_to_be_accepted(SocketOnly(accepted))
+    assert 0.25 <= waited <= 1.0
+    assert waited_to_be_accepted(MemoryTransport()) == 0.0  # no socket: nothing to ask
+
+
+class SocketOnly:
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def get_extra_info(self, name: str, default: object = None) -> object:
+        return self.sock if name == "socket" else default

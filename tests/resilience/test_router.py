@@ -368,3 +368,16 @@ async def test_the_deadline_counts_from_the_request_not_from_when_it_was_handled
     decision = await stack.router.decide(rule, caller_id=GOLD, since=started - 0.8)
     assert 0.15 < time.monotonic() - started < 0.5
     assert (decision.status, decision.reason) == ("fallback", "timeout")
+
+
+@pytest.mark.parametrize(("deadline_ms", "waited_ms"), [(1000, 975), (100, 90)])
+async def test_the_crm_is_waited_for_until_a_reserve_before_the_deadline(stack_factory, custom_crm, deadline_ms,
+                                                                          waited_ms):
+    """25 ms (at most a tenth of the deadline) are kept to answer the call on time."""
+    stack = await stack_factory(rules_with(custom_crm.url, deadline_ms=deadline_ms))
+    custom_crm.respond(200, json={"value": "GOLD"}, delay=5)
+    rule = stack.router.resolve(Target("rule", "VIP")).rule
+    started = time.monotonic()
+    decision = await stack.router.decide(rule, caller_id=GOLD, since=started)
+    assert waited_ms - 5 <= (time.monotonic() - started) * 1000 < deadline_ms
+    assert (decision.status, decision.reason) == ("fallback", "timeout")

@@ -45,6 +45,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
+import socket
+import struct
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping
@@ -61,6 +63,7 @@ DEFAULT_MAX_LINE = 8192  # bytes per line, newline excluded
 DEFAULT_REPLY_TIMEOUT = 10.0  # seconds to wait for one reply
 MAX_ENV_LINES = 200  # Asterisk sends ~25 plus one per AGI() argument
 MAX_USAGE_LINES = 200  # lines in one 520 usage block
+MAX_ACCEPT_WAIT = 5.0  # seconds: a longer wait to be accepted counts as this much
 MAX_QUEUED_LINES = 256  # read but not yet asked for: past this, reading pauses
 
 HANGUP_LINE = "HANGUP"
@@ -301,7 +304,7 @@ class AgiConnection(asyncio.Protocol):
     # -- asyncio.Protocol --------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.connected_at = time.monotonic()
+        self.connected_at = time.monotonic() - waited_to_be_accepted(transport)
         self.transport = transport  # type: ignore[assignment]
         if self._on_connect is not None:
             self._on_connect(self)
@@ -651,6 +654,22 @@ class AgiChannel:
 
 
 # -- helpers ---------------------------------------------------------------
+
+
+def waited_to_be_accepted(transport: asyncio.BaseTransport) -> float:
+    """Seconds since the kernel last received from this new connection, up to ``MAX_ACCEPT_WAIT``.
+
+    A busy event loop accepts late; the kernel knows when Asterisk's request
+    came (Linux ``TCP_INFO``: ``tcpi_last_data_recv``, in ms, at byte 52), so
+    a call's deadline can count from then. 0 where that cannot be read.
+    """
+    sock = transport.get_extra_info("socket")
+    try:
+        info = sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 104)
+        (ms,) = struct.unpack_from("I", info, 52)
+    except (AttributeError, OSError, struct.error):
+        return 0.0
+    return min(ms / 1000, MAX_ACCEPT_WAIT)
 
 
 def set_variable_line(name: str, value: str) -> str:
