@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -50,6 +51,29 @@ def open_fds(pid: int) -> int:
         return len(os.listdir(f"/proc/{pid}/fd"))
     except (FileNotFoundError, ProcessLookupError, PermissionError):
         return 0
+
+
+def connections_to(pid: int, port: int) -> int:
+    """How many of the process's open sockets are TCP connections to ``port`` (on any address)."""
+    inodes = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = Path(f"/proc/{pid}/net/{name}").read_text().splitlines()[1:]
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue
+        for line in lines:
+            fields = line.split()  # sl local_address rem_address st ... inode at index 9
+            if int(fields[2].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    count = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                target = os.readlink(f"/proc/{pid}/fd/{fd}")
+                count += target.startswith("socket:[") and target[8:-1] in inodes
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
+    return count
 
 
 def cpu_seconds(pid: int) -> float:

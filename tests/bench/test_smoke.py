@@ -39,6 +39,8 @@ async def test_crmroute_with_the_stand_in(work):
         load = await loadgen.run_load(crmroute.port, 40, 20, run.callers(4))
         assert load.statuses() == {"matched": 40}
         assert run.crm_requests(work, crm) == 4  # cache and single-flight: one request per caller
+        fds = run.fds(crmroute, crm)  # the soak's leak check tells kept-alive CRM connections apart
+        assert 1 <= fds["crm_connections"] <= 4 and fds["other"] > 0
 
 
 def test_report_table_and_verdicts():
