@@ -76,6 +76,18 @@ def connections_to(pid: int, port: int) -> int:
     return count
 
 
+def open_files(pid: int, under: str) -> int:
+    """How many of the process's open fds are files whose path starts with ``under``."""
+    count = 0
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith(under)
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return 0
+    return count
+
+
 def cpu_seconds(pid: int) -> float:
     """User + system CPU time used so far."""
     try:

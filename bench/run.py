@@ -488,9 +488,11 @@ async def scenario_inflight(work: Work, args: argparse.Namespace, report: dict) 
 
 
 def fds(proc: Proc, crm: Proc) -> dict[str, int]:
-    """The process's open fds: its connections to the CRM, and all the others."""
+    """The process's open fds: its connections to the CRM, its database files (SQLite: the database
+    and its WAL, per pooled connection), and all the others."""
     total, to_crm = procstat.open_fds(proc.pid), procstat.connections_to(proc.pid, crm.port)
-    return {"crm_connections": to_crm, "other": total - to_crm}
+    database = procstat.open_files(proc.pid, str(proc.data_dir)) if proc.data_dir else 0
+    return {"crm_connections": to_crm, "database": database, "other": total - to_crm - database}
 
 
 async def scenario_soak(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
@@ -515,8 +517,8 @@ async def scenario_soak(work: Work, args: argparse.Namespace, report: dict) -> l
         peak = procstat.peak_rss(crmroute.pid) / MB
     growth = (rss_end - rss_warm) * 100 / rss_warm
     report["ratios"]["soak_rss_growth_pct"] = round(growth, 2)
-    # Kept-alive CRM connections come and go with the pool (a value refreshed after its TTL, an idle one
-    # expired): a leak is an fd that is not one of them.
+    # Kept-alive CRM connections and pooled database connections come and go with their pools (bounded):
+    # a leak is an fd that is neither.
     report["ratios"]["soak_fd_delta"] = fds_end["other"] - fds_base["other"]
     return [Row("soak", "crmroute (cache on)", load, conc, peak, crm_requests=asked,
                 cpu_ms_per_call=cpu, extra={"warmup_calls": warm, "rss_after_warmup_mb": round(rss_warm / MB, 1),
