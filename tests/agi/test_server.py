@@ -271,6 +271,7 @@ async def test_handler_exception_becomes_error_status(caplog):
         Outcome({"CRMROUTE_ROW": 1}, None),  # type: ignore[dict-item]
         Outcome({"CRMROUTE_STATUS": "matched"}, ("ctx", "", "1")),
         Outcome({"CRMROUTE_STATUS": "matched"}, ("ctx", "1")),  # type: ignore[arg-type]
+        Outcome([("CRMROUTE_STATUS", "matched")], None),  # type: ignore[arg-type]
     ],
 )
 async def test_unusable_outcome_becomes_error_status(bad, caplog):

@@ -230,7 +230,8 @@ class AgiServer:
         except AgiProtocolError as exc:
             log.warning("malformed AGI environment from %s: %s", peer, exc)
             if not connection.at_eof:
-                await self._write(AgiChannel(connection, AgiEnv(), reply_timeout=self.finish_timeout), Outcome.error(), log)
+                channel = AgiChannel(connection, AgiEnv(), reply_timeout=self.finish_timeout)
+                await self._write(channel, Outcome.error(), log)
             return
         log.extra["call_id"] = env.uniqueid or peer  # type: ignore[index]  # later lines name the call
         log.info("FastAGI %s from %s (caller %s, extension %s)", env.script, peer, env.callerid or "-", env.extension)
@@ -266,7 +267,7 @@ class AgiServer:
         try:
             variables = [set_variable_line(name, value) for name, value in outcome.variables.items()]
             jump = jump_lines(*outcome.jump) if outcome.jump is not None else []
-        except (TypeError, ValueError) as exc:
+        except (AttributeError, TypeError, ValueError) as exc:  # variables not a dict, a bad name or value, ...
             log.error("handler returned an unusable outcome (%s); answering error", exc)
             outcome, variables, jump = Outcome.error(), [set_variable_line(*v) for v in error_variables().items()], []
         loop = asyncio.get_running_loop()
