@@ -14,6 +14,7 @@ from crmroute.agi.protocol import (
     Reply,
     parse_reply,
     quote,
+    set_variable_line,
     waited_to_be_accepted,
 )
 from crmroute.errors import AgiHangup, AgiProtocolError
@@ -375,7 +376,7 @@ async def test_a_batch_stops_at_the_first_failure():
 async def test_a_timed_out_batch_sends_no_more_and_its_late_reply_is_dropped():
     ch, transport = channel([], eof=False)
     with pytest.raises(AgiProtocolError, match="no reply to SET VARIABLE within 0.05 s"):
-        await ch.set_variables({"A": "1", "B": "2"}, timeout=0.05)
+        await ch.commands([set_variable_line("A", "1"), set_variable_line("B", "2")], timeout=0.05)
     ch.connection.data_received(b"200 result=1\n")  # the late reply to A: B is not sent
     assert transport.lines == ['SET VARIABLE A "1"']
     next_one = asyncio.create_task(ch.get_variable("C"))

@@ -595,14 +595,6 @@ class AgiChannel:
         """``SET VARIABLE NAME "value"``; CR, LF and NUL are dropped from ``value``."""
         return await self.command(set_variable_line(name, value))
 
-    async def set_variables(self, variables: Mapping[str, str], *, timeout: float | None = None) -> None:
-        """``SET VARIABLE`` for each, in order, as one batch."""
-        await self.commands([set_variable_line(n, v) for n, v in variables.items()], timeout=timeout)
-
-    async def jump(self, context: str, extension: str, priority: int | str, *, timeout: float | None = None) -> None:
-        """``SET CONTEXT`` / ``SET EXTENSION`` / ``SET PRIORITY`` as one batch: the dialplan goes on there."""
-        await self.commands(jump_lines(context, extension, priority), timeout=timeout)
-
     async def get_variable(self, name: str) -> str | None:
         """The variable's value, or ``None`` when it is not set (``200 result=0``)."""
         _check_token(name, "variable name")
@@ -639,14 +631,14 @@ class AgiChannel:
         return await self.command(line, timeout=timeout)
 
     async def set_context(self, context: str) -> Reply:
-        return await self.command(jump_lines(context, "s", 1)[0])
+        return await self.command(f"SET CONTEXT {_jump_part(context, 'context')}")
 
     async def set_extension(self, extension: str) -> Reply:
-        return await self.command(jump_lines("x", extension, 1)[1])
+        return await self.command(f"SET EXTENSION {_jump_part(extension, 'extension')}")
 
     async def set_priority(self, priority: int | str) -> Reply:
         """A priority number or a label (``lbl``)."""
-        return await self.command(jump_lines("x", "s", priority)[2])
+        return await self.command(f"SET PRIORITY {_jump_part(priority, 'priority')}")
 
     async def verbose(self, message: str, level: int = 1) -> Reply:
         """Write ``message`` to the Asterisk console at verbose ``level`` (1-4)."""
@@ -682,12 +674,17 @@ def set_variable_line(name: str, value: str) -> str:
 
 def jump_lines(context: str, extension: str, priority: int | str) -> list[str]:
     """``SET CONTEXT`` / ``SET EXTENSION`` / ``SET PRIORITY`` (a number or a label); none may be empty."""
-    parts = []
-    for what, value in (("context", context), ("extension", extension), ("priority", priority)):
-        if not isinstance(value, str | int):
-            raise TypeError(f"{what} must be a str or int, not {type(value).__name__}")
-        parts.append(_arg(_nonempty(str(value), what)))
-    return [f"SET CONTEXT {parts[0]}", f"SET EXTENSION {parts[1]}", f"SET PRIORITY {parts[2]}"]
+    return [
+        f"SET CONTEXT {_jump_part(context, 'context')}",
+        f"SET EXTENSION {_jump_part(extension, 'extension')}",
+        f"SET PRIORITY {_jump_part(priority, 'priority')}",
+    ]
+
+
+def _jump_part(value: str | int, what: str) -> str:
+    if not isinstance(value, str | int):
+        raise TypeError(f"{what} must be a str or int, not {type(value).__name__}")
+    return _arg(_nonempty(str(value), what))
 
 
 def clean(value: str) -> str:
