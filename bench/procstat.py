@@ -53,6 +53,18 @@ def open_fds(pid: int) -> int:
         return 0
 
 
+def _fd_targets(pid: int) -> list[str]:
+    """What each open fd points at (``socket:[inode]``, a file path ...)."""
+    targets = []
+    try:
+        for fd in os.listdir(f"/proc/{pid}/fd"):
+            with contextlib.suppress(OSError):
+                targets.append(os.readlink(f"/proc/{pid}/fd/{fd}"))
+    except (FileNotFoundError, ProcessLookupError, PermissionError):
+        return []
+    return targets
+
+
 def connections_to(pid: int, port: int) -> int:
     """How many of the process's open sockets are TCP connections to ``port`` (on any address)."""
     inodes = set()
@@ -64,28 +76,13 @@ def connections_to(pid: int, port: int) -> int:
         for line in lines:
             fields = line.split()  # sl local_address rem_address st ... inode at index 9
             if int(fields[2].rsplit(":", 1)[1], 16) == port:
-                inodes.add(fields[9])
-    count = 0
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                target = os.readlink(f"/proc/{pid}/fd/{fd}")
-                count += target.startswith("socket:[") and target[8:-1] in inodes
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return 0
-    return count
+                inodes.add(f"socket:[{fields[9]}]")
+    return sum(target in inodes for target in _fd_targets(pid))
 
 
 def open_files(pid: int, under: str) -> int:
     """How many of the process's open fds are files whose path starts with ``under``."""
-    count = 0
-    try:
-        for fd in os.listdir(f"/proc/{pid}/fd"):
-            with contextlib.suppress(OSError):
-                count += os.readlink(f"/proc/{pid}/fd/{fd}").startswith(under)
-    except (FileNotFoundError, ProcessLookupError, PermissionError):
-        return 0
-    return count
+    return sum(target.startswith(under) for target in _fd_targets(pid))
 
 
 def cpu_seconds(pid: int) -> float:
