@@ -224,3 +224,69 @@ def test_templates_render_every_call_field():
 def test_calls_survive_a_round_trip_through_json():
     (call,), _ = run(inbound_answered_with_transfer().messages())
     assert Call.from_dict(call.to_dict()) == call
+
+
+# --- ages on the monotonic clock, times from Asterisk -------------------------------------------
+
+YEAR = 365 * 86400.0
+
+
+@pytest.mark.parametrize("skew", [-5 * YEAR, 5 * YEAR])  # replayed events, or a PBX whose clock is far off
+def test_event_timestamps_far_off_never_close_a_live_call(skew):
+    s = Scenario(prefix="pbx-20", t0=1_000_000_000.0 + skew + YEAR * 30)
+    trunk, agent = inbound_ringing(s)
+    tracker = CallTracker(CallConfig(max_age=3600.0))
+    for n, m in enumerate(s.messages()):
+        assert tracker.feed(m, 50.0 + n * 0.01, wall=1_000.0) == []  # monotonic arrival; wall ignored (Timestamp)
+    assert tracker.expire(60.0) == [] and tracker.expire(60.0 + 3000.0) == []
+    assert tracker.open_calls == 1
+    s2 = Scenario(prefix="pbx-20", t0=s.t + 30)
+    s2.hangup(agent)
+    s2.hangup(trunk)
+    for m in s2.messages():
+        assert tracker.feed(m, 3100.0, wall=1_000.0) == []
+    assert tracker.expire(3101.0) == []  # the grace is on the monotonic clock too
+    (call,) = tracker.expire(3102.0)
+    assert (call.outcome, call.ring_seconds, call.talk_seconds, call.note) == ("answered", 5, 30, "")
+    assert call.started_at == datetime.fromtimestamp(1_000_000_000.0 + skew + YEAR * 30, timezone.utc)  # Asterisk's
+
+
+def test_a_call_silent_for_max_age_on_the_monotonic_clock_is_closed():
+    s = Scenario(prefix="pbx-21", t0=10 * YEAR)
+    inbound_ringing(s)  # answered, talking, then nothing more is heard of it
+    last = s.t
+    tracker = CallTracker(CallConfig(max_age=3600.0))
+    for m in s.messages():
+        tracker.feed(m, 500.0)
+    assert tracker.expire(500.0 + 3599.0) == []
+    (call,) = tracker.expire(500.0 + 3660.0)  # silent calls are swept once a minute
+    assert "no event for 3600 s" in call.note and tracker.open_calls == 0
+    assert call.ended_at == datetime.fromtimestamp(last + 3660.0, timezone.utc)  # on the call's own clock
+
+
+def test_events_without_timestamp_take_the_wall_clock_for_times_and_the_monotonic_one_for_ages():
+    s = Scenario(prefix="pbx-22")
+    trunk, agent = inbound_ringing(s)
+    s.hangup(agent, after=12)
+    s.hangup(trunk)
+    untimed = [Message(tuple((k, v) for k, v in m.headers if k != "Timestamp")) for m in s.messages()]
+    tracker = CallTracker(CallConfig(grace=2.0))
+    for n, m in enumerate(untimed):
+        assert tracker.feed(m, 7.0 + n, wall=1_800_000_000.0 + n) == []
+    last = 7.0 + len(untimed) - 1
+    assert tracker.expire(last + 1.9) == []
+    (call,) = tracker.expire(last + 2.0)
+    assert call.started_at == datetime.fromtimestamp(1_800_000_000.0, timezone.utc)
+    assert call.ended_at == datetime.fromtimestamp(1_800_000_000.0 + len(untimed) - 1, timezone.utc)
+
+
+def test_a_lost_connection_ends_calls_by_the_monotonic_time_it_lasted():
+    s = Scenario(prefix="pbx-23", t0=3 * YEAR)  # Asterisk's clock: nowhere near this machine's
+    trunk, agent = inbound_ringing(s)
+    tracker = CallTracker(CallConfig())
+    for m in s.messages():
+        tracker.feed(m, 100.0)
+    tracker.connection_lost(110.0)  # 10 s after its last event arrived
+    (call,) = tracker.reconcile(set(), 160.0)
+    assert (call.ring_seconds, call.talk_seconds) == (5, 10)
+    assert call.ended_at == datetime.fromtimestamp(s.t + 10, timezone.utc)

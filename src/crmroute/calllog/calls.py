@@ -1,8 +1,18 @@
 """Calls from AMI events: legs grouped by ``Linkedid``, finished calls out. Pure: no I/O, no clock.
 
-:class:`CallTracker` is fed every event (``feed(event, now)``; ``now`` is when
-it arrived, unless the event carries Asterisk's own ``Timestamp``) and returns
-the calls that finished. A call is every channel ("leg") sharing a
+:class:`CallTracker` is fed every event (``feed(event, now, wall=...)``) and
+returns the calls that finished. Two clocks, never mixed:
+
+- ``now`` is this machine's monotonic clock when the event arrived. Every
+  age is measured on it: the ``grace`` after the last hang-up, ``max_age``,
+  the time a lost AMI connection lasted. A PBX whose clock is off, or events
+  replayed with old ``Timestamp`` values, cannot end a live call early.
+- The event's time is Asterisk's own ``Timestamp`` (``timestampevents =
+  yes``), else ``wall``, the wall clock when it arrived. The reported times
+  (``started_at``, ``ended_at``, durations) are event times; an end that was
+  not seen (lost connection, ``max_age``) is the call's last event time plus
+  the monotonic time that passed since it arrived.
+ A call is every channel ("leg") sharing a
 ``Linkedid``: the trunk or phone leg, the legs it dialled, and the helper
 halves of Local channels (``Local/...;1`` / ``;2``) — which are legs of the
 same call, never calls of their own. A call finishes when all its legs have
@@ -51,7 +61,7 @@ routing
 Duplicate events (an event twice, or a whole call replayed after it was
 reported) never produce a second call. Memory is bounded: at most
 ``max_open`` calls are tracked (the oldest is reported early past that), a
-call with no event for ``max_age`` seconds is reported as is, and finished
+call with no event for ``max_age`` seconds (monotonic) is reported as is, and finished
 ``Linkedid``\\ s are remembered up to ``remember``.
 """
 
@@ -266,8 +276,9 @@ class _Leg:
 @dataclass
 class _Call:
     linked_id: str
-    started: float
-    last_event: float
+    started: float  # event time of the first event
+    last_event: float  # event time of the latest event
+    last_seen: float  # monotonic time the latest event arrived
     seq: int
     legs: dict[str, _Leg] = field(default_factory=dict)
     ended_at: float | None = None
@@ -290,10 +301,11 @@ class CallTracker:
         self._calls: OrderedDict[str, _Call] = OrderedDict()  # by Linkedid, oldest first
         self._index: dict[str, str] = {}  # leg Uniqueid -> Linkedid
         self._done: OrderedDict[str, None] = OrderedDict()  # Linkedids already reported
-        self._ending: dict[str, float] = {}  # Linkedid -> when its last leg hung up
+        self._ending: dict[str, float] = {}  # Linkedid -> when its last leg's hang-up arrived (monotonic)
         self._lost_at: float | None = None
         self._next_sweep = 0.0
         self._seq = 0
+        self._now = 0.0  # monotonic time of the event being fed
         self.events = 0
         self.ignored = 0  # events of calls already reported (duplicates, late Cdrs)
 
@@ -303,10 +315,15 @@ class CallTracker:
 
     # --- input ------------------------------------------------------------------------
 
-    def feed(self, event: Event, now: float) -> list[Call]:
-        """Take one event; the calls it finished (with ``grace`` 0, or past ``max_open``)."""
+    def feed(self, event: Event, now: float, wall: float | None = None) -> list[Call]:
+        """Take one event; the calls it finished (with ``grace`` 0, or past ``max_open``).
+
+        ``now`` is the monotonic time it arrived, ``wall`` the wall-clock time
+        (its time when it has no ``Timestamp``; ``now`` when not given).
+        """
         self.events += 1
-        t = _timestamp(event, now)
+        self._now = now
+        t = _timestamp(event, now if wall is None else wall)
         name = event.get("Event")
         finished: list[Call] = []
         if name == "Cdr":
@@ -325,7 +342,7 @@ class CallTracker:
                 self._dest_leg(event, t)  # an Originate's dial: the destination leg only
         if len(self._calls) > self.config.max_open:
             oldest = next(iter(self._calls))
-            finished.append(self._finish(oldest, t, note="reported early: too many calls in progress"))
+            finished.append(self._finish(oldest, now, note="reported early: too many calls in progress"))
         return finished
 
     def expire(self, now: float) -> list[Call]:
@@ -334,7 +351,7 @@ class CallTracker:
         finished = [self._finish(lid, now) for lid in done]
         if now >= self._next_sweep:
             self._next_sweep = now + 60.0
-            stale = [lid for lid, c in self._calls.items() if now - c.last_event >= self.config.max_age]
+            stale = [lid for lid, c in self._calls.items() if now - c.last_seen >= self.config.max_age]
             finished += [self._finish(lid, now, note=f"no event for {self.config.max_age:.0f} s") for lid in stale]
         return finished
 
@@ -348,10 +365,10 @@ class CallTracker:
 
         ``alive`` is every ``Uniqueid`` of ``CoreShowChannels``. A call whose
         legs are all gone is reported (with a note), ended when the
-        connection was lost.
+        connection was lost (both ``now`` and that on the monotonic clock).
         """
         alive = set(alive)
-        when = self._lost_at if self._lost_at is not None else now
+        lost = self._lost_at if self._lost_at is not None else now
         self._lost_at = None
         finished: list[Call] = []
         for lid in list(self._calls):
@@ -359,6 +376,7 @@ class CallTracker:
             gone = [leg for uid, leg in call.legs.items() if leg.hungup_at is None and uid not in alive]
             if not gone:
                 continue
+            when = _event_time(call, lost)
             for leg in gone:
                 leg.hungup_at, leg.cause = when, leg.cause or "lost"
             if all(leg.hungup_at is not None for leg in call.legs.values()):
@@ -388,11 +406,12 @@ class CallTracker:
             if not self._calls[current].legs:
                 self._drop(current)
             elif all(lg.hungup_at is not None for lg in self._calls[current].legs.values()):
-                self._ending.setdefault(current, t)
+                self._ending.setdefault(current, self._now)
         else:
             call = self._calls[current]
             leg = call.legs[uid]
         call.last_event = max(call.last_event, t)
+        call.last_seen = max(call.last_seen, self._now)
         if channel:
             leg.channel = channel
         number = event.get("CallerIDNum")
@@ -406,7 +425,7 @@ class CallTracker:
         call = self._calls.get(linked)
         if call is None:
             self._seq += 1
-            call = self._calls[linked] = _Call(linked, t, t, self._seq)
+            call = self._calls[linked] = _Call(linked, t, t, self._now, self._seq)
         return call
 
     def _dest_leg(self, event: Event, t: float) -> _Leg | None:
@@ -492,9 +511,9 @@ class CallTracker:
                 leg.hungup_at, leg.cause = t, event.get("Cause")
             if all(lg.hungup_at is not None for lg in call.legs.values()):
                 call.ended_at = t
-                self._ending[call.linked_id] = t
+                self._ending[call.linked_id] = self._now
                 if config.grace <= 0:
-                    finished.append(self._finish(call.linked_id, t))
+                    finished.append(self._finish(call.linked_id, self._now))
             return
         if call.linked_id in self._ending and leg.hungup_at is None:  # a new leg within the grace: not over
             del self._ending[call.linked_id]
@@ -555,13 +574,15 @@ class CallTracker:
     # --- the finished call --------------------------------------------------------------
 
     def _finish(self, linked: str, now: float, *, note: str = "", ended: float | None = None) -> Call:
+        """Report a call; ``now`` is monotonic, ``ended`` an event time (else its last hang-up's, else now's)."""
         call = self._calls[linked]
         self._drop(linked)
         self._done[linked] = None
         while len(self._done) > self.config.remember:
             self._done.popitem(last=False)
-        return self._describe(call, now if ended is None and call.ended_at is None else (ended or call.ended_at),
-                              note or call.note)  # fmt: skip
+        if ended is None:
+            ended = call.ended_at if call.ended_at is not None else _event_time(call, now)
+        return self._describe(call, ended, note or call.note)
 
     def _describe(self, call: _Call, end: float, note: str) -> Call:
         legs = sorted(call.legs.values(), key=lambda leg: leg.created)
@@ -652,7 +673,7 @@ def _same_local(a: _Leg, b: _Leg) -> bool:
     return bool(a.local_pair) and a.local_pair == b.local_pair
 
 
-def _timestamp(event: Event, now: float) -> float:
+def _timestamp(event: Event, wall: float) -> float:
     """Asterisk's own ``Timestamp`` (``timestampevents = yes``), else when the event arrived."""
     raw = event.get("Timestamp")
     if raw:
@@ -660,7 +681,12 @@ def _timestamp(event: Event, now: float) -> float:
             return float(raw)
         except ValueError:
             pass
-    return now
+    return wall
+
+
+def _event_time(call: _Call, now: float) -> float:
+    """Monotonic ``now`` on the call's event clock: its last event time plus the time since it arrived."""
+    return call.last_event + max(0.0, now - call.last_seen)
 
 
 def _int(text: str) -> int | None:

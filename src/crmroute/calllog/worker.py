@@ -385,7 +385,7 @@ class CallLogger:
         connector_for: ConnectorFor,
         *,
         config: CallConfig | None = None,
-        clock: Callable[[], float] = time.time,
+        clock: Callable[[], float] = time.monotonic,  # the tracker's ages; event times come from Asterisk
         ami_options: dict[str, Any] | None = None,
         **worker_options: Any,
     ) -> None:
@@ -406,7 +406,7 @@ class CallLogger:
 
     def on_event(self, message: Message) -> None:
         """One AMI event (the client calls this; tests may feed events directly)."""
-        self.finished(self.tracker.feed(message, message.received or self.clock()))
+        self.finished(self.tracker.feed(message, self.clock(), wall=message.received or time.time()))
 
     def finished(self, calls: list[Call]) -> None:
         for call in calls:
