@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pytest
@@ -11,6 +12,7 @@ from crmroute.calllog.calls import Call, CallConfig, CallTracker, extension_of, 
 from crmroute.schemas import CALL_FIELDS, DEFAULT_DESCRIPTION, DEFAULT_SUBJECT
 from tests.calllog.fakeami import recorded_messages
 from tests.calllog.scenarios import (
+    Chan,
     Scenario,
     inbound_answered_with_transfer,
     inbound_busy,
@@ -290,3 +292,91 @@ def test_a_lost_connection_ends_calls_by_the_monotonic_time_it_lasted():
     (call,) = tracker.reconcile(set(), 160.0)
     assert (call.ring_seconds, call.talk_seconds) == (5, 10)
     assert call.ended_at == datetime.fromtimestamp(s.t + 10, timezone.utc)
+
+
+# --- across a restart of crmroute ----------------------------------------------------------------
+
+
+def _talking(prefix: str) -> tuple[Scenario, Chan, Chan, Scenario]:
+    """A routed trunk call answered by 201 (its start), and its end 40 s later."""
+    s = Scenario(prefix=prefix)
+    trunk, agent = inbound_ringing(s)
+    s.var(trunk, "CRMROUTE_STATUS", "matched")
+    s.var(trunk, "CRMROUTE_RULE", "VIP")
+    end = Scenario(prefix=prefix, t0=s.t + 40)
+    end.hangup(agent)
+    end.hangup(trunk)
+    return s, trunk, agent, end
+
+
+def test_a_call_saved_by_one_process_and_restored_by_the_next_is_reported_as_if_never_interrupted():
+    s, trunk, agent, end = _talking("pbx-30")
+    whole, _ = run(s.messages() + end.messages(), CallConfig(grace=0))
+    before = CallTracker(CallConfig(grace=0))
+    for m in s.messages():
+        before.feed(m, 10.0)
+    changed, gone = before.changes(11.0, everything=True)
+    assert set(changed) == {trunk.linkedid} and gone == set()
+    after = CallTracker(CallConfig(grace=0))
+    assert after.restore(json.loads(json.dumps(list(changed.values()))), 500.0) == 1
+    assert after.reconcile({trunk.uniqueid, agent.uniqueid}, 501.0) == []  # still up on Asterisk
+    calls = [c for m in end.messages() for c in after.feed(m, 502.0)]
+    assert calls == whole and calls[0].routing == {"status": "matched", "rule": "VIP"}
+    assert after.changes(503.0) == ({}, {trunk.linkedid})  # no longer open: its saved state can go
+
+
+def test_a_restored_call_whose_channels_are_gone_ends_when_it_was_saved():
+    s, trunk, agent, _ = _talking("pbx-31")
+    before = CallTracker(CallConfig())
+    for m in s.messages():
+        before.feed(m, 10.0)
+    changed, _ = before.changes(25.0, everything=True)  # saved 15 s after its last event
+    after = CallTracker(CallConfig())
+    after.restore(changed.values(), 900.0)
+    (call,) = after.reconcile(set(), 901.0)
+    assert (call.direction, call.outcome, call.talk_seconds) == ("inbound", "answered", 15)
+    assert call.ended_at == datetime.fromtimestamp(s.t + 15, timezone.utc) and "AMI connection" in call.note
+
+
+def test_restore_skips_what_it_cannot_read_and_forgets_it():
+    tracker = CallTracker(CallConfig())
+    assert tracker.restore([{"linked_id": "x.1", "legs": "nonsense"}, {"nope": 1}], 1.0) == 0
+    assert tracker.open_calls == 0 and tracker.changes(2.0)[1] == {"x.1", "None"}
+
+
+def channel_list(*chans: Chan, duration: str = "00:00:30", bridge: str = "b-1") -> list[Message]:
+    return [Message.of({"Event": "CoreShowChannel", "Channel": c.name, "ChannelState": "6", "CallerIDNum": c.caller,
+                        "CallerIDName": "", "Context": "crmroute-queue", "Exten": "103", "Uniqueid": c.uniqueid,
+                        "Linkedid": c.linkedid, "Application": "Queue", "Duration": duration,
+                        "BridgeId": bridge}) for c in chans]  # fmt: skip
+
+
+def test_a_call_up_before_crmroute_started_is_rebuilt_from_the_channels_and_the_decision_log():
+    s, trunk, agent, end = _talking("pbx-32")  # crmroute heard none of s (crashed, or not yet running)
+    tracker = CallTracker(CallConfig(grace=0))
+    decision = {"status": "matched", "rule": "VIP", "dest_type": "queue", "dest": "103", "did": "5551000",
+                "caller": "+15551230011"}  # fmt: skip
+    assert tracker.adopt(channel_list(trunk, agent), {trunk.uniqueid: decision}, 100.0, s.t) == []
+    assert tracker.open_calls == 1
+    (call,) = [c for m in end.messages() for c in tracker.feed(m, 140.0)]
+    assert (call.linked_id, call.direction, call.outcome) == (trunk.linkedid, "inbound", "answered")
+    assert (call.did, call.external_number, call.extension) == ("5551000", "+15551230011", "201")
+    assert call.routing == {"status": "matched", "rule": "VIP", "dest_type": "queue", "dest": "103"}
+    assert call.agi_uniqueids == [trunk.uniqueid] and call.talk_seconds == 70  # 30 s up when listed, 40 s more
+    assert call.started_at == datetime.fromtimestamp(s.t - 30, timezone.utc)
+
+
+def test_channels_without_a_decision_or_inbound_context_stay_internal_and_known_calls_are_untouched():
+    s, trunk, agent, end = _talking("pbx-33")
+    tracker = CallTracker(CallConfig(grace=0))
+    for m in s.messages():
+        tracker.feed(m, 10.0)
+    tracker.adopt(channel_list(trunk, agent), {}, 20.0, s.t)  # known: the channel list adds nothing
+    (call,) = [c for m in end.messages() for c in tracker.feed(m, 30.0)]
+    assert (call.did, call.ring_seconds, call.talk_seconds) == ("5551000", 5, 40)
+    s2 = Scenario(prefix="pbx-34")
+    a = s2.channel("PJSIP/100-00000001", caller="100", context="from-internal", exten="201")
+    b = s2.channel("PJSIP/201-00000002", caller="201", context="from-internal", exten="s", linked=a)
+    tracker.adopt(channel_list(a, b), {}, 40.0, 1_000.0)
+    (internal,) = tracker.reconcile(set(), 41.0) if tracker.connection_lost(40.5) is None else []
+    assert internal.direction == "internal"

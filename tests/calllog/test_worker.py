@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,7 +16,7 @@ from crmroute.calllog.worker import CallLogger, backoff
 from crmroute.connectors._http import make_client
 from crmroute.connectors.pool import ConnectorPool
 from crmroute.store import calllog as outbox
-from crmroute.store.models import CallDelivery
+from crmroute.store.models import CallDelivery, CallLogCall, CallLogOpenCall
 from tests.calllog.conftest import HUBSPOT_ALICE, HUBSPOT_OUTBOUND, ZOHO_ALICE, hubspot_settings, zoho_settings
 from tests.calllog.fakeami import recorded_messages
 from tests.calllog.helpers import ANSWERED_ID, MISSED_ID, OUTBOUND_ID, add_decision, add_integration
@@ -290,3 +291,65 @@ def _calls(scenario):
 
 def test_backoff_doubles_up_to_its_cap():
     assert [backoff(n, 10, 60) for n in (1, 2, 3, 4, 5)] == [10, 20, 40, 60, 60]
+
+
+# --- stopping and starting again ---------------------------------------------------------------
+
+
+async def test_close_lets_a_write_in_progress_finish_and_writes_the_rest(store, monkeypatch):
+    from crmroute.calllog.worker import OutboxWriter
+    from tests.calllog.helpers import recorded_calls
+
+    add_integration(store, "All", inbound_answered=True, inbound_missed=True, outbound=True)
+    started, release = threading.Event(), threading.Event()
+    real = outbox.add_calls
+
+    def slow_add_calls(session, calls):
+        if not started.is_set():  # the first write only: its batch is out of the buffer, the write not done
+            started.set()
+            release.wait(10)
+        return real(session, calls)
+
+    monkeypatch.setattr(outbox, "add_calls", slow_add_calls)
+    writer = OutboxWriter(store.factory)
+    writer.start()
+    first, *rest = recorded_calls()
+    writer.add([first])
+    assert await asyncio.to_thread(started.wait, 10)
+    writer.add(rest)  # finished while the first write is in progress
+    closing = asyncio.create_task(writer.close())
+    await asyncio.sleep(0.3)
+    assert not closing.done()  # close waits for the write, it does not cancel it
+    release.set()
+    await asyncio.wait_for(closing, 15)
+    with store.factory() as session:
+        assert sorted(session.scalars(select(CallLogCall.linked_id))) == sorted([ANSWERED_ID, MISSED_ID, OUTBOUND_ID])
+    assert writer.pending == 0
+
+
+async def test_a_call_up_across_a_restart_is_taken_back_and_logged_once(store, zoho, logger_factory):
+    from tests.calllog.scenarios import Scenario, inbound_ringing
+
+    add_integration(store, "Zoho", **zoho_settings(zoho), inbound_answered=True)
+    s = Scenario(prefix="pbx-restart-1")
+    trunk, agent = inbound_ringing(s)
+    first = await logger_factory()
+    for message in s.messages():
+        first.on_event(message)
+    await first.close()  # SIGTERM mid-call: the call's state is saved
+    with store.factory() as session:
+        assert list(session.scalars(select(CallLogOpenCall.linked_id))) == [trunk.linkedid]
+    second = await logger_factory()
+    assert second.tracker.open_calls == 1
+    end = Scenario(prefix="pbx-restart-1", t0=s.t + 40)
+    end.hangup(agent)
+    end.hangup(trunk)
+    for message in end.messages():
+        second.on_event(message)
+    rows = await settled(store, count=1)
+    (row,) = rows.values()
+    assert row.status == "delivered" and len(zoho.activities) == 1
+    assert zoho.activities[0]["Call_Type"] == "Inbound" and zoho.activities[0]["Call_Duration"] == "00:40"
+    await second.close()
+    with store.factory() as session:
+        assert list(session.scalars(select(CallLogOpenCall.linked_id))) == []

@@ -20,6 +20,14 @@ hung up and ``grace`` seconds have passed for late ``Cdr`` events
 (``expire(now)`` releases it), or when the AMI connection was lost and the
 channels Asterisk still has (``reconcile()``) no longer include its legs.
 
+Across a restart of crmroute: ``changes(now)`` gives the open calls whose
+state changed (as JSON-able data, to be saved) and the ``Linkedid`` values no
+longer open; ``restore()`` takes the saved calls back in the next process
+(as if the AMI connection had been lost meanwhile), and ``adopt()`` joins
+the channels Asterisk lists after connecting (``CoreShowChannel`` events)
+with the routing decisions logged under their ``Uniqueid``: a call crmroute
+never heard of, or heard of only before a crash, is rebuilt from them.
+
 What a finished :class:`Call` says, and from which events:
 
 direction
@@ -306,6 +314,7 @@ class CallTracker:
         self._next_sweep = 0.0
         self._seq = 0
         self._now = 0.0  # monotonic time of the event being fed
+        self._dirty: set[str] = set()  # Linkedids changed since changes()
         self.events = 0
         self.ignored = 0  # events of calls already reported (duplicates, late Cdrs)
 
@@ -377,12 +386,103 @@ class CallTracker:
             if not gone:
                 continue
             when = _event_time(call, lost)
+            self._dirty.add(lid)
             for leg in gone:
                 leg.hungup_at, leg.cause = when, leg.cause or "lost"
             if all(leg.hungup_at is not None for leg in call.legs.values()):
                 call.note = "ended while the AMI connection was down"
                 finished.append(self._finish(lid, now, ended=when))
         return finished
+
+    def adopt(self, channels: Iterable[Event], decisions: Mapping[str, Mapping[str, Any]], now: float,
+              wall: float) -> list[Call]:  # fmt: skip
+        """After a (re)connect: the channels Asterisk has, joined into the calls.
+
+        ``channels`` are ``CoreShowChannel`` events, ``decisions`` the routing
+        decisions logged under their ``Uniqueid`` (``rule``, ``status``,
+        ``dest_type``, ``dest``, ``did``, ``caller``). A channel not known yet
+        becomes a leg created ``Duration`` before ``wall``, inbound when its
+        context is; a leg with a decision makes its call routed (its DID and
+        caller from the decision); legs of one call in one bridge answered each
+        other. Returns the calls this finishes (past ``max_open``).
+        """
+        self._now = now
+        bridged: dict[tuple[str, str], list[_Leg]] = {}
+        for channel in channels:
+            uid = channel.get("Uniqueid")
+            if not uid:
+                continue
+            t = wall - _duration(channel.get("Duration"))
+            known = uid in self._index
+            call, leg = self._leg(uid, channel.get("Linkedid") or uid, channel.get("Channel"), t, channel)
+            if call is None or leg is None:
+                continue
+            if not known:
+                leg.created, call.started = t, min(call.started, t)
+                context = channel.get("Context")
+                if context and self.config.is_inbound(context):
+                    leg.inbound = (context, channel.get("Exten"), leg.caller_num, leg.caller_name)
+            decision = decisions.get(uid)
+            if decision and not call.routing.get("status"):
+                for name in ("status", "dest_type", "dest", "rule"):
+                    if decision.get(name):
+                        call.routing[name] = str(decision[name])
+                if uid not in call.agi_uids:
+                    call.agi_uids.append(uid)
+                leg.agi_exten = leg.agi_exten or str(decision.get("did") or "")
+                if not leg.caller_num and decision.get("caller") not in UNKNOWN_CALLER | {None}:
+                    leg.caller_num = str(decision["caller"])
+            if channel.get("BridgeId"):
+                bridged.setdefault((call.linked_id, channel.get("BridgeId")), []).append(leg)
+        for (linked, _), legs in bridged.items():
+            call = self._calls.get(linked)
+            if call is None or call.connects or len(legs) < 2:
+                continue
+            legs.sort(key=lambda leg: leg.created)
+            party = next((leg for leg in legs[1:] if not _same_local(legs[0], leg)), None)
+            if party is not None:  # answered when it was created, as near as a channel list tells
+                self._connect(call, party, party.created, extension_of(party.channel))
+        finished: list[Call] = []
+        while len(self._calls) > self.config.max_open:
+            finished.append(self._finish(next(iter(self._calls)), now,
+                                         note="reported early: too many calls in progress"))  # fmt: skip
+        return finished
+
+    def changes(self, now: float, *, everything: bool = False) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        """Open calls changed since the last call (or all), as data for ``restore()``; Linkedids no longer open."""
+        wanted = set(self._calls) if everything else self._dirty & set(self._calls)
+        changed = {lid: _dump(self._calls[lid], now) for lid in wanted}
+        gone = {lid for lid in self._dirty if lid not in self._calls}
+        self._dirty.clear()
+        return changed, gone
+
+    def restore(self, saved: Iterable[Mapping[str, Any]], now: float) -> int:
+        """Take back open calls an earlier process saved; how many.
+
+        They count as seen ``now``, and the AMI connection as lost since: the
+        next ``reconcile()`` ends those whose channels are gone, at the time
+        they were saved.
+        """
+        saved = list(saved)
+        restored = sorted((c for c in map(_load, saved) if c is not None), key=lambda c: c.seq)
+        self._dirty.update(str(data.get("linked_id")) for data in saved if isinstance(data, Mapping))  # unreadable: forgotten
+        count = 0
+        for call in restored:
+            if call.linked_id in self._calls or call.linked_id in self._done:
+                continue
+            call.last_seen = now
+            self._seq = max([self._seq, call.seq, *(leg.seq for leg in call.legs.values()),
+                             *(c[1] for c in call.connects.values())])  # fmt: skip
+            self._calls[call.linked_id] = call
+            for uid in call.legs:
+                self._index.setdefault(uid, call.linked_id)
+            if call.legs and all(leg.hungup_at is not None for leg in call.legs.values()):
+                self._ending[call.linked_id] = now
+            self._dirty.discard(call.linked_id)
+            count += 1
+        if count:
+            self.connection_lost(now)
+        return count
 
     # --- legs -------------------------------------------------------------------------
 
@@ -412,6 +512,7 @@ class CallTracker:
             leg = call.legs[uid]
         call.last_event = max(call.last_event, t)
         call.last_seen = max(call.last_seen, self._now)
+        self._dirty.add(call.linked_id)
         if channel:
             leg.channel = channel
         number = event.get("CallerIDNum")
@@ -437,6 +538,7 @@ class CallTracker:
         return leg
 
     def _drop(self, linked: str) -> None:
+        self._dirty.add(linked)
         call = self._calls.pop(linked, None)
         self._ending.pop(linked, None)
         if call is not None:
@@ -560,6 +662,7 @@ class CallTracker:
             self.ignored += 1
             return
         call = self._calls[linked]
+        self._dirty.add(linked)
         call.cdrs.setdefault(uid, set()).add((event.get("StartTime"), event.get("EndTime"), event.get("Duration"),
                                               event.get("Disposition")))  # fmt: skip
 
@@ -687,6 +790,50 @@ def _timestamp(event: Event, wall: float) -> float:
 def _event_time(call: _Call, now: float) -> float:
     """Monotonic ``now`` on the call's event clock: its last event time plus the time since it arrived."""
     return call.last_event + max(0.0, now - call.last_seen)
+
+
+def _duration(text: str) -> float:
+    """``CoreShowChannel``'s ``Duration`` (``HH:MM:SS``) in seconds; 0 when unreadable."""
+    parts = (text or "").strip().split(":")
+    if not all(p.isdigit() for p in parts) or len(parts) > 3:
+        return 0.0
+    seconds = 0
+    for part in parts:
+        seconds = seconds * 60 + int(part)
+    return float(seconds)
+
+
+def _dump(call: _Call, now: float) -> dict[str, Any]:
+    """An open call as JSON-able data; ``alive_at`` is ``now`` on its event clock."""
+    data = asdict(call)
+    del data["last_seen"]
+    data["alive_at"] = _event_time(call, now)
+    data["dials"] = [[by, dest, status] for (by, dest), status in call.dials.items()]
+    data["cdrs"] = {uid: sorted(list(cdr) for cdr in cdrs) for uid, cdrs in call.cdrs.items()}
+    data["bridges"] = {bridge: sorted(members) for bridge, members in call.bridges.items()}
+    return data
+
+
+def _load(data: Mapping[str, Any]) -> _Call | None:
+    """A call saved by ``_dump``; ``None`` when the data does not fit (saved by another version)."""
+    try:
+        legs = {}
+        for uid, raw in data["legs"].items():
+            leg = _Leg(**{k: v for k, v in raw.items() if k in _Leg.__dataclass_fields__})
+            leg.inbound = tuple(leg.inbound) if leg.inbound else None  # type: ignore[assignment]
+            leg.outbound = tuple(leg.outbound) if leg.outbound else None  # type: ignore[assignment]
+            leg.recording = tuple(leg.recording)  # type: ignore[assignment]
+            legs[uid] = leg
+        known = {k: v for k, v in data.items() if k in _Call.__dataclass_fields__}
+        return _Call(**known | {
+            "last_event": max(float(data["last_event"]), float(data.get("alive_at") or 0.0)), "last_seen": 0.0,
+            "legs": legs, "connects": {uid: tuple(c) for uid, c in data.get("connects", {}).items()},
+            "dials": {(by, dest): status for by, dest, status in data.get("dials", [])},
+            "cdrs": {uid: {tuple(c) for c in cdrs} for uid, cdrs in data.get("cdrs", {}).items()},
+            "bridges": {bridge: set(members) for bridge, members in data.get("bridges", {}).items()},
+        })  # fmt: skip
+    except (KeyError, TypeError, ValueError, AttributeError):
+        return None
 
 
 def _int(text: str) -> int | None:

@@ -5,12 +5,17 @@
 - :class:`~crmroute.calllog.ami.AmiClient` hands every event to the
   :class:`~crmroute.calllog.calls.CallTracker`; after each (re)connect it asks
   ``CoreShowChannels`` so calls that ended while the connection was down are
-  reported (``reconcile``).
+  reported (``reconcile``), and channels it does not know are joined with
+  the decision log into calls (``adopt``: calls that were up while crmroute
+  was down or crashed).
 - :class:`OutboxWriter` writes finished calls to the outbox
-  (``store.calllog.add_calls``) from an in-memory buffer, off the event path.
+  (``store.calllog.add_calls``) from an in-memory buffer, off the event path,
+  and with them the state of the calls in progress that changed
+  (``store.calllog.save_open``), taken back by the next process (``restore``).
   While the database is unreachable the calls stay buffered (at most
   ``MAX_BUFFER``; past that the oldest are dropped, counted and logged) and
-  are written when it returns.
+  are written when it returns. ``close()`` drains: a write in progress
+  finishes, then everything left is written, open calls included.
 - :class:`DeliveryWorker` delivers each pending delivery with the
   integration's connector (``log_call``): one lane per integration, paced by
   the connector's ``requests_per_second`` (a ``log_call`` costs about
@@ -105,9 +110,12 @@ class OutboxWriter:
     """Finished calls into the outbox, off the event path; kept in memory while the database is away."""
 
     def __init__(self, factory: sessionmaker[Session], *, max_buffer: int = MAX_BUFFER,
-                 on_written: Callable[[], None] | None = None) -> None:  # fmt: skip
+                 on_written: Callable[[], None] | None = None, open_calls: OpenCalls | None = None) -> None:  # fmt: skip
         self._factory = factory
         self._buffer: deque[Call] = deque()
+        self._open_calls = open_calls
+        self._open: dict[str, dict[str, Any] | None] = {}  # Linkedid -> state to save, None: no longer open
+        self._closing = False
         self._max = max_buffer
         self._wake = asyncio.Event()
         self._lock = asyncio.Lock()
@@ -139,22 +147,40 @@ class OutboxWriter:
         self._task = asyncio.create_task(self._run(), name="calllog-outbox")
 
     async def close(self) -> None:
+        """Stop after writing everything: a write in progress finishes (never cancelled), then the rest."""
+        self._closing = True
+        self._wake.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
+            with contextlib.suppress(Exception):
                 await self._task
             self._task = None
-        await self.flush()
+        if not await self.flush(everything=True):
+            logger.error("call log: database unreachable while stopping: %d finished calls not written",
+                         len(self._buffer))  # fmt: skip
 
-    async def flush(self) -> bool:
-        """Write what is buffered; False when the database refused (the calls stay buffered)."""
+    async def flush(self, *, everything: bool = False) -> bool:
+        """Write what is buffered; False when the database refused (the calls stay buffered).
+
+        With it goes the state of the open calls that changed (``everything``: of all open calls).
+        """
         async with self._lock:
-            while self._buffer:
+            if self._open_calls is not None:
+                changed, gone = self._open_calls(everything)
+                self._open.update(changed)
+                self._open.update(dict.fromkeys(gone))
+            while self._buffer or self._open:
                 batch = [self._buffer.popleft() for _ in range(min(500, len(self._buffer)))]
+                state: dict[str, dict[str, Any] | None] = {}
+                if not self._buffer:  # open-call state goes with the last batch: a finished call leaves it there
+                    state, self._open = self._open, {}
                 try:
-                    added = await asyncio.to_thread(self._write, batch)
-                except SQLAlchemyError as exc:
+                    added = await asyncio.to_thread(self._write, batch, state)
+                except BaseException as exc:
+                    # both writes are idempotent: put them back (a cancelled thread may have written them anyway)
                     self._buffer.extendleft(reversed(batch))
+                    self._open = state | self._open
+                    if not isinstance(exc, SQLAlchemyError):
+                        raise
                     if self.db_ok:
                         logger.warning("call log: database unavailable, %d calls kept in memory: %s",
                                        len(self._buffer), exc)  # fmt: skip
@@ -168,12 +194,16 @@ class OutboxWriter:
                     self._on_written()
             return True
 
-    def _write(self, batch: list[Call]) -> int:
+    def _write(self, batch: list[Call], state: dict[str, dict[str, Any] | None]) -> int:
         with transaction(self._factory) as session:
-            return outbox.add_calls(session, batch)
+            added = outbox.add_calls(session, batch)
+            if state:
+                outbox.save_open(session, {k: v for k, v in state.items() if v is not None},
+                                 [k for k, v in state.items() if v is None])  # fmt: skip
+            return added
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_INTERVAL):
                     await self._wake.wait()
@@ -185,6 +215,7 @@ class OutboxWriter:
 
 
 ConnectorFor = Callable[[ConnectorSpec], Connector]
+OpenCalls = Callable[[bool], tuple[dict[str, dict[str, Any]], set[str]]]  # CallTracker.changes(now, everything=)
 
 
 class DeliveryWorker:
@@ -304,11 +335,17 @@ class DeliveryWorker:
                     return
                 results: list[outbox.Result] = []
                 written = time.monotonic()
-                for entry in claimed:
-                    results.append(await self._deliver(target, entry))
-                    if time.monotonic() - written >= RESULT_WRITE_INTERVAL:
-                        await self._write(results)
-                        results, written = [], time.monotonic()
+                try:
+                    for entry in claimed:
+                        results.append(await self._deliver(target, entry))
+                        if time.monotonic() - written >= RESULT_WRITE_INTERVAL:
+                            await self._write(results)
+                            results, written = [], time.monotonic()
+                except asyncio.CancelledError:  # stopping: keep what was delivered, give the rest back
+                    done = {r.id for r in results}
+                    await self._write(results)
+                    await asyncio.to_thread(self._read, outbox.release, [e.id for e in claimed if e.id not in done])
+                    raise
                 await self._write(results)
         except SQLAlchemyError as exc:
             logger.warning("call log worker: database unavailable for integration %d: %s", integration_id, exc)
@@ -394,7 +431,8 @@ class CallLogger:
         worker_options.setdefault("max_attempts", settings.calllog_max_attempts)
         worker_options.setdefault("retention_days", getattr(settings, "decision_retention_days", 0))
         self.worker = DeliveryWorker(factory, connector_for, **worker_options)
-        self.outbox = OutboxWriter(factory, on_written=self.worker.wake)
+        self.outbox = OutboxWriter(factory, on_written=self.worker.wake, open_calls=self._changes)
+        self._factory = factory
         self.clock = clock
         self.calls: Counter[tuple[str, str]] = Counter()  # (direction, outcome)
         self.ami: AmiClient | None = None
@@ -416,18 +454,49 @@ class CallLogger:
                         call.talk_seconds, f" [{call.note}]" if call.note else "")  # fmt: skip
         self.outbox.add(calls)
 
+    def _changes(self, everything: bool) -> tuple[dict[str, dict[str, Any]], set[str]]:
+        return self.tracker.changes(self.clock(), everything=everything)
+
     async def _reconcile(self, client: AmiClient) -> None:
+        """After each login: end the calls whose channels are gone, take in the channels not known."""
         try:
             channels = await client.action_list({"Action": "CoreShowChannels"})
         except AmiError as exc:
             logger.warning("AMI: cannot list channels after connecting (%s); calls in progress end when stale", exc)
             return
-        self.finished(self.tracker.reconcile({c.get("Uniqueid") for c in channels}, self.clock()))
+        uids = {c.get("Uniqueid") for c in channels}
+        self.finished(self.tracker.reconcile(uids, self.clock()))
+        try:
+            decisions = await asyncio.to_thread(self._read, outbox.find_decisions, uids)
+        except SQLAlchemyError as exc:
+            logger.warning("call log: cannot read the decision log for the calls in progress: %s", exc)
+            decisions = {}
+        before = self.tracker.open_calls
+        self.finished(self.tracker.adopt(channels, decisions, self.clock(), time.time()))
+        if self.tracker.open_calls > before:
+            logger.info("call log: %d calls in progress rebuilt from Asterisk's channels",
+                        self.tracker.open_calls - before)  # fmt: skip
+
+    def _read(self, query: Callable[..., Any], *args: Any) -> Any:
+        with transaction(self._factory) as session:
+            return query(session, *args)
+
+    async def _restore(self) -> None:
+        """Take back the calls in progress an earlier process saved (a restart, or the last save before a crash)."""
+        try:
+            saved = await asyncio.to_thread(self._read, outbox.open_calls)
+        except SQLAlchemyError as exc:
+            logger.warning("call log: cannot read the calls in progress saved before the restart: %s", exc)
+            return
+        count = self.tracker.restore(saved, self.clock())
+        if count:
+            logger.info("call log: %d calls in progress taken back from before the restart", count)
 
     def _disconnected(self) -> None:
         self.tracker.connection_lost(self.clock())
 
     async def start(self) -> None:
+        await self._restore()
         self.outbox.start()
         self.worker.start()
         if self.ami is not None:
@@ -442,8 +511,8 @@ class CallLogger:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
         self.finished(self.tracker.expire(self.clock() + self.tracker.config.grace))
+        await self.outbox.close()  # the finished calls, and the state of those still up
         await self.worker.close()
-        await self.outbox.close()
 
     async def _ticker(self) -> None:
         while True:

@@ -7,7 +7,11 @@ same call again â€” a duplicate event, a second crmroute on the same Asterisk â€
 adds nothing. Deliveries are ``pending`` until the worker delivers them
 (``delivered``, with the CRM's activity id), ``parked`` after too many
 failures (with the last error), ``dropped`` by an admin, or ``skipped`` when
-the integration no longer wants the call. A worker claims due deliveries with
+the integration no longer wants the call.
+
+Calls still in progress are kept too (``calllog_open_calls``, the call
+tracker's state of each, saved as it changes and removed in the transaction
+that writes the finished call), so a restart of crmroute takes them back. A worker claims due deliveries with
 a lease (``FOR UPDATE SKIP LOCKED`` on PostgreSQL), so workers sharing one
 store never deliver the same row at once; connectors' ``log_call`` being
 idempotent on the call id covers a worker that dies between logging and
@@ -28,7 +32,7 @@ from sqlalchemy.orm import Session, joinedload
 from crmroute.calllog.calls import ANSWERED, INBOUND, OUTBOUND, Call
 from crmroute.errors import Conflict, NotFound
 from crmroute.store.db import is_id
-from crmroute.store.models import CallDelivery, CallLogCall, DecisionRecord, Integration, Rule
+from crmroute.store.models import CallDelivery, CallLogCall, CallLogOpenCall, DecisionRecord, Integration, Rule
 
 PENDING, DELIVERED, PARKED, DROPPED, SKIPPED = "pending", "delivered", "parked", "dropped", "skipped"
 STATUSES = (PENDING, DELIVERED, PARKED, DROPPED, SKIPPED)
@@ -120,7 +124,7 @@ def find_decisions(session: Session, uniqueids: Iterable[str]) -> dict[str, dict
 
 def decision_data(row: DecisionRecord) -> dict[str, Any]:
     return {"id": row.id, "rule": row.rule, "status": row.status, "dest_type": row.dest_type, "dest": row.dest,
-            "did": row.did, "ivr": row.ivr, "value": row.value, "record_module": row.record_module,
+            "did": row.did, "ivr": row.ivr, "caller": row.caller, "value": row.value, "record_module": row.record_module,
             "record_id": row.record_id, "integration_id": None}  # fmt: skip
 
 
@@ -229,12 +233,37 @@ def record(session: Session, results: Sequence[Result], now: datetime | None = N
                                                    CallDelivery.lease_until.is_not(None)).values(**values))  # fmt: skip
 
 
+def release(session: Session, ids: Iterable[int]) -> None:
+    """Give claimed deliveries back (a worker stopping before it delivered them): due again now."""
+    ids = list(ids)
+    if ids:
+        session.execute(update(CallDelivery).where(CallDelivery.id.in_(ids), CallDelivery.status == PENDING)
+                        .values(lease_until=None))  # fmt: skip
+
+
 def purge(session: Session, retention_days: int, now: datetime | None = None) -> int:
     """Remove calls older than the retention whose deliveries are all settled (none pending or parked)."""
     cutoff = (now or utcnow()) - timedelta(days=retention_days)
     open_delivery = exists().where(CallDelivery.call_id == CallLogCall.id, CallDelivery.status.in_((PENDING, PARKED)))
     result = session.execute(delete(CallLogCall).where(CallLogCall.created_at < cutoff, ~open_delivery))
     return result.rowcount or 0
+
+
+# --- calls in progress --------------------------------------------------------------------------
+
+
+def save_open(session: Session, changed: Mapping[str, Mapping[str, Any]], gone: Iterable[str]) -> None:
+    """Save the state of open calls (``CallTracker.changes()``) and forget those no longer open. The caller commits."""
+    ids = sorted({lid[:64] for lid in gone} | {lid[:64] for lid in changed})
+    for start in range(0, len(ids), 500):
+        session.execute(delete(CallLogOpenCall).where(CallLogOpenCall.linked_id.in_(ids[start:start + 500])))
+    now = utcnow()
+    session.add_all(CallLogOpenCall(linked_id=lid[:64], updated_at=now, data=dict(data)) for lid, data in changed.items())
+
+
+def open_calls(session: Session) -> list[dict[str, Any]]:
+    """The saved state of every open call, for ``CallTracker.restore()``."""
+    return [row.data for row in session.scalars(select(CallLogOpenCall).order_by(CallLogOpenCall.updated_at))]
 
 
 # --- what the API and UI show -------------------------------------------------------------------

@@ -226,3 +226,12 @@ class CallDelivery(Base):
 
     call: Mapped[CallLogCall] = relationship()
     integration: Mapped[Integration] = relationship()
+
+
+class CallLogOpenCall(Base):
+    """A call in progress as the call tracker last saved it, so a restart of crmroute can take it back."""
+
+    __tablename__ = "calllog_open_calls"
+    linked_id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+    data: Mapped[dict[str, Any]] = mapped_column(default=dict)  # crmroute.calllog.calls.CallTracker.changes()
