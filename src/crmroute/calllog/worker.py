@@ -341,12 +341,12 @@ class DeliveryWorker:
                         if time.monotonic() - written >= RESULT_WRITE_INTERVAL:
                             await self._write(results)
                             results, written = [], time.monotonic()
-                except asyncio.CancelledError:  # stopping: keep what was delivered, give the rest back
+                    await self._write(results)
+                except asyncio.CancelledError:  # stopping: keep what was delivered (idempotent), give the rest back
                     done = {r.id for r in results}
                     await self._write(results)
                     await asyncio.to_thread(self._read, outbox.release, [e.id for e in claimed if e.id not in done])
                     raise
-                await self._write(results)
         except SQLAlchemyError as exc:
             logger.warning("call log worker: database unavailable for integration %d: %s", integration_id, exc)
         except Exception:
