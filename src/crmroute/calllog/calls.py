@@ -465,7 +465,8 @@ class CallTracker:
         """
         saved = list(saved)
         restored = sorted((c for c in map(_load, saved) if c is not None), key=lambda c: c.seq)
-        self._dirty.update(str(data.get("linked_id")) for data in saved if isinstance(data, Mapping))  # unreadable: forgotten
+        # every saved id is marked changed: those not taken back (unreadable) are forgotten at the next save
+        self._dirty.update(str(data.get("linked_id")) for data in saved if isinstance(data, Mapping))
         count = 0
         for call in restored:
             if call.linked_id in self._calls or call.linked_id in self._done:
