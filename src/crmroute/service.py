@@ -63,6 +63,7 @@ def build_router(store: Store, *, with_log: bool = True, settings: Settings | No
 
 async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None:
     """Run the AGI server and/or the web app until SIGINT/SIGTERM."""
+    stop = stop_on_signals()  # before start-up: a SIGTERM while starting still stops cleanly (drains the call log)
     store = Store(settings)
     await asyncio.to_thread(store.upgrade)
     router = build_router(store) if agi else None
@@ -97,7 +98,7 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
             logger.info("web UI and API on http://%s:%d", settings.http_host, settings.http_port)
         await asyncio.to_thread(warn_if_no_user, store)
         tune_runtime()
-        await wait_for_signal(tasks)
+        await wait_for_signal(stop, tasks)
     finally:
         if web_server is not None:
             web_server.should_exit = True  # a graceful stop: finish requests, run the lifespan's end
@@ -131,12 +132,17 @@ def tune_runtime() -> None:
     sys.setswitchinterval(SWITCH_INTERVAL)
 
 
-async def wait_for_signal(tasks: list[asyncio.Task]) -> None:
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (on the running loop)."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):
             loop.add_signal_handler(sig, stop.set)
+    return stop
+
+
+async def wait_for_signal(stop: asyncio.Event, tasks: list[asyncio.Task]) -> None:
     waiters = [asyncio.create_task(stop.wait())] + tasks
     done, _ = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
     waiters[0].cancel()
