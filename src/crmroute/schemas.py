@@ -370,7 +370,8 @@ def error_problems(errors: Sequence[Any], prefix: str = "", *, request: bool = F
         elif item.get("type") == "extra_forbidden":
             message = "unknown field"
         elif item.get("type") == "literal_error":
-            message = "must be one of " + str(item.get("ctx", {}).get("expected", "")).replace("'", "")
+            expected = str(item.get("ctx", {}).get("expected", "")).removeprefix("'', ")  # "" (any) goes unsaid
+            message = "must be one of " + expected.replace("'", "")
         found.append((path, message))
     return found
 
