@@ -16,7 +16,8 @@ from crmroute.web.deps import SessionDep
 
 router = APIRouter(prefix="/decisions", tags=["decisions"])
 DecisionStatus = Literal[("",) + tuple(s.value for s in Status)]  # "": any
-When = Annotated[str, Query(max_length=64, description="ISO-8601 date or date-time (UTC unless it has an offset)")]
+When = Annotated[str, Query(max_length=64, description="ISO-8601 date or date-time (UTC unless it has an offset)",
+                            json_schema_extra={"anyOf": [{"maxLength": 0}, {"format": "date"}, {"format": "date-time"}]})]
 
 
 @router.get("", response_model=DecisionPage, response_model_exclude_unset=True)
