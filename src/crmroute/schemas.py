@@ -75,9 +75,20 @@ class Strict(BaseModel):
 Flag = Annotated[bool, Field(strict=True)]  # true or false: not 0, 1 or "yes"
 
 
+DIGITS = {"type": "integer", "minimum": 0}
+
+
+def _or_digits(schema: dict[str, Any], pattern: re.Pattern[str] | None = None) -> None:
+    """The document's side of ``_digits_as_text``: the field also takes a non-negative integer."""
+    if "anyOf" not in schema:
+        text = {k: schema.pop(k) for k in list(schema) if k not in ("title", "description", "default")}
+        schema["anyOf"] = [text | ({"pattern": pattern.pattern} if pattern else {})]
+    schema["anyOf"].append(DIGITS)
+
+
 def _digits_as_text(value: Any) -> Any:
-    """YAML reads 100 as a number: an integer (not a boolean) is taken as its text; other types go on to fail."""
-    return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+    """YAML reads 100 as a number: a non-negative integer is taken as its text; other types go on to fail."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else value
 
 
 class RowIn(Strict):
@@ -91,7 +102,7 @@ class RowIn(Strict):
     operator: Operator
     value: str = Field("", max_length=1024)
     destination: Literal["queue", "ivr", "recording"]
-    option: str = Field(min_length=1, max_length=128)
+    option: str = Field(min_length=1, max_length=128, json_schema_extra=_or_digits)
 
     @field_validator("operator", mode="before")
     @classmethod
@@ -152,7 +163,7 @@ class RuleIn(Strict):
     custom_url: str = Field("", max_length=2048, validate_default=True)
     custom_post: Flag = False
     custom_headers: list[HeaderIn] = Field(default_factory=list, max_length=32)
-    default_destination: str = Field(min_length=1, max_length=64)
+    default_destination: str = Field(min_length=1, max_length=64, json_schema_extra=_or_digits)
     default_voicemail: Literal["yes", "no", "not_set"] = "not_set"
     deadline_ms: int | None = Field(None, ge=50, le=60_000)
     cache_ttl_s: int | None = Field(None, ge=0, le=86_400, description="seconds a CRM value is reused; 0: never; "
@@ -227,13 +238,13 @@ class RuleIn(Strict):
 class DestinationIn(Strict):
     model_config = ConfigDict(json_schema_extra={"allOf": [
         _when("type", ["extension", "queue", "ivr"], {"required": ["number"], "properties": {
-            "number": _text(minLength=1, pattern=NUMBER_PATTERN.pattern)}}),
+            "number": {"anyOf": [_text(minLength=1, pattern=NUMBER_PATTERN.pattern), DIGITS]}}}),
         _when("type", ["recording"], {"required": ["name"], "properties": {
             "name": _text(minLength=1, pattern=SOUND_PATTERN.pattern)}}),
     ]})  # fmt: skip
 
     type: Literal["extension", "queue", "ivr", "recording"]
-    number: str | None = Field(None, max_length=64, validate_default=True)
+    number: str | None = Field(None, max_length=64, validate_default=True, json_schema_extra=_or_digits)
     name: str = Field("", max_length=128, validate_default=True)
     voicemail: Flag = False
 
@@ -271,7 +282,7 @@ class DestinationIn(Strict):
 
 
 class DidIn(Strict):
-    number: str = Field(min_length=1, max_length=64)
+    number: str = Field(min_length=1, max_length=64, json_schema_extra=lambda s: _or_digits(s, DID_PATTERN))
     rule: Name
     name: str = Field("", max_length=128)
 
@@ -290,7 +301,7 @@ class DidIn(Strict):
 
 
 class IvrIn(Strict):
-    number: str = Field(min_length=1, max_length=64)
+    number: str = Field(min_length=1, max_length=64, json_schema_extra=lambda s: _or_digits(s, NUMBER_PATTERN))
     rule: Name
     name: str = Field("", max_length=128)
 
