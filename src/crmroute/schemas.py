@@ -41,6 +41,20 @@ NUMBER_PATTERN = re.compile(r"^[0-9A-Za-z*#+_.\-]+$")  # extension/queue/IVR num
 DID_PATTERN = re.compile(r"^(\+?[0-9*#]+|_[0-9A-Za-z*#+\[\]\-.!]+)$")  # a number or an Asterisk pattern
 SOUND_PATTERN = re.compile(r"^[A-Za-z0-9_\-./]+$")
 MOH_CLASS_PATTERN = re.compile(r"^[A-Za-z0-9_.\-]+$")  # a [class] of musiconhold.conf
+USERNAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+MIN_PASSWORD_LENGTH = 8
+ORDERING_OPERAND = r"^\s*[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]{1,4})?\s*$"  # a number (dates: below)
+
+# Patterns and lengths that validators check with their own messages are given to the document as
+# ``json_schema_extra``. Rules it states besides each field's own type (JSON Schema ``if``/``then``), so a
+# request valid by the document is one these models accept; what depends on stored objects (a rule or
+# destination by name) or on code (a regular expression compiling) cannot be said there.
+def _when(field: str, values: list[str], then: dict[str, Any]) -> dict[str, Any]:
+    return {"if": {"properties": {field: {"enum": values}}, "required": [field]}, "then": then}
+
+
+def _text(**constraints: Any) -> dict[str, Any]:
+    return {"type": "string", **constraints}
 
 
 
@@ -50,18 +64,45 @@ def _name(value: str) -> str:
     return value
 
 
-Name = Annotated[str, Field(min_length=1, max_length=128), AfterValidator(_name)]
+Name = Annotated[str, Field(min_length=1, max_length=128, json_schema_extra={"pattern": NAME_PATTERN.pattern}),
+                 AfterValidator(_name)]  # fmt: skip
 
 
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
+Flag = Annotated[bool, Field(strict=True)]  # true or false: not 0, 1 or "yes"
+
+
+DIGITS = {"type": "integer", "minimum": 0}
+
+
+def _or_digits(schema: dict[str, Any], pattern: re.Pattern[str] | None = None) -> None:
+    """The document's side of ``_digits_as_text``: the field also takes a non-negative integer."""
+    if "anyOf" not in schema:
+        text = {k: schema.pop(k) for k in list(schema) if k not in ("title", "description", "default")}
+        schema["anyOf"] = [text | ({"pattern": pattern.pattern} if pattern else {})]
+    schema["anyOf"].append(DIGITS)
+
+
+def _digits_as_text(value: Any) -> Any:
+    """YAML reads 100 as a number: a non-negative integer is taken as its text; other types go on to fail."""
+    return str(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else value
+
+
 class RowIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        _when("operator", ["<", ">", "<=", ">="], {"properties": {"value": {"anyOf": [
+            _text(pattern=ORDERING_OPERAND), _text(format="date"), _text(format="date-time")]}}}),
+        _when("operator", ["contains", "starts_with", "regex"], {
+            "required": ["value"], "properties": {"value": _text(pattern=r"\S")}}),
+    ]})  # fmt: skip
+
     operator: Operator
     value: str = Field("", max_length=1024)
     destination: Literal["queue", "ivr", "recording"]
-    option: str = Field(min_length=1, max_length=128)
+    option: str = Field(min_length=1, max_length=128, json_schema_extra=_or_digits)
 
     @field_validator("operator", mode="before")
     @classmethod
@@ -75,8 +116,8 @@ class RowIn(Strict):
 
     @field_validator("option", mode="before")
     @classmethod
-    def _option_text(cls, value: Any) -> str:
-        return str(value) if isinstance(value, int) else value
+    def _option_text(cls, value: Any) -> Any:
+        return _digits_as_text(value)
 
     @model_validator(mode="after")
     def _operand(self) -> "RowIn":
@@ -87,8 +128,8 @@ class RowIn(Strict):
 
 
 class HeaderIn(Strict):
-    name: str = Field(min_length=1, max_length=128)
-    value: str = Field("", max_length=4096)
+    name: str = Field(min_length=1, max_length=128, json_schema_extra={"pattern": r"^[!#$%&'*+\-.^_`|~0-9A-Za-z]+$"})
+    value: str = Field("", max_length=4096, json_schema_extra={"pattern": r"^[\t\x20-\x7e]*$"})
 
     @model_validator(mode="after")
     def _valid(self) -> "HeaderIn":
@@ -99,12 +140,19 @@ class HeaderIn(Strict):
 
 
 class RuleIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        _when("crm_source", ["integration"], {"required": ["integration", "crm_module"], "properties": {
+            "integration": _text(minLength=1), "crm_module": {"enum": list(CRM_MODULES)}}}),
+        _when("crm_source", ["custom"], {"required": ["custom_url"], "properties": {"custom_url": _text(
+            pattern=r"^\s*[Hh][Tt][Tt][Pp][Ss]://[A-Za-z0-9]([A-Za-z0-9.\-]*[A-Za-z0-9])?(/[!-~]*)?\s*$")}}),
+        _when("location", ["did"], {"properties": {"greeting": _text(maxLength=0)}}),
+    ]})  # fmt: skip
     # Fields are declared in the order their checks need: a field's validator
     # sees the ones above it (``info.data``), so every bad field is reported.
     name: Name
-    crm_field: str = Field(min_length=1, max_length=255)
+    crm_field: str = Field(min_length=1, max_length=255, json_schema_extra={"pattern": FIELD_PATTERN.pattern})
     location: Literal["did", "ivr"]
-    greeting: str = Field("", max_length=255)
+    greeting: str = Field("", max_length=255, json_schema_extra={"pattern": r"^([A-Za-z0-9_\-./]+)?$"})
     dtmf_timeout_ms: int = Field(5000, ge=500, le=60_000)
     dtmf_max_digits: int = Field(10, ge=1, le=64)
     crm_source: Literal["integration", "custom"]
@@ -113,9 +161,9 @@ class RuleIn(Strict):
     crm_username: str = Field("", max_length=255)
     crm_password: str = Field("", max_length=4096)
     custom_url: str = Field("", max_length=2048, validate_default=True)
-    custom_post: bool = False
+    custom_post: Flag = False
     custom_headers: list[HeaderIn] = Field(default_factory=list, max_length=32)
-    default_destination: str = Field(min_length=1, max_length=64)
+    default_destination: str = Field(min_length=1, max_length=64, json_schema_extra=_or_digits)
     default_voicemail: Literal["yes", "no", "not_set"] = "not_set"
     deadline_ms: int | None = Field(None, ge=50, le=60_000)
     cache_ttl_s: int | None = Field(None, ge=0, le=86_400, description="seconds a CRM value is reused; 0: never; "
@@ -123,7 +171,7 @@ class RuleIn(Strict):
     keep_company: Literal["none", "ringing", "moh"] = Field(
         "none", description="what the caller hears while the CRM is asked: nothing, ringing, or music on hold"
     )
-    moh_class: str = Field("default", max_length=64, description="music-on-hold class when keep_company is moh")
+    moh_class: str = Field("default", max_length=64, json_schema_extra={"pattern": MOH_CLASS_PATTERN.pattern}, description="music-on-hold class when keep_company is moh")
     rows: list[RowIn] = Field(default_factory=list, max_length=500)
 
     @field_validator("crm_field")
@@ -175,7 +223,7 @@ class RuleIn(Strict):
     @field_validator("default_destination", mode="before")
     @classmethod
     def _default_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) else value
+        return _digits_as_text(value)
 
     @field_validator("default_voicemail", mode="before")
     @classmethod
@@ -188,15 +236,22 @@ class RuleIn(Strict):
 
 
 class DestinationIn(Strict):
+    model_config = ConfigDict(json_schema_extra={"allOf": [
+        _when("type", ["extension", "queue", "ivr"], {"required": ["number"], "properties": {
+            "number": {"anyOf": [_text(minLength=1, pattern=NUMBER_PATTERN.pattern), DIGITS]}}}),
+        _when("type", ["recording"], {"required": ["name"], "properties": {
+            "name": _text(minLength=1, pattern=SOUND_PATTERN.pattern)}}),
+    ]})  # fmt: skip
+
     type: Literal["extension", "queue", "ivr", "recording"]
-    number: str | None = Field(None, max_length=64, validate_default=True)
+    number: str | None = Field(None, max_length=64, validate_default=True, json_schema_extra=_or_digits)
     name: str = Field("", max_length=128, validate_default=True)
-    voicemail: bool = False
+    voicemail: Flag = False
 
     @field_validator("number", mode="before")
     @classmethod
     def _number_text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) else value
+        return _digits_as_text(value)
 
     @field_validator("number")
     @classmethod
@@ -227,14 +282,17 @@ class DestinationIn(Strict):
 
 
 class DidIn(Strict):
-    number: str = Field(min_length=1, max_length=64)
+    number: str = Field(min_length=1, max_length=64, json_schema_extra=lambda s: _or_digits(s, DID_PATTERN))
     rule: Name
     name: str = Field("", max_length=128)
 
     @field_validator("number", mode="before")
     @classmethod
-    def _number(cls, value: Any) -> str:
-        value = str(value).strip()
+    def _number(cls, value: Any) -> Any:
+        value = _digits_as_text(value)
+        if not isinstance(value, str):
+            return value  # refused as not text
+        value = value.strip()
         if not DID_PATTERN.match(value):
             raise ValueError("must be a number (digits, optional leading +) or an Asterisk pattern such as _555XXXX")
         if value.startswith("_"):
@@ -243,14 +301,17 @@ class DidIn(Strict):
 
 
 class IvrIn(Strict):
-    number: str = Field(min_length=1, max_length=64)
+    number: str = Field(min_length=1, max_length=64, json_schema_extra=lambda s: _or_digits(s, NUMBER_PATTERN))
     rule: Name
     name: str = Field("", max_length=128)
 
     @field_validator("number", mode="before")
     @classmethod
-    def _number(cls, value: Any) -> str:
-        value = str(value).strip()
+    def _number(cls, value: Any) -> Any:
+        value = _digits_as_text(value)
+        if not isinstance(value, str):
+            return value  # refused as not text
+        value = value.strip()
         if not NUMBER_PATTERN.match(value):
             raise ValueError("use digits, letters and * # + - _ . only")
         return value
@@ -286,10 +347,10 @@ Template = Annotated[str, Field(max_length=2000), AfterValidator(_template)]
 
 
 class LogOptions(Strict):
-    inbound_answered: bool = False
-    inbound_missed: bool = False
-    outbound: bool = False
-    create_unknown: bool = False
+    inbound_answered: Flag = False
+    inbound_missed: Flag = False
+    outbound: Flag = False
+    create_unknown: Flag = False
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     subject_template: Template = DEFAULT_SUBJECT
     description_template: Template = DEFAULT_DESCRIPTION
@@ -300,8 +361,8 @@ class LogOptions(Strict):
 
 class IntegrationIn(Strict):
     name: Name
-    kind: str
-    enabled: bool = True
+    kind: str = Field(json_schema_extra={"enum": list(CRM_KINDS)})
+    enabled: Flag = True
     settings: dict[str, Any] = Field(default_factory=dict)
     secrets: dict[str, str] = Field(default_factory=dict)
     log_options: LogOptions = Field(default_factory=LogOptions)
@@ -370,7 +431,8 @@ def error_problems(errors: Sequence[Any], prefix: str = "", *, request: bool = F
         elif item.get("type") == "extra_forbidden":
             message = "unknown field"
         elif item.get("type") == "literal_error":
-            message = "must be one of " + str(item.get("ctx", {}).get("expected", "")).replace("'", "")
+            expected = str(item.get("ctx", {}).get("expected", "")).removeprefix("'', ")  # "" (any) goes unsaid
+            message = "must be one of " + expected.replace("'", "")
         found.append((path, message))
     return found
 
@@ -538,16 +600,15 @@ class DecisionPage(Page):
 class RouteIn(Strict):
     """A dry run: exactly one of ``did``, ``ivr``, ``rule``."""
 
+    model_config = ConfigDict(json_schema_extra={"oneOf": [
+        {"required": [name], "properties": {name: _text(pattern=r"\S")}} for name in ("did", "ivr", "rule")
+    ]})  # fmt: skip
+
     did: str | None = Field(None, max_length=64)
     ivr: str | None = Field(None, max_length=64)
     rule: str | None = Field(None, max_length=128)
     caller: str = Field("", max_length=64)
     dtmf: str = Field("", max_length=64)
-
-    @field_validator("did", "ivr", "caller", "dtmf", mode="before")
-    @classmethod
-    def _text(cls, value: Any) -> Any:
-        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
 
     @model_validator(mode="after")
     def _one_target(self) -> "RouteIn":
@@ -609,12 +670,12 @@ class LicensePublic(_Public):
 
 
 class UserIn(Strict):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
+    username: str = Field(min_length=1, max_length=64, json_schema_extra={"pattern": USERNAME_PATTERN.pattern})
+    password: str = Field(min_length=1, max_length=1024, json_schema_extra={"minLength": MIN_PASSWORD_LENGTH})
 
 
 class PasswordIn(Strict):
-    password: str = Field(min_length=1, max_length=1024)
+    password: str = Field(min_length=1, max_length=1024, json_schema_extra={"minLength": MIN_PASSWORD_LENGTH})
 
 
 class UserPublic(_Public):

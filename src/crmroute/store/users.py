@@ -12,11 +12,10 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from crmroute.errors import ConfigError, Conflict, NotFound
-from crmroute.schemas import NAME_PATTERN
+from crmroute.schemas import MIN_PASSWORD_LENGTH, NAME_PATTERN
 from crmroute.store.db import is_id
 from crmroute.store.models import ApiToken, User, WebSession, utcnow
 
-MIN_PASSWORD_LENGTH = 8
 TOKEN_PREFIX = "crt_"
 _hasher = PasswordHasher()
 

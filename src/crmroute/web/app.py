@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -10,10 +11,14 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
+from sqlalchemy.exc import TimeoutError as PoolTimeout
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Mount
 
 from crmroute import __version__
 from crmroute.errors import ConfigError, Conflict, NotFound
@@ -30,6 +35,12 @@ if TYPE_CHECKING:
     from crmroute.service import Store
 
 STATIC = Path(__file__).parent / "static"
+logger = logging.getLogger(__name__)
+
+# The database could not be reached (down, moved, pool exhausted): the request may succeed later.
+UNAVAILABLE = (OperationalError, InterfaceError, DisconnectionError, PoolTimeout)
+UNAVAILABLE_MESSAGE = "the database is unavailable; try again shortly"
+BODY_UNREADABLE = "There was an error parsing the body"  # FastAPI's 400 when a JSON body fails other than as JSON
 
 
 def create_app(
@@ -69,7 +80,7 @@ def create_app(
     app.include_router(api_router)
     app.include_router(ui_router)
 
-    @app.get("/healthz", tags=["health"])
+    @app.get("/healthz", tags=["health"], responses={503: {"description": "the database or the AGI listener is down"}})
     def healthz() -> JSONResponse:
         """Liveness: database reachable, AGI listener up, version; the call logger's AMI state (informative)."""
         body: dict[str, Any] = {"version": __version__}
@@ -98,7 +109,8 @@ def create_app(
     def openapi(user: ApiUser) -> JSONResponse:
         return JSONResponse(app.openapi())
 
-    @app.get("/metrics", tags=["health"])
+    @app.get("/metrics", tags=["health"], response_class=Response,
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
     def metrics() -> Response:
         """Prometheus text format."""
         return Response(app.state.metrics.render(), media_type=CONTENT_TYPE)
@@ -131,6 +143,18 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
         return JSONResponse({"detail": problem_list(error_problems(exc.errors(), request=True))}, status_code=422)
 
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> Response:
+        if exc.status_code == 405:  # Starlette's Allow names only the first route on the path
+            allow = ", ".join(allowed_methods(request)) or (exc.headers or {}).get("Allow", "")
+            return await http_exception_handler(request, StarletteHTTPException(405, exc.detail, {"Allow": allow}))
+        if exc.status_code == 400 and exc.detail == BODY_UNREADABLE and exc.__cause__ is not None:
+            return JSONResponse({"detail": problem_list([("", body_problem(exc.__cause__))])}, status_code=422)
+        return await http_exception_handler(request, exc)
+
+    for error in UNAVAILABLE:
+        app.add_exception_handler(error, database_unavailable)
+
     @app.exception_handler(LoginRequired)
     async def login_required(request: Request, exc: LoginRequired) -> RedirectResponse:
         return RedirectResponse(f"/login?next={quote(exc.next_url, safe='/')}", status_code=303)
@@ -139,3 +163,32 @@ def install_error_handlers(app: FastAPI) -> None:
     async def csrf_failed(request: Request, exc: CsrfFailed) -> Response:
         return Response("The form expired or came from another site. Go back, reload the page and try again.",
                         status_code=403, media_type="text/plain")  # fmt: skip
+
+
+def allowed_methods(request: Request) -> list[str]:
+    """The methods some route serves at this path (asked of each route, included routers too)."""
+    allowed = []
+    for method in ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"):
+        scope = {**request.scope, "method": method, "fastapi": {}}  # matching may note its route there
+        if any(route.matches(scope)[0] == Match.FULL for route in request.app.router.routes
+               if not isinstance(route, Mount)):  # fmt: skip
+            allowed.append(method)
+    return allowed
+
+
+def body_problem(cause: BaseException) -> str:
+    if isinstance(cause, UnicodeDecodeError):
+        return f"the request body is not UTF-8 text (byte {cause.start}); send JSON in UTF-8"
+    if isinstance(cause, RecursionError):
+        return "the request body is nested too deeply"
+    return "the request body could not be read as JSON"
+
+
+async def database_unavailable(request: Request, exc: Exception) -> Response:
+    logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
+    if not request.url.path.startswith("/api/"):
+        from crmroute.web.templating import render
+
+        return render(request, "error.html", title="Service unavailable",
+                      message="The database cannot be reached. Try again in a moment.", status_code=503)  # fmt: skip
+    return JSONResponse({"detail": UNAVAILABLE_MESSAGE}, status_code=503)

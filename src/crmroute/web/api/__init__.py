@@ -16,7 +16,11 @@ from crmroute.web.deps import api_user
 api_router = APIRouter(
     prefix="/api/v1",
     dependencies=[Depends(api_user)],
-    responses={401: {"description": "no or bad credentials"}, 422: {"description": "a list of {field, message}"}},
+    responses={
+        401: {"description": "no or bad credentials"},
+        422: {"description": "a list of {field, message}"},
+        503: {"description": "the database is unavailable"},
+    },
 )
 for module in (rules, destinations, dids, ivrs, integrations, decisions, calllog, route, transfer, license, users):
     api_router.include_router(module.router)

@@ -9,18 +9,18 @@ pending or parked one dropped.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel
 
 from crmroute.calllog.worker import off_status
-from crmroute.errors import ConfigError
 from crmroute.store import calllog
-from crmroute.web.api._common import CONFLICT, NOT_FOUND, PagingDep
+from crmroute.web.api._common import CONFLICT, NOT_FOUND, IdPath, IdQuery, PagingDep
 from crmroute.web.deps import SessionDep
 
 router = APIRouter(prefix="/calllog", tags=["calllog"])
+DeliveryStatus = Literal[("",) + calllog.STATUSES]  # "": any
 
 
 class CallSummary(BaseModel):
@@ -75,12 +75,10 @@ def list_deliveries(
     request: Request,
     session: SessionDep,
     paging: PagingDep,
-    status: Annotated[str, Query(description="pending, delivered, parked, dropped or skipped")] = "",
-    integration: Annotated[int | None, Query(description="an integration's id")] = None,
+    status: Annotated[DeliveryStatus, Query(description="pending, delivered, parked, dropped or skipped")] = "",
+    integration: Annotated[IdQuery, Query(description="an integration's id")] = None,
 ) -> dict:
     """Newest first, with the counts per status (of the integration, when one is given) and the AMI state."""
-    if status and status not in calllog.STATUSES:
-        raise ConfigError([("status", f"must be one of {', '.join(calllog.STATUSES)}")])
     total, rows = calllog.search(session, status=status, integration_id=integration, offset=paging.offset,
                                  limit=paging.limit)  # fmt: skip
     page = paging.page(total, [calllog.to_public(r) for r in rows])
@@ -88,12 +86,12 @@ def list_deliveries(
 
 
 @router.get("/{delivery_id}", response_model=DeliveryPublic, responses=NOT_FOUND)
-def get_delivery(delivery_id: int, session: SessionDep) -> dict:
+def get_delivery(delivery_id: IdPath, session: SessionDep) -> dict:
     return calllog.to_public(calllog.get(session, delivery_id))
 
 
 @router.post("/{delivery_id}/retry", response_model=DeliveryPublic, responses=NOT_FOUND | CONFLICT)
-def retry_delivery(request: Request, delivery_id: int, session: SessionDep) -> dict:
+def retry_delivery(request: Request, delivery_id: IdPath, session: SessionDep) -> dict:
     """Deliver again now, with a fresh count of attempts (409 when it was delivered already)."""
     row = calllog.retry(session, delivery_id)
     session.commit()
@@ -102,7 +100,7 @@ def retry_delivery(request: Request, delivery_id: int, session: SessionDep) -> d
 
 
 @router.delete("/{delivery_id}", status_code=204, responses=NOT_FOUND | CONFLICT)
-def drop_delivery(delivery_id: int, session: SessionDep) -> Response:
+def drop_delivery(delivery_id: IdPath, session: SessionDep) -> Response:
     """Give up on this call for this integration (kept as ``dropped``; 409 when it was delivered already)."""
     calllog.drop(session, delivery_id)
     session.commit()

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query, Response
 
 from crmroute.schemas import DestinationIn, DestinationPage, DestinationPublic
 from crmroute.store import destinations
-from crmroute.web.api._common import CONFLICT, NOT_FOUND, PagingDep, Search
+from crmroute.web.api._common import CONFLICT, NOT_FOUND, IdPath, PagingDep, Search
 from crmroute.web.deps import SessionDep
 
 router = APIRouter(prefix="/destinations", tags=["destinations"])
@@ -33,13 +33,13 @@ def create_destination(data: DestinationIn, session: SessionDep) -> dict:
 
 
 @router.get("/{dest_id}", response_model=DestinationPublic, response_model_exclude_unset=True, responses=NOT_FOUND)
-def get_destination(dest_id: int, session: SessionDep) -> dict:
+def get_destination(dest_id: IdPath, session: SessionDep) -> dict:
     return destinations.to_public(destinations.get(session, dest_id))
 
 
 @router.put("/{dest_id}", response_model=DestinationPublic, response_model_exclude_unset=True,
             responses=NOT_FOUND | CONFLICT)  # fmt: skip
-def update_destination(dest_id: int, data: DestinationIn, session: SessionDep) -> dict:
+def update_destination(dest_id: IdPath, data: DestinationIn, session: SessionDep) -> dict:
     """Replace the destination; the type and number of one a rule uses cannot change (422)."""
     row = destinations.update(session, dest_id, data)
     session.commit()
@@ -47,7 +47,7 @@ def update_destination(dest_id: int, data: DestinationIn, session: SessionDep) -
 
 
 @router.delete("/{dest_id}", status_code=204, responses=NOT_FOUND | CONFLICT)
-def delete_destination(dest_id: int, session: SessionDep) -> Response:
+def delete_destination(dest_id: IdPath, session: SessionDep) -> Response:
     """Refused (409) while a rule's rows or default destination use it."""
     destinations.delete(session, dest_id)
     session.commit()

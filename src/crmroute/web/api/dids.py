@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from crmroute.schemas import AssignmentPage, AssignmentPublic, DidIn
 from crmroute.store import assignments
-from crmroute.web.api._common import CONFLICT, NOT_FOUND, PagingDep, Search
+from crmroute.web.api._common import CONFLICT, NOT_FOUND, IdPath, PagingDep, Search
 from crmroute.web.deps import SessionDep
 
 router = APIRouter(prefix="/dids", tags=["dids"])
@@ -28,19 +28,19 @@ def create_did(data: DidIn, session: SessionDep) -> dict:
 
 
 @router.get("/{did_id}", response_model=AssignmentPublic, responses=NOT_FOUND)
-def get_did(did_id: int, session: SessionDep) -> dict:
+def get_did(did_id: IdPath, session: SessionDep) -> dict:
     return assignments.did_public(assignments.get_did(session, did_id))
 
 
 @router.put("/{did_id}", response_model=AssignmentPublic, responses=NOT_FOUND | CONFLICT)
-def update_did(did_id: int, data: DidIn, session: SessionDep) -> dict:
+def update_did(did_id: IdPath, data: DidIn, session: SessionDep) -> dict:
     row = assignments.update_did(session, did_id, data)
     session.commit()
     return assignments.did_public(row)
 
 
 @router.delete("/{did_id}", status_code=204, responses=NOT_FOUND)
-def delete_did(did_id: int, session: SessionDep) -> Response:
+def delete_did(did_id: IdPath, session: SessionDep) -> Response:
     assignments.delete_did(session, did_id)
     session.commit()
     return Response(status_code=204)

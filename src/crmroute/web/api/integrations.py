@@ -11,7 +11,7 @@ from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.errors import ConnectorError
 from crmroute.schemas import IntegrationIn, IntegrationPage, IntegrationPublic, IntegrationTestIn
 from crmroute.store import integrations
-from crmroute.web.api._common import CONFLICT, NOT_FOUND, BoxDep, PagingDep, Search
+from crmroute.web.api._common import CONFLICT, NOT_FOUND, BoxDep, IdPath, PagingDep, Search
 from crmroute.web.deps import SessionDep
 
 router = APIRouter(prefix="/integrations", tags=["integrations"])
@@ -33,12 +33,12 @@ def create_integration(data: IntegrationIn, session: SessionDep, box: BoxDep) ->
 
 
 @router.get("/{integration_id}", response_model=IntegrationPublic, responses=NOT_FOUND)
-def get_integration(integration_id: int, session: SessionDep, box: BoxDep) -> dict:
+def get_integration(integration_id: IdPath, session: SessionDep, box: BoxDep) -> dict:
     return integrations.to_public(integrations.get(session, integration_id), box)
 
 
 @router.put("/{integration_id}", response_model=IntegrationPublic, responses=NOT_FOUND | CONFLICT)
-def update_integration(integration_id: int, data: IntegrationIn, session: SessionDep, box: BoxDep) -> dict:
+def update_integration(integration_id: IdPath, data: IntegrationIn, session: SessionDep, box: BoxDep) -> dict:
     """Replace the integration. A secret sent as ``********`` keeps its stored value; one left out is removed."""
     row = integrations.update(session, box, integration_id, data)
     session.commit()
@@ -46,7 +46,7 @@ def update_integration(integration_id: int, data: IntegrationIn, session: Sessio
 
 
 @router.delete("/{integration_id}", status_code=204, responses=NOT_FOUND | CONFLICT)
-def delete_integration(integration_id: int, session: SessionDep) -> Response:
+def delete_integration(integration_id: IdPath, session: SessionDep) -> Response:
     """Refused (409) while a rule uses the integration."""
     integrations.delete(session, integration_id)
     session.commit()
@@ -55,7 +55,7 @@ def delete_integration(integration_id: int, session: SessionDep) -> Response:
 
 @router.post("/{integration_id}/test", responses=NOT_FOUND)
 async def test_integration(
-    integration_id: int, request: Request, session: SessionDep, box: BoxDep,
+    integration_id: IdPath, request: Request, session: SessionDep, box: BoxDep,
     data: Annotated[IntegrationTestIn | None, Body()] = None,
 ) -> dict:  # fmt: skip
     """The Test action: authenticate, optionally look ``key`` up and read ``fields``; a vendor failure is in the report."""

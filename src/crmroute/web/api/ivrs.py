@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from crmroute.schemas import AssignmentPage, AssignmentPublic, IvrIn
 from crmroute.store import assignments
-from crmroute.web.api._common import CONFLICT, NOT_FOUND, PagingDep, Search
+from crmroute.web.api._common import CONFLICT, NOT_FOUND, IdPath, PagingDep, Search
 from crmroute.web.deps import SessionDep
 
 router = APIRouter(prefix="/ivrs", tags=["ivrs"])
@@ -28,19 +28,19 @@ def create_ivr(data: IvrIn, session: SessionDep) -> dict:
 
 
 @router.get("/{ivr_id}", response_model=AssignmentPublic, responses=NOT_FOUND)
-def get_ivr(ivr_id: int, session: SessionDep) -> dict:
+def get_ivr(ivr_id: IdPath, session: SessionDep) -> dict:
     return assignments.ivr_public(assignments.get_ivr(session, ivr_id))
 
 
 @router.put("/{ivr_id}", response_model=AssignmentPublic, responses=NOT_FOUND | CONFLICT)
-def update_ivr(ivr_id: int, data: IvrIn, session: SessionDep) -> dict:
+def update_ivr(ivr_id: IdPath, data: IvrIn, session: SessionDep) -> dict:
     row = assignments.update_ivr(session, ivr_id, data)
     session.commit()
     return assignments.ivr_public(row)
 
 
 @router.delete("/{ivr_id}", status_code=204, responses=NOT_FOUND)
-def delete_ivr(ivr_id: int, session: SessionDep) -> Response:
+def delete_ivr(ivr_id: IdPath, session: SessionDep) -> Response:
     assignments.delete_ivr(session, ivr_id)
     session.commit()
     return Response(status_code=204)

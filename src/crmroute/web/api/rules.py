@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from crmroute.schemas import RuleIn, RulePage, RulePublic
 from crmroute.store import rules
-from crmroute.web.api._common import CONFLICT, NOT_FOUND, BoxDep, PagingDep, Search, SettingsDep
+from crmroute.web.api._common import CONFLICT, NOT_FOUND, BoxDep, IdPath, PagingDep, Search, SettingsDep
 from crmroute.web.deps import SessionDep
 
 router = APIRouter(prefix="/rules", tags=["rules"])
@@ -28,13 +28,13 @@ def create_rule(data: RuleIn, session: SessionDep, box: BoxDep, settings: Settin
 
 
 @router.get("/{rule_id}", response_model=RulePublic, response_model_exclude_unset=True, responses=NOT_FOUND)
-def get_rule(rule_id: int, session: SessionDep, box: BoxDep) -> dict:
+def get_rule(rule_id: IdPath, session: SessionDep, box: BoxDep) -> dict:
     return rules.to_public(rules.get(session, rule_id), box)
 
 
 @router.put("/{rule_id}", response_model=RulePublic, response_model_exclude_unset=True,
             responses=NOT_FOUND | CONFLICT)  # fmt: skip
-def update_rule(rule_id: int, data: RuleIn, session: SessionDep, box: BoxDep) -> dict:
+def update_rule(rule_id: IdPath, data: RuleIn, session: SessionDep, box: BoxDep) -> dict:
     """Replace the rule (renaming allowed). Secrets sent back as ``********`` keep their stored values."""
     rule = rules.update(session, box, rule_id, data)
     session.commit()
@@ -42,7 +42,7 @@ def update_rule(rule_id: int, data: RuleIn, session: SessionDep, box: BoxDep) ->
 
 
 @router.delete("/{rule_id}", status_code=204, responses=NOT_FOUND | CONFLICT)
-def delete_rule(rule_id: int, session: SessionDep) -> Response:
+def delete_rule(rule_id: IdPath, session: SessionDep) -> Response:
     """Refused (409) while a DID or IVR uses the rule."""
     rules.delete(session, rule_id)
     session.commit()

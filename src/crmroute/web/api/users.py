@@ -6,7 +6,7 @@ from fastapi import APIRouter, Response
 
 from crmroute.schemas import PasswordIn, TokenCreated, TokenIn, TokenPage, UserIn, UserPage, UserPublic
 from crmroute.store import users
-from crmroute.web.api._common import CONFLICT, NOT_FOUND, PagingDep, Search
+from crmroute.web.api._common import CONFLICT, NOT_FOUND, IdPath, PagingDep, Search
 from crmroute.web.deps import ApiUser, SessionDep
 
 router = APIRouter(tags=["users"])
@@ -27,7 +27,7 @@ def create_user(data: UserIn, session: SessionDep) -> dict:
 
 
 @router.delete("/users/{user_id}", status_code=204, responses=NOT_FOUND | CONFLICT)
-def delete_user(user_id: int, session: SessionDep) -> Response:
+def delete_user(user_id: IdPath, session: SessionDep) -> Response:
     """Deletes the user with their tokens and sessions; the last user cannot be deleted (409)."""
     users.delete_user(session, users.get_user(session, user_id))
     session.commit()
@@ -35,7 +35,7 @@ def delete_user(user_id: int, session: SessionDep) -> Response:
 
 
 @router.post("/users/{user_id}/password", status_code=204, responses=NOT_FOUND)
-def set_password(user_id: int, data: PasswordIn, session: SessionDep) -> Response:
+def set_password(user_id: IdPath, data: PasswordIn, session: SessionDep) -> Response:
     """Set a new password; the user's browser sessions end (API tokens stay valid)."""
     users.set_password(session, users.get_user(session, user_id), data.password)
     session.commit()
@@ -58,7 +58,7 @@ def create_token(data: TokenIn, session: SessionDep, user: ApiUser) -> dict:
 
 
 @router.delete("/tokens/{token_id}", status_code=204, responses=NOT_FOUND, tags=["tokens"])
-def revoke_token(token_id: int, session: SessionDep) -> Response:
+def revoke_token(token_id: IdPath, session: SessionDep) -> Response:
     """Revoke a token: requests sending it get 401 from now on."""
     users.revoke_token(session, token_id)
     session.commit()
