@@ -50,7 +50,7 @@ async def test_music_on_hold_is_stopped_when_the_crm_fails(stack_factory, custom
     result = await call(stack)
     assert result.variables["CRMROUTE_STATUS"] == "fallback"
     assert execs(result) == ["EXEC StartMusicOnHold default", "EXEC StopMusicOnHold"]
-    assert result.seconds < 1.0 + 1.0  # the deadline, and a generous second for the rest
+    assert result.seconds < 1.0 + 2.5  # the deadline, not the CRM's 5 s; the rest is room for a loaded machine
 
 
 async def test_nothing_is_played_for_a_cached_value(stack_factory, custom_crm):
