@@ -272,10 +272,9 @@ async def test_ca_bundle_from_settings_env_is_trusted(custom_crm):
 
 
 async def test_refused_connection(client):
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
+    with socket.socket() as probe, pytest.raises(ConnectorUnavailable) as caught:
+        probe.bind(("127.0.0.1", 0))  # bound, never listening: refused, and no parallel test can take the port
         port = probe.getsockname()[1]
-    with pytest.raises(ConnectorUnavailable) as caught:
         await fetch_custom(
             client,
             url=f"https://127.0.0.1:{port}/lookup",
