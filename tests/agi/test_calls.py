@@ -14,7 +14,7 @@ from sqlalchemy import select
 from crmroute import rulesfile
 from crmroute.store.db import bump_config_version, transaction
 from crmroute.store.models import DecisionRecord, License
-from tests.agi.conftest import CRM_KEY, base_rules
+from tests.agi.conftest import CRM_KEY, base_rules, sessions_ended
 from tests.agi.fakeasterisk import call_agi
 from tests.test_cli import make_license
 
@@ -227,8 +227,7 @@ async def test_hang_up_mid_decision_ends_cleanly(stack):
     assert result.hangup_sent
     assert result.closed_by_server
     assert result.context is None  # 511 on the dead channel: no jump
-    await asyncio.sleep(0.05)
-    assert stack.server.active_sessions == 0
+    assert await sessions_ended(stack.server)
     healthy = await call_agi(stack.port, "did", env={"extension": "5551000"})
     assert healthy.variables["CRMROUTE_STATUS"] == "matched"
 
@@ -237,8 +236,7 @@ async def test_hang_up_during_greeting(stack):
     result = await call_agi(stack.port, "ivr/7", hangup_after=0)
     assert result.hangup_sent
     assert stack.crm.requests == []
-    await asyncio.sleep(0.05)
-    assert stack.server.active_sessions == 0
+    assert await sessions_ended(stack.server)
 
 
 async def test_parallel_calls_do_not_wait_for_a_hanging_crm_request(stack):

@@ -23,7 +23,7 @@ from sqlalchemy import select
 
 from crmroute.connectors.base import Connector, ConnectorSettings, Record, Token
 from crmroute.store.models import DecisionRecord
-from tests.agi.conftest import CRM_KEY, base_rules
+from tests.agi.conftest import CRM_KEY, base_rules, sessions_ended
 from tests.agi.fakeasterisk import call_agi
 from tests.resilience.test_router import integration_rules
 
@@ -70,11 +70,7 @@ async def assert_healthy_afterwards(stack) -> None:
     stack.crm.values = {"Status": "GOLD"}
     result = await call_agi(stack.port, "did", env={"extension": "5551000", "callerid": "+15556999999"})
     assert result.variables["CRMROUTE_STATUS"] == "matched"
-    for _ in range(100):
-        if stack.server.active_sessions == 0:
-            break
-        await asyncio.sleep(0.02)
-    assert stack.server.active_sessions == 0
+    assert await sessions_ended(stack.server)
 
 
 @pytest.fixture
