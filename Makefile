@@ -15,8 +15,12 @@ run: $(STAMP)
 	CRMROUTE_DATA_DIR=$${CRMROUTE_DATA_DIR:-./data} $(BIN)/crmroute db upgrade
 	CRMROUTE_DATA_DIR=$${CRMROUTE_DATA_DIR:-./data} $(BIN)/crmroute serve
 
+# pytest-xdist workers. Most tests wait (on timeouts, servers, subprocesses) more than they compute,
+# so two per core; idle workers take tests from busy ones. Serially: make test PYTEST_WORKERS=0
+PYTEST_WORKERS ?= 4
+
 test: $(STAMP)
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) --dist worksteal $(PYTEST_ARGS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -86,6 +87,18 @@ def base_rules(url: str) -> dict:
 
 
 CRM_KEY = "k-secret-header-value"
+
+
+async def sessions_ended(server: AgiServer, timeout: float = 10.0) -> bool:
+    """Wait until the server has finished every session (a busy machine may take a while after the
+    socket closed); whether it did within ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            while server.active_sessions:
+                await asyncio.sleep(0.01)
+    except TimeoutError:
+        return False
+    return True
 
 
 @pytest.fixture

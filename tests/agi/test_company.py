@@ -5,7 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tests.agi.conftest import base_rules
+from tests.agi.conftest import base_rules, sessions_ended
 from tests.agi.fakeasterisk import call_agi
 
 CALLER = "+15551230001"
@@ -50,7 +50,7 @@ async def test_music_on_hold_is_stopped_when_the_crm_fails(stack_factory, custom
     result = await call(stack)
     assert result.variables["CRMROUTE_STATUS"] == "fallback"
     assert execs(result) == ["EXEC StartMusicOnHold default", "EXEC StopMusicOnHold"]
-    assert result.seconds < 1.0 + 1.0  # the deadline, and a generous second for the rest
+    assert result.seconds < 1.0 + 2.5  # the deadline, not the CRM's 5 s; the rest is room for a loaded machine
 
 
 async def test_nothing_is_played_for_a_cached_value(stack_factory, custom_crm):
@@ -110,7 +110,7 @@ async def test_caller_hanging_up_during_music_ends_cleanly(stack_factory, custom
     assert result.closed_by_server and result.hangup_sent
     assert result.variables["CRMROUTE_STATUS"] == "matched"  # still written (Asterisk allows it on a dead channel)
     assert result.jump is None  # but no jump: the 511 to StopMusicOnHold showed the channel is gone
-    assert stack.server.active_sessions == 0
+    assert await sessions_ended(stack.server)
 
 
 async def test_keep_company_in_the_rules_file_round_trip(stack_factory, custom_crm):

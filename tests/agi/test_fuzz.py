@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
-import time
 
+from tests.agi.conftest import base_rules
 from tests.agi.fakeasterisk import call_agi, default_env, env_bytes
 
 SEED = 20260506
@@ -16,6 +16,9 @@ BAD_SESSIONS = 120
 GOOD_CALLS = 40
 ENV_TIMEOUT = 1.0  # the server's time to read an environment (5 s by default: shortened for the test)
 FINISH_TIMEOUT = 1.0  # and to write an answer nobody reads
+# How long a client waits for the server to close: far beyond the server's own timeouts, so only a
+# session the server never closes runs into it, however loaded the machine.
+PATIENCE = ENV_TIMEOUT + FINISH_TIMEOUT + 25
 MAX_LINE = 8192
 
 
@@ -49,9 +52,9 @@ def random_env(rng: random.Random, port: int) -> tuple[bytes, bool]:
     return env_bytes(values), False
 
 
-async def unruly_session(port: int, data: bytes, linger: bool) -> float:
-    """Send ``data``; when ``linger``, keep the socket open until the server closes it. Seconds taken."""
-    started = time.monotonic()
+async def unruly_session(port: int, data: bytes, linger: bool) -> bool:
+    """Send ``data``; when ``linger``, keep the socket open. Whether the server closed the session
+    before our patience ran out."""
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
     try:
         with contextlib.suppress(ConnectionError, OSError):
@@ -60,13 +63,17 @@ async def unruly_session(port: int, data: bytes, linger: bool) -> float:
         if not linger and writer.can_write_eof():
             with contextlib.suppress(ConnectionError, OSError):
                 writer.write_eof()
-        with contextlib.suppress(ConnectionError, OSError):
-            async with asyncio.timeout(ENV_TIMEOUT + FINISH_TIMEOUT + 10):
+        try:
+            async with asyncio.timeout(PATIENCE):
                 while await reader.read(65536):
                     pass  # whatever the server answers (CRMROUTE_STATUS=error), until it closes
+        except TimeoutError:
+            return False
+        except (ConnectionError, OSError):
+            pass  # reset by the server: closed too
+        return True
     finally:
         writer.close()
-    return time.monotonic() - started
 
 
 def wrong_reply(rng: random.Random):
@@ -84,30 +91,34 @@ def wrong_reply(rng: random.Random):
     return respond
 
 
-def shorten_timeouts(stack) -> None:
-    stack.server.env_timeout, stack.server.finish_timeout = ENV_TIMEOUT, FINISH_TIMEOUT
-
-
 # 80 distinct callers at once: above the Custom CRM's default budget (50 requests, 50 a second),
 # which is not what these tests are about.
 BUDGET = {"custom_requests_per_second": "1000", "custom_max_concurrency": "200"}
 
 
-async def test_fuzzed_sessions_do_not_disturb_normal_calls(stack_factory):
-    stack = await stack_factory(**BUDGET)
-    shorten_timeouts(stack)
-    rng = random.Random(SEED)
+async def fuzz_stack(stack_factory, crm_url: str):
+    """The usual stack, with VIP's deadline long enough that a loaded machine still matches every
+    normal call: these tests are about the fuzz doing no harm, test_calls about the deadline."""
+    rules = base_rules(crm_url)
+    rules["rules"][0]["deadline_ms"] = 15_000
+    stack = await stack_factory(rules, **BUDGET)
+    stack.server.env_timeout, stack.server.finish_timeout = ENV_TIMEOUT, FINISH_TIMEOUT
     stack.crm.values = {"Status": "GOLD"}
+    return stack
+
+
+async def test_fuzzed_sessions_do_not_disturb_normal_calls(stack_factory, custom_crm):
+    stack = await fuzz_stack(stack_factory, custom_crm.url)
+    rng = random.Random(SEED)
     unruly = [unruly_session(stack.port, *random_env(rng, stack.port)) for _ in range(BAD_SESSIONS)]
     wrong = [call_agi(stack.port, "did", env={"extension": "5551000", "callerid": f"+1555444{n:04d}"},
-                      respond=wrong_reply(random.Random(SEED + n)), timeout=15) for n in range(40)]  # fmt: skip
-    good = [call_agi(stack.port, "did", env={"extension": "5551000", "callerid": f"+1555333{n:04d}"}, timeout=15)
+                      respond=wrong_reply(random.Random(SEED + n)), timeout=PATIENCE) for n in range(40)]  # fmt: skip
+    good = [call_agi(stack.port, "did", env={"extension": "5551000", "callerid": f"+1555333{n:04d}"}, timeout=PATIENCE)
             for n in range(GOOD_CALLS)]  # fmt: skip
-    seconds, wrong_results, good_results = await asyncio.gather(
+    closed, wrong_results, good_results = await asyncio.gather(
         asyncio.gather(*unruly), asyncio.gather(*wrong), asyncio.gather(*good)
     )
-    assert len(seconds) == BAD_SESSIONS
-    assert max(seconds) < ENV_TIMEOUT + FINISH_TIMEOUT + 3  # the server closed every one, in bounded time
+    assert closed == [True] * BAD_SESSIONS  # the server closed every one, in bounded time
     assert all(r.closed_by_server for r in wrong_results)  # wrong replies end the session, nothing hangs
     assert [r.variables["CRMROUTE_STATUS"] for r in good_results] == ["matched"] * GOOD_CALLS
     for result in await asyncio.gather(*(call_agi(stack.port, "did", env={"extension": "5551000"}) for _ in range(5))):
@@ -119,15 +130,13 @@ async def test_fuzzed_sessions_do_not_disturb_normal_calls(stack_factory):
     assert stack.server.active_sessions == 0 and stack.server.serving
 
 
-async def test_normal_calls_amid_fuzz_are_all_routed(stack_factory):
-    stack = await stack_factory(**BUDGET)
-    shorten_timeouts(stack)
-    stack.crm.values = {"Status": "GOLD"}
+async def test_normal_calls_amid_fuzz_are_all_routed(stack_factory, custom_crm):
+    stack = await fuzz_stack(stack_factory, custom_crm.url)
     rng = random.Random(SEED + 1)
     unruly = asyncio.gather(*(unruly_session(stack.port, *random_env(rng, stack.port)) for _ in range(60)))
     good = await asyncio.gather(*(call_agi(stack.port, "did", env={"extension": "5551000",
-                                                                   "callerid": f"+1555222{n:04d}"}, timeout=10)
+                                                                   "callerid": f"+1555222{n:04d}"}, timeout=PATIENCE)
                                   for n in range(GOOD_CALLS)))  # fmt: skip
-    await unruly
+    assert await unruly == [True] * 60
     assert [r.variables["CRMROUTE_STATUS"] for r in good] == ["matched"] * GOOD_CALLS
     assert all(r.jump == ("crmroute-queue", "103", "1") for r in good)

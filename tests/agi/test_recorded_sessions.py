@@ -21,6 +21,7 @@ import pytest
 from crmroute.agi.protocol import AgiChannel, Reply
 from crmroute.agi.server import Outcome
 from crmroute.errors import AgiHangup, AgiProtocolError
+from tests.agi.conftest import sessions_ended
 from tests.agi.fakeasterisk import memory_connection, running_server
 
 # A copy of shared/reference/asterisk/sessions-22.10.1.jsonl (real Asterisk 22.10.1).
@@ -242,10 +243,6 @@ async def test_replay_over_tcp_through_the_server(script):
     async with running_server(handler) as server:
         fake = ReplayAsterisk(session)
         await fake.call(server.port)
-        for _ in range(100):
-            if server.active_sessions == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert server.active_sessions == 0
+        assert await sessions_ended(server)
     check(seen, EXPECTED[script])
     assert fake.commands == sent(script, commands)

@@ -31,7 +31,7 @@ async def matched(channel: AgiChannel) -> Outcome:
     return MATCHED
 
 
-async def settle(server: AgiServer, timeout: float = 2.0) -> None:
+async def settle(server: AgiServer, timeout: float = 10.0) -> None:
     """Wait until the server has finished every session."""
     async with asyncio.timeout(timeout):
         while server.active_sessions:
@@ -125,12 +125,12 @@ async def test_refused_peer_is_closed_without_a_word(caplog):
         return MATCHED
 
     async with running_server(handler, allow=["10.0.0.0/8", "::1"]) as server:
-        result = await call_agi(server.port, timeout=2)
+        result = await call_agi(server.port, timeout=10)
         assert server.refused_total == 1 and server.sessions_total == 0 and server.active_sessions == 0
         ok = AgiServer(handler, allow=["127.0.0.1"])
     assert result.closed_by_server
     assert result.commands == [] and result.variables == {}
-    assert result.seconds < 1
+    assert result.seconds < 5  # closed at once, not left to our 10 s
     assert not called
     assert any("refused" in r.getMessage() and r.levelno == logging.WARNING for r in caplog.records)
     assert ok.is_allowed("127.0.0.1")
@@ -171,8 +171,8 @@ async def test_env_without_blank_line_times_out_and_next_call_is_served(caplog):
 
     async with running_server(handler, env_timeout=0.2, finish_timeout=0.5) as server:
         started = time.monotonic()
-        stuck = await call_agi(server.port, "stuck", blank_line=False, timeout=3)
-        assert time.monotonic() - started < 1.5
+        stuck = await call_agi(server.port, "stuck", blank_line=False, timeout=10)
+        assert time.monotonic() - started < 5  # closed by the server's 0.2 + 0.5 s, not by our 10 s
         good = await call_agi(server.port, "good")
         await settle(server)
     assert stuck.closed_by_server
@@ -209,10 +209,10 @@ async def test_garbage_env_gets_error_status(raw):
 
 
 async def test_one_megabyte_line_is_refused(caplog):
-    async with running_server(matched, env_timeout=2, finish_timeout=0.5) as server:
+    async with running_server(matched, env_timeout=10, finish_timeout=0.5) as server:
         started = time.monotonic()
-        big = await call_agi(server.port, raw_env=b"agi_network: yes\nagi_x: " + b"a" * 1_000_000 + b"\n\n", timeout=3)
-        assert time.monotonic() - started < 2
+        big = await call_agi(server.port, raw_env=b"agi_network: yes\nagi_x: " + b"a" * 1_000_000 + b"\n\n", timeout=15)
+        assert time.monotonic() - started < 5  # refused on reading the line, not at the 10 s environment timeout
         await settle(server)
         assert server.active_sessions == 0
         good = await call_agi(server.port)
@@ -296,7 +296,7 @@ async def test_handler_taking_too_long_gets_error_in_time(caplog):
         await settle(server)
     assert result.variables == ERROR and result.jump is None
     assert result.closed_by_server
-    assert 0.3 <= elapsed < 1.0
+    assert 0.3 <= elapsed < 0.3 + 3  # the session timeout, not the handler's 30 s
     assert any("longer than 0.3 s" in r.getMessage() for r in errors_logged(caplog))
 
 
@@ -325,12 +325,12 @@ async def test_asterisk_that_never_answers_is_left_in_time():
         await asyncio.sleep(30)
 
     async with running_server(matched, finish_timeout=0.3) as server:
-        call = asyncio.create_task(call_agi(server.port, respond=never, timeout=1.2))
+        call = asyncio.create_task(call_agi(server.port, respond=never, timeout=4))
         while not server.sessions_total:
             await asyncio.sleep(0.005)
         started = time.monotonic()
         await settle(server)
-        assert time.monotonic() - started < 1.0
+        assert time.monotonic() - started < 3  # the server's 0.3 s finish timeout, not the fake's 4 s
         result = await call  # the fake, stuck like Asterisk would be, gives up on its own
     assert result.commands == ['SET VARIABLE CRMROUTE_STATUS "matched"']
 
@@ -406,21 +406,21 @@ async def test_fifty_concurrent_sessions_one_hangs():
 
     async def timed(uid: str):
         started = time.monotonic()
-        result = await call_agi(server.port, env={"uniqueid": uid}, timeout=5)
+        result = await call_agi(server.port, env={"uniqueid": uid}, timeout=10)
         return uid, result, time.monotonic() - started
 
-    async with running_server(handler, session_timeout=1.0) as server:
+    async with running_server(handler, session_timeout=3.0) as server:
         calls = [timed("hangs")] + [timed(f"call-{n}") for n in range(49)]
         results = await asyncio.gather(*calls)
         await settle(server)
         assert server.sessions_total == 50 and server.active_sessions == 0
     for uid, result, elapsed in results:
         if uid == "hangs":
-            assert result.variables == ERROR and 1.0 <= elapsed < 2.0
+            assert result.variables == ERROR and 3.0 <= elapsed < 3.0 + 3
         else:
             assert result.variables == {"CRMROUTE_STATUS": "matched", "CALL": uid}
             assert result.jump == ("crmroute-queue", "1", "1")
-            assert elapsed < 0.8, (uid, elapsed)
+            assert elapsed < 3.0, (uid, elapsed)  # none waited for the hanging one's session timeout
 
 
 async def test_close_cancels_sessions_in_flight():
@@ -438,7 +438,7 @@ async def test_close_cancels_sessions_in_flight():
     assert server.active_sessions == 1
     t0 = time.monotonic()
     await server.close(grace=0.1)
-    assert time.monotonic() - t0 < 1
+    assert time.monotonic() - t0 < 5  # the grace, not the handler's 30 s
     result = await call
     assert server.active_sessions == 0
     assert result.closed_by_server and result.variables == {}

@@ -98,7 +98,8 @@ async def test_survives_an_asterisk_restart():
 
 
 async def test_unanswered_ping_drops_the_session_and_reconnects():
-    async with running_ami() as ami, client_for(ami, ping_interval=0.1, timeout=0.2) as client:
+    # A second for each answer: a loaded machine answers pings late, and a late one is a second disconnect.
+    async with running_ami() as ami, client_for(ami, ping_interval=0.1, timeout=1.0) as client:
         await ami.wait_logins(1)
         ami.answer_ping = False
         await until(lambda: "Ping" in client.status.last_error)

@@ -203,8 +203,8 @@ class ConnectorContract:
         fake.fail_next(429, {"message": "slow down"}, headers={"Retry-After": "30"})
         started = time.monotonic()
         with pytest.raises(RateLimited):
-            await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline(2))
-        assert time.monotonic() - started < 1.0
+            await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline(10))
+        assert time.monotonic() - started < 5  # not waited out: neither the 30 s nor the 10 s deadline
 
     async def test_server_error_is_unavailable(self, fake, connector):
         await connector.authenticate(deadline=self.deadline())
@@ -222,11 +222,11 @@ class ConnectorContract:
     async def test_never_outlives_the_deadline(self, fake, connector):
         fake.records = [self.record()]
         await connector.authenticate(deadline=self.deadline())
-        fake.delay = 3.0
+        fake.delay = 5.0
         started = time.monotonic()
         with pytest.raises(ConnectorTimeout):
             await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline(0.3))
-        assert time.monotonic() - started < 0.3 + 0.15
+        assert time.monotonic() - started < 0.3 + 1.5  # the deadline, not the 5 s answer (bench/ measures overrun)
 
     # --- the Test action -------------------------------------------------------------------
 

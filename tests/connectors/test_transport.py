@@ -78,11 +78,11 @@ async def raw(tmp_path: Path) -> AsyncIterator[RawServer]:
         server.close()
 
 
-async def get(http, url: str, timeout: float = 2.0):
+async def get(http, url: str, timeout: float = 10.0):
     return await send_capped(http, "GET", url, timeout=timeout, kind="custom", operation="fetch")
 
 
-async def eventually(check: Callable[[], bool], timeout: float = 2.0) -> None:
+async def eventually(check: Callable[[], bool], timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not check():
             await asyncio.sleep(0.01)
@@ -116,7 +116,7 @@ async def test_an_idle_connection_the_server_closed_is_not_reused(raw):
     async with make_client(Settings(ca_bundle=raw.ca_path)) as http:
         assert (await get(http, raw.url)).status_code == 200
         await eventually(lambda: raw.closed == 1)
-        await asyncio.sleep(0.05)  # the end of the connection reaches the client
+        await asyncio.sleep(0.2)  # the end of the connection reaches the client
         assert (await get(http, raw.url)).status_code == 200
     assert raw.connections == 2
 

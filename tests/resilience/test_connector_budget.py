@@ -54,14 +54,14 @@ async def test_without_a_budget_nothing_changes(custom_crm, http):
 async def test_requests_take_tokens_and_refuse_what_would_miss_the_deadline(custom_crm, http):
     custom_crm.respond(200, json={"ok": True})
     connector = Plain(custom_crm.url, http)
-    connector.budget = Budget("integration 'Plain'", rate=2, max_concurrency=5, kind="plain")
+    connector.budget = Budget("integration 'Plain'", rate=0.1, burst=2, max_concurrency=5, kind="plain")
     await connector.get(Deadline.after_ms(1000))
     await connector.get(Deadline.after_ms(1000))
     started = time.monotonic()
     with pytest.raises(RateLimited) as caught:
-        await connector.get(Deadline.after_ms(200))  # the next token is ~0.5 s away
+        await connector.get(Deadline.after_ms(2000))  # the next token is ~10 s away, however slow the first two
     assert caught.value.reason == "rate_budget"
-    assert time.monotonic() - started < 0.15  # refused at once, not after waiting
+    assert time.monotonic() - started < 1.0  # refused at once, not after waiting out the deadline
     assert len(custom_crm.requests) == 2
 
 

@@ -176,7 +176,7 @@ def test_regex_searches_at_most_the_value_cap() -> None:
 def test_catastrophic_regex_is_not_run() -> None:
     started = time.monotonic()
     assert compare("a" * 5000 + "!", REGEX, r"^(\w+\s?)*$") is False
-    assert time.monotonic() - started < 0.5
+    assert time.monotonic() - started < 5  # backtracking over 5,000 characters would not end this century
 
 
 # --- properties -----------------------------------------------------------------
