@@ -46,7 +46,7 @@ def read(path: str | Path, *, limit: int = MAX_BYTES) -> str:
 def decode(data: bytes, *, limit: int = MAX_BYTES) -> str:
     """``data`` as text: at most ``limit`` bytes of UTF-8 (a BOM is dropped), no NUL."""
     if len(data) > limit:
-        raise ConfigError(f"larger than {_size(limit)}", field="file")
+        raise too_large(limit)
     nul = data.find(b"\x00")
     if nul >= 0:
         raise ConfigError(f"not text: a NUL byte at offset {nul} (a binary or UTF-16 file?)", field="file")
@@ -56,8 +56,9 @@ def decode(data: bytes, *, limit: int = MAX_BYTES) -> str:
         raise ConfigError(f"not UTF-8 text: byte 0x{data[exc.start]:02x} at offset {exc.start}", field="file") from None
 
 
-def _size(limit: int) -> str:
-    return f"{limit // (1024 * 1024)} MB" if limit >= 1024 * 1024 else f"{limit // 1024} KB"
+def too_large(limit: int) -> ConfigError:
+    size = f"{limit // (1024 * 1024)} MB" if limit >= 1024 * 1024 else f"{limit // 1024} KB"
+    return ConfigError(f"larger than {size}", field="file")
 
 
 # --- YAML ----------------------------------------------------------------------
