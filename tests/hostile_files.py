@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from crmroute.textfile import MAX_BYTES
+from crmroute.textfile import MAX_BYTES, MAX_VALUES
 
 
 @dataclass(frozen=True)
@@ -27,7 +27,7 @@ def _laughs() -> bytes:
 
 
 HOSTILE = {
-    "alias_bomb": Hostile("yaml", _laughs(), "f[1]", "more than 200000 values (aliases counted in full)"),
+    "alias_bomb": Hostile("yaml", _laughs(), "f[0]", f"more than {MAX_VALUES} values (aliases counted in full)"),
     "recursive_alias": Hostile("yaml", b"rules: &r\n  - *r\n", "rules[0]", "alias *r is inside the node it names"),
     "deep_yaml": Hostile("yaml", b"[" * 5000, "file", "nesting depth"),
     "deep_yaml_block": Hostile("yaml", b"".join(b"  " * i + b"a:\n" for i in range(100)),
@@ -39,7 +39,8 @@ HOSTILE = {
                                 "rules[0].deadline_ms", "line 1: a number of more than 64 characters"),  # fmt: skip
     "not_utf8": Hostile("yaml", b"destinations:\n  - {type: queue, number: '1', name: caf\xe9}\n",
                         "file", "not UTF-8 text: byte 0xe9 at offset 54"),  # fmt: skip
-    "binary": Hostile("yaml", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03rules", "file", "not text: a NUL byte at offset 3"),
+    "binary": Hostile("yaml", b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03rules",
+                      "file", "not text: a NUL byte at offset 3"),  # fmt: skip
     "duplicate_key_yaml": Hostile("yaml", b"rules:\n  - name: A\n    crm_field: Status\n    name: B\n",
                                   "rules[0].name", "line 4: duplicate key 'name'"),  # fmt: skip
     "duplicate_key_json": Hostile("json", b'{"dids": [{"number": "1", "rule": "A", "number": "2"}]}',

@@ -292,7 +292,8 @@ def test_file_errors_are_messages(env, tmp_path):
         assert f"error: invalid rules file {path}:\n  {message.format(path=path)}\n" in result.stderr
         assert "Traceback" not in result.stderr
     piped = run(env, "rules", "import", "-", stdin="rules: []\nrules: []\n")
-    assert piped.returncode == 2 and "invalid rules file from standard input:\n  rules: line 2: duplicate key" in piped.stderr
+    assert piped.returncode == 2
+    assert "invalid rules file from standard input:\n  rules: line 2: duplicate key 'rules'" in piped.stderr
     for path, message in ((binary, "not text: a NUL byte"), (deep, "license file is not JSON"),
                           (tmp_path / "missing.json", "cannot read")):  # fmt: skip
         result = run(env, "license", "install", str(path))

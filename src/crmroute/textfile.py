@@ -3,7 +3,7 @@
 A rules file or a license comes from a file or an upload, so nothing in it may
 cost more than its size suggests. The text is limited in bytes and must be
 UTF-8; its nesting depth and number of values are counted while the parser
-reads, before anything is built, with every YAML alias counted as the whole
+reads, before any value is built, with every YAML alias counted as the whole
 node it repeats (so an alias bomb is refused, not expanded); numbers are
 limited in digits; a key may appear once per mapping. Every refusal is a
 ``ConfigError`` saying where: a path such as ``rules[0].rows`` and the line.
@@ -27,7 +27,7 @@ from crmroute.errors import ConfigError
 
 MAX_BYTES = 5 * 1024 * 1024
 MAX_DEPTH = 32  # nested lists and mappings; a rules file needs about 6
-MAX_VALUES = 200_000  # keys, scalars, lists and mappings, aliases expanded
+MAX_VALUES = 100_000  # keys, scalars, lists and mappings, aliases expanded
 MAX_NUMBER_CHARS = 64
 
 _INT_TAG, _FLOAT_TAG, _MERGE_TAG = (f"tag:yaml.org,2002:{t}" for t in ("int", "float", "merge"))
@@ -118,12 +118,15 @@ class _BoundedLoader(Composer, _Events, SafeConstructor, Resolver):
                 self.depth += 1
                 if self.depth > MAX_DEPTH:
                     self.refuse(f"nested more than {MAX_DEPTH} levels deep", event)
-            elif isinstance(event, ScalarEvent) and len(event.value) > MAX_NUMBER_CHARS:
+            if event.tag not in (None, "!") and event.tag not in self.yaml_constructors:
+                self.refuse(f"unknown tag {event.tag}", event)  # here, where the line is still known
+            if isinstance(event, ScalarEvent) and len(event.value) > MAX_NUMBER_CHARS:
                 tag = self.resolve(ScalarNode, event.value, event.implicit) if event.tag in (None, "!") else event.tag
                 if tag in (_INT_TAG, _FLOAT_TAG):
                     self.refuse(f"a number of more than {MAX_NUMBER_CHARS} characters", event)
             self.deepest = self.depth
             node = super().compose_node(parent, index)
+            node.start_mark = node.end_mark = None  # a third of a node's memory; errors come from here
             self.keys.pop(id(node), None)
             if event.anchor is not None:
                 self.expanded[event.anchor] = (self.values - values_before, self.deepest - depth_before)
