@@ -201,8 +201,8 @@ def start_crmroute(work: Work, crm: Proc, *, settings: dict[str, str] | None = N
         "dids": [{"number": "5551000", "rule": "VIP"}],
     }  # fmt: skip
     (directory / "rules.yaml").write_text(yaml.safe_dump(rules))
-    subprocess.run([CRMROUTE, "rules", "import", str(directory / "rules.yaml")], env=env, check=True,
-                   capture_output=True, cwd=directory)  # fmt: skip
+    for args in (["db", "upgrade"], ["rules", "import", str(directory / "rules.yaml")]):  # upgrade creates the data dir
+        subprocess.run([CRMROUTE, *args], env=env, check=True, capture_output=True, cwd=directory)
     command = [CRMROUTE, "agi"]
     if os.environ.get("BENCH_PROFILE"):  # a cProfile of the server, for finding hot spots
         command = [PYTHON, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], CRMROUTE, "agi"]

@@ -23,10 +23,9 @@ SAMPLE = Path(__file__).parent / "store" / "sample_rules.yaml"
 SECRETS = {"ZOHO_SECRET": "zs-cli-secret", "ZOHO_REFRESH": "zr-cli-secret", "CRM_KEY": "k-cli-secret"}
 
 
-def run(env: dict, *args: str, stdin: str | None = None) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "crmroute", *args], env=env, input=stdin, capture_output=True, text=True, timeout=60
-    )
+def run(env: dict, *args: str, stdin: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "crmroute", *args], env=env, input=stdin, capture_output=True,
+                          text=True, timeout=60, cwd=cwd)  # fmt: skip
 
 
 @pytest.fixture
@@ -234,3 +233,72 @@ def test_crm_test_runs_the_integrations_test_action(env, tmp_path):
         assert failed.returncode == 1 and "FAIL authenticate" in failed.stdout
     missing = run(env, "crm", "test", "Nope")
     assert missing.returncode == 2 and "name: no integration named 'Nope'" in missing.stderr
+
+
+def test_user_create_without_a_terminal_says_to_use_password_stdin(env):
+    result = run(env, "user", "create", "admin", stdin="")  # standard input is a pipe, not a terminal
+    assert result.returncode == 2, result.stderr
+    assert "password: no terminal to prompt on: pipe the password in with --password-stdin" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+STORE_COMMANDS = [
+    ("route", "--did", "5551000"), ("user", "create", "admin", "--password-stdin"), ("token", "create", "admin"),
+    ("rules", "export"), ("license", "show"), ("crm", "test", "Zoho"), ("agi",), ("web",),
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_only_serve_and_db_upgrade_create_a_data_directory(env, tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    base = {k: v for k, v in env.items() if not k.startswith("CRMROUTE_")}
+    for args in STORE_COMMANDS:  # run from another directory: ./data is not there
+        result = run(base, *args, stdin="correct horse\n", cwd=elsewhere)
+        assert result.returncode == 2, (args, result.stderr)
+        assert f"CRMROUTE_DATA_DIR: no data directory at {elsewhere / 'data'}" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (elsewhere / "data").exists()
+    assert run(base, "crm", "kinds", cwd=elsewhere).returncode == 0  # needs no store
+
+    upgraded = run(base, "db", "upgrade", cwd=elsewhere)
+    assert upgraded.returncode == 0 and f"data directory {elsewhere / 'data'}" in upgraded.stderr
+    assert (elsewhere / "data" / "crmroute.db").is_file()
+    created = run(base, "user", "create", "admin", "--password-stdin", stdin="correct horse\n", cwd=elsewhere)
+    assert created.returncode == 0 and f"data directory {elsewhere / 'data'}" in created.stderr
+    token = run(base, "token", "create", "admin", cwd=elsewhere)  # the token alone on standard output
+    assert token.returncode == 0 and token.stdout.startswith("crt_") and len(token.stdout.split()) == 1
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_file_errors_are_messages(env, tmp_path):
+    deep, binary, latin1 = tmp_path / "deep.json", tmp_path / "rules.yaml.gz", tmp_path / "latin1.yaml"
+    deep.write_text("[" * 5000)
+    binary.write_bytes(b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\x03")
+    latin1.write_bytes("destinations:\n  - {type: queue, number: '1', name: Caf\xe9}\n".encode("latin-1"))
+    large = tmp_path / "large.yaml"
+    large.write_bytes(b"#" * (5 * 1024 * 1024 + 1))
+    expected = {
+        tmp_path / "missing.yaml": "file: cannot read {path}: No such file or directory",
+        tmp_path: "file: cannot read {path}: Is a directory",
+        deep: "[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]: "
+              "line 1: nested more than 32 levels deep",
+        binary: "file: not text: a NUL byte at offset 3 (a binary or UTF-16 file?)",
+        latin1: "file: not UTF-8 text: byte 0xe9 at offset 54",
+        large: "file: larger than 5 MB",
+    }  # fmt: skip
+    for path, message in expected.items():
+        result = run(env, "rules", "import", str(path))
+        assert result.returncode == 2, result.stderr
+        assert f"error: invalid rules file {path}:\n  {message.format(path=path)}\n" in result.stderr
+        assert "Traceback" not in result.stderr
+    piped = run(env, "rules", "import", "-", stdin="rules: []\nrules: []\n")
+    assert piped.returncode == 2
+    assert "invalid rules file from standard input:\n  rules: line 2: duplicate key 'rules'" in piped.stderr
+    for path, message in ((binary, "not text: a NUL byte"), (deep, "license file is not JSON"),
+                          (tmp_path / "missing.json", "cannot read")):  # fmt: skip
+        result = run(env, "license", "install", str(path))
+        assert result.returncode in (1, 2) and message in result.stderr and "Traceback" not in result.stderr
+    unwritable = run(env, "rules", "export", "-o", str(tmp_path / "missing" / "rules.yaml"))
+    assert unwritable.returncode == 2 and "output: cannot write" in unwritable.stderr
+    assert "Traceback" not in unwritable.stderr

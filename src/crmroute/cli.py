@@ -3,19 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import asyncio
+import getpass
 import json
 import logging
 import sys
 from datetime import date
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from crmroute import __version__, logs
 from crmroute.errors import ConfigError, CrmrouteError, LicenseError
 from crmroute.settings import Settings
 
+if TYPE_CHECKING:
+    from crmroute.schemas import RulesFile
+
 logger = logging.getLogger("crmroute")
+LICENSE_MAX_BYTES = 64 * 1024  # a license is a few hundred bytes
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,9 +86,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         settings = Settings.from_env()
         logs.configure(settings)
+        if uses_store(args):
+            check_data_dir(settings, args)
         return COMMANDS[args.command](settings, args)
     except ConfigError as exc:
-        print("error: invalid configuration:", file=sys.stderr)
+        print(f"error: invalid {exc.source}:" if exc.source else "error: invalid configuration:", file=sys.stderr)
         for field, message in exc.problems:
             print(f"  {field}: {message}" if field else f"  {message}", file=sys.stderr)
         return 2
@@ -95,6 +102,29 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # e.g. `crmroute crm kinds | head`
         sys.stderr.close()
         return 0
+
+
+def uses_store(args: argparse.Namespace) -> bool:
+    return args.command != "crm" or args.crm_command != "kinds"
+
+
+def check_data_dir(settings: Settings, args: argparse.Namespace) -> None:
+    """Say which data directory is used; refuse a missing one unless this command sets it up.
+
+    The default (``./data``) is relative to the current directory, so a command run
+    elsewhere would otherwise work on a new empty store (and a new secret key). Only
+    ``serve`` and ``db upgrade`` create it.
+    """
+    path = settings.data_dir.resolve()
+    if not path.is_dir() and args.command != "serve" and getattr(args, "db_command", "") != "upgrade":
+        raise ConfigError(
+            f"no data directory at {path}: run crmroute where its data directory is, or set it by "
+            "CRMROUTE_DATA_DIR (`crmroute db upgrade` creates a new one)", field="CRMROUTE_DATA_DIR")  # fmt: skip
+    database = f", database {redact_url(settings.database_url)}" if settings.database_url else ""
+    if args.command in ("serve", "agi", "web"):
+        logger.info("data directory %s%s", path, database)
+    else:
+        print(f"data directory {path}{database}", file=sys.stderr)
 
 
 def cmd_serve(settings: Settings, args: argparse.Namespace) -> int:
@@ -118,6 +148,8 @@ def cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
     from crmroute import rulesfile
     from crmroute.service import Store
 
+    if args.rules_command == "import":  # the whole file is read and checked before the store is opened
+        data = read_rules_file(args.file, args.format)
     store = Store(settings)
     try:
         store.upgrade()
@@ -125,26 +157,44 @@ def cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
             with store.factory() as session:
                 text = rulesfile.dump(rulesfile.export_rules(session, store.box), args.format)
             if args.output:
-                Path(args.output).write_text(text)
+                try:
+                    Path(args.output).write_text(text)
+                except OSError as exc:
+                    raise ConfigError(f"cannot write {args.output}: {exc.strerror or exc}", field="output") from None
             else:
                 sys.stdout.write(text)
             return 0
-        text = sys.stdin.read() if args.file == "-" else read_file(args.file)
-        fmt = args.format or ("json" if args.file.endswith(".json") else "yaml")
-        data = rulesfile.parse(text, fmt=fmt)
+        source = rules_source(args.file)
         if args.check:
             with store.factory() as session:
                 problems = rulesfile.check_references(session, data)
             if problems:
-                raise ConfigError(problems)
+                raise ConfigError(problems, source=source)
             print("the file is valid; nothing was changed")
             return 0
-        summary = rulesfile.import_rules(store.factory, store.box, data, license_key=settings.license_key)
+        try:
+            summary = rulesfile.import_rules(store.factory, store.box, data, license_key=settings.license_key)
+        except ConfigError as exc:
+            raise ConfigError(exc.problems, source=source) from None
         for line in summary.lines() or ["nothing to import"]:
             print(line)
         return 0
     finally:
         store.close()
+
+
+def read_rules_file(path: str, fmt: str | None) -> RulesFile:
+    from crmroute import rulesfile, textfile
+
+    try:
+        text = textfile.decode(sys.stdin.buffer.read(textfile.MAX_BYTES + 1)) if path == "-" else textfile.read(path)
+        return rulesfile.parse(text, fmt=fmt or ("json" if path.endswith(".json") else "yaml"))
+    except ConfigError as exc:
+        raise ConfigError(exc.problems, source=rules_source(path)) from None
+
+
+def rules_source(path: str) -> str:
+    return "rules file from standard input" if path == "-" else f"rules file {path}"
 
 
 def cmd_route(settings: Settings, args: argparse.Namespace) -> int:
@@ -191,16 +241,20 @@ def format_trace(trace: dict) -> str:
 
 
 def cmd_license(settings: Settings, args: argparse.Namespace) -> int:
-    from crmroute import licensing
+    from crmroute import licensing, textfile
     from crmroute.service import Store
     from crmroute.store.db import bump_config_version, transaction
     from crmroute.store.models import License
 
+    if args.license_command == "install":
+        try:
+            text = textfile.read(args.file, limit=LICENSE_MAX_BYTES)
+        except ConfigError as exc:
+            raise ConfigError(exc.problems, source=f"license file {args.file}") from None
     store = Store(settings)
     try:
         store.upgrade()
         if args.license_command == "install":
-            text = read_file(args.file)
             if settings.license_key:
                 found = licensing.verify_license(text, licensing.load_public_key(settings.license_key))
             else:
@@ -234,10 +288,16 @@ def cmd_user(settings: Settings, args: argparse.Namespace) -> int:
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\r\n")
+    elif not sys.stdin.isatty():
+        raise ConfigError("no terminal to prompt on: pipe the password in with --password-stdin",
+                          field="password")  # fmt: skip
     else:
-        password = getpass.getpass("Password: ")
-        if getpass.getpass("Repeat password: ") != password:
-            raise ConfigError("the two passwords differ", field="password")
+        try:
+            password = getpass.getpass("Password: ")
+            if getpass.getpass("Repeat password: ") != password:
+                raise ConfigError("the two passwords differ", field="password")
+        except EOFError:
+            raise ConfigError("none was given", field="password") from None
     store = Store(settings)
     try:
         store.upgrade()
@@ -333,13 +393,6 @@ async def crm_test(settings: Settings, args: argparse.Namespace) -> int:
         if report.error_code:
             print(f"error ({report.error_code}): {report.error_message}")
     return 0 if report.ok else 1
-
-
-def read_file(path: str) -> str:
-    try:
-        return Path(path).read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"cannot read {path}: {exc.strerror}", field="file") from None
 
 
 def redact_url(url: str) -> str:

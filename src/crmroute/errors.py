@@ -22,12 +22,13 @@ class CrmrouteError(Exception):
 
 
 class ConfigError(CrmrouteError):
-    """Invalid setting, rule or file. ``problems`` lists (field, message) pairs."""
+    """Invalid setting, rule or file. ``problems`` lists (field, message) pairs; ``source`` names the file."""
 
-    def __init__(self, problems: list[tuple[str, str]] | str, field: str = "") -> None:
+    def __init__(self, problems: list[tuple[str, str]] | str, field: str = "", *, source: str = "") -> None:
         if isinstance(problems, str):
             problems = [(field, problems)]
         self.problems = problems
+        self.source = source
         super().__init__("; ".join(f"{f}: {m}" if f else m for f, m in problems))
 
 

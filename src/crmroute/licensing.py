@@ -45,6 +45,7 @@ from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from crmroute import textfile
 from crmroute.errors import ConfigError, LicenseError
 
 FEATURE_CRM_ROUTING = "crm_routing"
@@ -157,9 +158,11 @@ def _read(text: str) -> tuple[dict[str, Any], bytes, License]:
     if not isinstance(text, str) or not text.strip():
         raise LicenseError("license file is empty")
     try:
-        document = json.loads(text)
-    except ValueError as exc:
-        raise LicenseError(f"license file is not JSON ({exc.msg} at line {exc.lineno})") from None
+        document = textfile.load_json(text)
+    except ConfigError as exc:  # also too deep, too many values, a repeated key
+        where, message = exc.problems[0]
+        detail = message.removeprefix("not valid JSON: ") if where == "file" else f"{where}: {message}"
+        raise LicenseError(f"license file is not JSON ({detail})") from None
     if not isinstance(document, dict):
         raise LicenseError('license file must be a JSON object with "license" and "signature"')
     payload = document.get("license")

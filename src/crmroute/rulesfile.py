@@ -4,7 +4,9 @@ Import is all-or-nothing: the whole file is validated first (every bad field
 reported by its path), then applied in one transaction, creating or updating
 by name/number, so importing the same file twice changes nothing. Strings may
 name environment variables as ``${NAME}`` (``$${`` is a literal ``${``). A
-secret given as ``********`` (what export writes) keeps the stored value.
+secret given as ``********`` (what export writes) keeps the stored value. The
+text is read within ``crmroute.textfile``'s bounds (size, depth, aliases, one
+of each key), and a file naming none of the sections is refused as empty.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import yaml
 from pydantic import ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
+from crmroute import textfile
 from crmroute.errors import ConfigError
 from crmroute.schemas import RulesFile, problems
 from crmroute.store import assignments, destinations, integrations, licenses, rules
@@ -72,14 +75,12 @@ def parse(text: str, *, environ: Mapping[str, str] | None = None, fmt: str | Non
 
 
 def load_text(text: str, fmt: str | None = None) -> dict:
-    try:
-        raw = json.loads(text) if fmt == "json" else yaml.safe_load(text)
-    except (yaml.YAMLError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"not valid {'JSON' if fmt == 'json' else 'YAML or JSON'}: {exc}", field="file") from None
-    if raw is None:
-        raw = {}
+    """The file's top-level mapping, read within ``textfile``'s bounds (size, depth, aliases, keys)."""
+    raw = textfile.load_json(text) if fmt == "json" else textfile.load_yaml(text)
+    if raw is None or raw == {}:
+        raise ConfigError(f"the file is empty: give at least one of {', '.join(SECTIONS)}", field="file")
     if not isinstance(raw, dict):
-        raise ConfigError("must be a mapping with integrations, destinations, rules, dids, ivrs", field="file")
+        raise ConfigError(f"must be a mapping with {', '.join(SECTIONS)}", field="file")
     return raw
 
 

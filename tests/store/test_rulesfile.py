@@ -173,3 +173,13 @@ def test_not_a_mapping_is_a_clear_error():
     assert caught.value.problems[0][0] == "file"
     with pytest.raises(ConfigError):
         rulesfile.parse("rules: [\n", environ={})
+
+
+@pytest.mark.parametrize("text,fmt", [("", None), ("# nothing yet\n", None), ("{}", None), ("null", "json"), ("{}", "json")])
+def test_an_empty_file_is_refused(text, fmt):
+    with pytest.raises(ConfigError) as caught:
+        rulesfile.parse(text, environ={}, fmt=fmt)
+    assert caught.value.problems == [
+        ("file", "the file is empty: give at least one of integrations, destinations, rules, dids, ivrs")
+    ]
+    assert rulesfile.parse("rules: []\n", environ={}).rules == []  # naming a section, even empty, is enough

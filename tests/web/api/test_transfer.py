@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import yaml
 from sqlalchemy import func, select
 
 from crmroute.store.models import Rule
 from crmroute.store.secrets import MASK
+from crmroute.web.api.transfer import MAX_BODY
+from tests.hostile_files import HOSTILE
 from tests.web.api.conftest import SQLITE_ONLY, fields
 
 SAMPLE = (Path(__file__).parents[2] / "store" / "sample_rules.yaml").read_text()
@@ -81,3 +84,38 @@ def test_bad_bodies(api):
     assert fields(api.post("/api/v1/import", content=b"[1, 2]", headers={"Content-Type": "application/json"})).keys() == {"file"}  # fmt: skip
     assert fields(api.post("/api/v1/import", content=b"x", headers={"Content-Type": "text/csv"})).keys() == {"file"}
     assert fields(api.get("/api/v1/export?format=xml")).keys() == {"format"}
+
+
+@SQLITE_ONLY  # request validation: the same on both engines
+@pytest.mark.parametrize("name", sorted(HOSTILE))
+def test_hostile_files_are_refused_by_path(web, api, name):
+    hostile = HOSTILE[name]
+    content_type = "application/json" if hostile.fmt == "json" else "application/yaml"
+    response = api.post("/api/v1/import", content=hostile.data, headers={"Content-Type": content_type})
+    assert response.status_code == 422, response.text
+    [problem] = response.json()["detail"]
+    assert problem["field"] == hostile.field and hostile.message in problem["message"]
+    assert api.get("/api/v1/export").json()["rules"] == []
+
+
+@SQLITE_ONLY
+def test_an_empty_file_is_refused(api):
+    empty = "the file is empty: give at least one of integrations, destinations, rules, dids, ivrs"
+    for body in (b"{}", b"null"):
+        response = api.post("/api/v1/import", content=body, headers={"Content-Type": "application/json"})
+        assert response.status_code == 422 and fields(response) == {"file": empty}
+    assert fields(import_yaml(api, "")) == {"file": empty}
+    named = api.post("/api/v1/import", json={"rules": []})  # a section, even empty, is enough
+    assert named.json()["rules"] == {"created": 0, "updated": 0, "unchanged": 0}
+    schema = api.get("/api/v1/openapi.json").json()["paths"]["/api/v1/import"]["post"]["requestBody"]
+    assert schema["content"]["application/json"]["schema"]["minProperties"] == 1
+
+
+@SQLITE_ONLY
+def test_a_body_past_the_limit_is_refused(api):
+    declared = api.post("/api/v1/import", content=b"{}", headers={"Content-Type": "application/json",
+                                                                  "Content-Length": str(MAX_BODY + 1)})  # fmt: skip
+    assert declared.status_code == 422 and fields(declared) == {"file": "larger than 5 MB"}
+    chunks = (b"#" * (1024 * 1024) for _ in range(6))  # no Content-Length: counted as it streams in
+    streamed = api.post("/api/v1/import", content=chunks, headers={"Content-Type": "application/yaml"})
+    assert streamed.status_code == 422 and fields(streamed) == {"file": "larger than 5 MB"}
