@@ -21,6 +21,7 @@ from crmroute.metrics import CONTENT_TYPE
 from crmroute.schemas import error_problems
 from crmroute.settings import Settings
 from crmroute.web.deps import ApiUser, CsrfFailed, LoginRequired
+from crmroute.web.proxies import ForwardedHeaders
 from crmroute.web.throttle import LoginThrottle
 
 if TYPE_CHECKING:
@@ -65,6 +66,7 @@ def create_app(
     install_metrics(router.metrics, store.factory, call_logger)
     app.state.throttle = LoginThrottle()
     install_error_handlers(app)
+    app.add_middleware(ForwardedHeaders, trusted=settings.trusted_proxies)  # outermost: the rest see the real client
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(api_router)
     app.include_router(ui_router)
