@@ -89,3 +89,15 @@ def test_wrong_key_is_a_clear_error():
     other = SecretBox(Fernet.generate_key())
     with pytest.raises(ConfigError, match="secret key changed"):
         other.decrypt(token)
+
+
+def test_trusted_proxies_and_metrics_token():
+    default = Settings.from_env({})
+    assert default.trusted_proxies == () and default.metrics_token == ""
+    settings = Settings.from_env({"CRMROUTE_TRUSTED_PROXIES": "10.0.0.0/8, 192.0.2.7",
+                                  "CRMROUTE_METRICS_TOKEN": "scrape-me"})  # fmt: skip
+    assert [str(n) for n in settings.trusted_proxies] == ["10.0.0.0/8", "192.0.2.7/32"]
+    assert settings.metrics_token == "scrape-me" and "scrape-me" not in repr(settings)
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CRMROUTE_TRUSTED_PROXIES": "proxy.example"})
+    assert [field for field, _ in caught.value.problems] == ["CRMROUTE_TRUSTED_PROXIES"]

@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import uvicorn
 from sqlalchemy import Engine, func, select
@@ -24,6 +25,9 @@ from crmroute.store.db import make_engine, make_sessionmaker, upgrade
 from crmroute.store.decisions import DecisionLog
 from crmroute.store.models import User
 from crmroute.store.secrets import SecretBox
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
 
 logger = logging.getLogger(__name__)
 
@@ -90,8 +94,7 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
             from crmroute.web.app import create_app
 
             app = create_app(settings, store, router=router, agi_server=agi_server, call_logger=call_logger)
-            config = uvicorn.Config(app, host=settings.http_host, port=settings.http_port,
-                                    log_config=None, access_log=False, lifespan="on")  # fmt: skip
+            config = web_config(app, settings)
             web_server = uvicorn.Server(config)
             web_server.install_signal_handlers = lambda: None  # type: ignore[method-assign]  # ours stop both halves
             tasks.append(asyncio.create_task(web_server.serve(), name="web"))
@@ -113,6 +116,13 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
             await router.close()
             await router.http.aclose()
         store.close()
+
+
+def web_config(app: FastAPI, settings: Settings) -> uvicorn.Config:
+    """uvicorn's configuration; forwarded headers are left to the app (only CRMROUTE_TRUSTED_PROXIES are
+    believed: ``web/proxies.py``), where uvicorn's own handling would believe any loopback client."""
+    return uvicorn.Config(app, host=settings.http_host, port=settings.http_port, log_config=None,
+                          access_log=False, lifespan="on", proxy_headers=False)  # fmt: skip
 
 
 def tune_runtime() -> None:

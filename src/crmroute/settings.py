@@ -74,6 +74,8 @@ class Settings:
     breaker_cooldown_s: int = DEFAULT_BREAKER_COOLDOWN_S
     custom_requests_per_second: float = DEFAULT_CUSTOM_REQUESTS_PER_SECOND
     custom_max_concurrency: int = DEFAULT_CUSTOM_MAX_CONCURRENCY
+    trusted_proxies: tuple[IpNetwork, ...] = ()  # whose X-Forwarded-For/-Proto are believed; none by default
+    metrics_token: str = field(default="", repr=False)  # when set, /metrics needs it as a bearer token
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -119,6 +121,12 @@ class Settings:
         except ValueError as exc:
             problems.append(("CRMROUTE_AGI_ALLOW", str(exc)))
             allow = parse_networks(LOOPBACK)
+        trusted_proxies: tuple[IpNetwork, ...] = ()
+        if get("TRUSTED_PROXIES"):
+            try:
+                trusted_proxies = parse_networks(get("TRUSTED_PROXIES"))
+            except ValueError as exc:
+                problems.append(("CRMROUTE_TRUSTED_PROXIES", str(exc)))
         ca_bundle = Path(get("CA_BUNDLE")) if get("CA_BUNDLE") else None
         if ca_bundle is not None and not ca_bundle.is_file():
             problems.append(("CRMROUTE_CA_BUNDLE", f"no such file: {ca_bundle}"))
@@ -180,6 +188,8 @@ class Settings:
             custom_requests_per_second=number("CUSTOM_REQUESTS_PER_SECOND", DEFAULT_CUSTOM_REQUESTS_PER_SECOND,
                                               0.01, 100_000),
             custom_max_concurrency=integer("CUSTOM_MAX_CONCURRENCY", DEFAULT_CUSTOM_MAX_CONCURRENCY, 1, 100_000),
+            trusted_proxies=trusted_proxies,
+            metrics_token=get("METRICS_TOKEN"),
         )
         if problems:
             raise ConfigError(problems)

@@ -120,7 +120,7 @@ def test_the_integration_page_shows_its_recent_deliveries(web, seeded):  # noqa:
 
 
 def test_healthz_says_the_call_logger_is_off(web):  # noqa: F811
-    body = web.client().get("/healthz").json()
+    body = web.api().get("/healthz").json()
     assert body["ami"]["state"] == "off" and body["status"] == "ok"
 
 
@@ -136,7 +136,7 @@ async def test_healthz_metrics_and_page_show_the_ami_connection(web, seeded):  #
             await ami.wait_logins(1)
             router.metrics.calllog_collector = None  # a second app on the same router: its own collector
             app = create_app(settings, web.store, router=router, call_logger=call_logger)
-            client = Web(app, web.store, web.token).client()
+            client = Web(app, web.store, web.token).api()
             health = client.get("/healthz").json()["ami"]
             assert health["state"] == "connected" and health["host"] == f"127.0.0.1:{ami.port}"
             assert health["open_calls"] == 0 and health["database"] == "ok"

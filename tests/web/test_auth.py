@@ -10,11 +10,14 @@ from crmroute.store import users
 from crmroute.store.db import transaction
 from crmroute.store.models import WebSession, utcnow
 from crmroute.web.deps import SESSION_COOKIE
-from tests.web.conftest import ADMIN
+from crmroute.web.throttle import LoginThrottle
+from crmroute.web.ui.auth import LOGIN_CSRF_COOKIE
+from tests.web.conftest import ADMIN, Clock, login_csrf_from
+from tests.web.conftest import sign_in as sign_in_as
 
 
-def sign_in(client, password=ADMIN[1], next_url="/rules"):
-    return client.post("/login", data={"username": ADMIN[0], "password": password, "next": next_url})
+def sign_in(client, password=ADMIN[1], next_url="/rules", username=ADMIN[0], **headers):
+    return sign_in_as(client, username, password, next_url, **headers)
 
 
 def test_public_routes_need_no_sign_in(web):
@@ -57,14 +60,67 @@ def test_next_cannot_leave_the_site(web):
         assert sign_in(web.client(), next_url=target).headers["location"] == "/rules"
 
 
-def test_wrong_password_and_throttling(web):
+def test_login_form_needs_its_csrf_token(web):
     client = web.client()
-    for _ in range(5):
+    page = client.get("/login")
+    token = login_csrf_from(page.text)
+    assert len(token) >= 32 and client.cookies[LOGIN_CSRF_COOKIE] == token
+    cookie = page.headers["set-cookie"]
+    assert "HttpOnly" in cookie and "SameSite=strict" in cookie and "Path=/login" in cookie
+    assert login_csrf_from(client.get("/login").text) == token  # a second tab: the same token
+    data = {"username": ADMIN[0], "password": ADMIN[1], "next": "/rules"}
+    for forged in ({}, {"csrf_token": ""}, {"csrf_token": "x" * 43}):
+        refused = client.post("/login", data=data | forged)
+        assert refused.status_code == 403 and "The sign-in form expired" in refused.text
+        assert SESSION_COOKIE not in client.cookies
+    other_site = web.client()  # a page elsewhere posting the form: its browser has no such cookie for us
+    assert other_site.post("/login", data=data | {"csrf_token": token}).status_code == 403
+    signed_in = client.post("/login", data=data | {"csrf_token": token})
+    assert signed_in.status_code == 303 and SESSION_COOKIE in client.cookies
+    assert LOGIN_CSRF_COOKIE not in client.cookies  # used up
+
+
+def test_failures_slow_the_name_down_without_locking_the_right_password_out(web):
+    clock = Clock()
+    web.app.state.throttle = LoginThrottle(clock=clock)
+    client = web.client()
+    for _ in range(4):
         response = sign_in(client, password="wrong")
         assert response.status_code == 401 and "Wrong username or password." in response.text
-    throttled = sign_in(client)  # even the right password waits now
-    assert throttled.status_code == 429 and "Too many failed sign-ins" in throttled.text
+        assert "retry-after" not in response.headers
+    fifth = sign_in(client, password="wrong")
+    assert fifth.status_code == 401 and fifth.headers["retry-after"] == "1" and "Wait 1 seconds" in fifth.text
+    throttled = sign_in(client)  # the right password waits its turn, told how long
+    assert throttled.status_code == 429 and throttled.headers["retry-after"] == "1"
+    assert "Too many failed sign-ins. Try again in 1 seconds." in throttled.text
     assert SESSION_COOKIE not in client.cookies
+    clock.now += 1.0
+    assert sign_in(client, password="wrong").headers["retry-after"] == "2"  # each failure doubles the wait
+    clock.now += 2.0
+    assert sign_in(client).status_code == 303  # after the wait, the right password signs in
+    clock.now += 1.0
+    assert sign_in(web.client(), password="wrong").status_code == 401  # and this address starts afresh
+
+
+def test_one_address_failing_does_not_hold_up_other_accounts(web):
+    with transaction(web.store.factory) as session:
+        users.create_user(session, "bob", "bob's long password")
+    web.app.state.throttle = LoginThrottle(clock=Clock())
+    for _ in range(8):
+        sign_in(web.client(), password="wrong")
+    assert sign_in(web.client()).status_code == 429
+    assert sign_in(web.client(), username="bob", password="bob's long password").status_code == 303
+
+
+def test_wait_caps_stay_short_for_the_name_and_long_for_one_address(web):
+    clock = Clock()
+    web.app.state.throttle = throttle = LoginThrottle(clock=clock)
+    for _ in range(30):  # far past both caps
+        throttle.failed("203.0.113.9", ADMIN[0])
+    assert throttle.retry_after("203.0.113.9", ADMIN[0]) == 900  # the guessing address: 15 minutes
+    assert throttle.retry_after("198.51.100.4", ADMIN[0]) == 60  # the owner elsewhere: a minute at most
+    clock.now += 60
+    assert sign_in(web.client()).status_code == 303
 
 
 def test_logout_needs_csrf_and_ends_the_session(web):

@@ -7,17 +7,44 @@ from crmroute.store.decisions import CallMeta
 
 
 def test_healthz_reports_database_and_version(web):
-    body = web.client().get("/healthz").json()
+    body = web.api().get("/healthz").json()
     assert body["database"] == "ok" and body["status"] == "ok" and body["version"]
     assert body["agi"] == "not running in this process"
+
+
+def test_healthz_shows_only_status_to_strangers(web):
+    public = web.client().get("/healthz")
+    assert public.status_code == 200
+    assert public.json() == {"status": "ok", "database": "ok", "agi": "not running in this process"}
+    for client in (web.api(), web.browser()):  # an API token or a session cookie: the details
+        details = client.get("/healthz").json()
+        assert {"version", "rules_loaded", "crm_circuits", "ami"} <= details.keys()
+    stranger = web.client()
+    stranger.headers["Authorization"] = "Bearer not-a-token"
+    assert stranger.get("/healthz").json().keys() == {"status", "database", "agi"}
+
+
+def test_metrics_token(web):
+    assert web.client().get("/metrics").status_code == 200  # open unless a token is set
+    guarded = web.variant(metrics_token="scrape-secret")
+    refused = guarded.client().get("/metrics")
+    assert refused.status_code == 401 and refused.headers["www-authenticate"] == "Bearer"
+    assert "crmroute_calls" not in refused.text
+    for wrong in ("Bearer nope", "Basic scrape-secret", "scrape-secret", f"Bearer {web.token}"):
+        assert guarded.client().get("/metrics", headers={"Authorization": wrong}).status_code == 401, wrong
+    scraped = guarded.client().get("/metrics", headers={"Authorization": "Bearer scrape-secret"})
+    assert scraped.status_code == 200 and "crmroute_decision_seconds" in scraped.text
 
 
 def test_healthz_degrades_when_the_database_is_gone(web, tmp_path):
     from crmroute.store.db import make_engine
 
     web.store.engine = make_engine(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}")
-    response = web.client().get("/healthz")
-    assert response.status_code == 503 and response.json()["database"].startswith("error")
+    response = web.api().get("/healthz")
+    assert response.status_code == 503 and response.json()["database"].startswith("error: ")
+    public = web.client().get("/healthz")
+    assert public.status_code == 503
+    assert public.json() == {"status": "degraded", "database": "error", "agi": "not running in this process"}
 
 
 def test_metrics_count_calls_latency_and_errors(web):

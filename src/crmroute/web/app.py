@@ -25,7 +25,9 @@ from crmroute.errors import ConfigError, Conflict, NotFound
 from crmroute.metrics import CONTENT_TYPE
 from crmroute.schemas import error_problems
 from crmroute.settings import Settings
-from crmroute.web.deps import ApiUser, CsrfFailed, LoginRequired
+from crmroute.web.deps import ApiUser, CsrfFailed, LoginRequired, check_bearer, signed_in
+from crmroute.web.proxies import ForwardedHeaders
+from crmroute.web.security_headers import SecurityHeaders
 from crmroute.web.throttle import LoginThrottle
 
 if TYPE_CHECKING:
@@ -76,13 +78,16 @@ def create_app(
     install_metrics(router.metrics, store.factory, call_logger)
     app.state.throttle = LoginThrottle()
     install_error_handlers(app)
+    app.add_middleware(SecurityHeaders)
+    app.add_middleware(ForwardedHeaders, trusted=settings.trusted_proxies)  # outermost: the rest see the real client
     app.mount("/static", StaticFiles(directory=STATIC), name="static")
     app.include_router(api_router)
     app.include_router(ui_router)
 
     @app.get("/healthz", tags=["health"], responses={503: {"description": "the database or the AGI listener is down"}})
-    def healthz() -> JSONResponse:
-        """Liveness: database reachable, AGI listener up, version; the call logger's AMI state (informative)."""
+    def healthz(request: Request) -> JSONResponse:
+        """Liveness: database reachable, AGI listener up. Signed in (session or API token), also the version,
+        rules, CRM circuits and the call logger's AMI state (informative)."""
         body: dict[str, Any] = {"version": __version__}
         try:
             with store.engine.connect() as connection:
@@ -103,6 +108,8 @@ def create_app(
         body["ami"] = call_logger.status() if call_logger is not None else off_status(settings)  # the call logger
         healthy = body["database"] == "ok" and body["agi"] != "down"
         body["status"] = "ok" if healthy else "degraded"
+        if not signed_in(request):  # names of rules, integrations and the AMI user are for admins only
+            body = {"status": body["status"], "database": body["database"].partition(":")[0], "agi": body["agi"]}
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     @app.get("/api/v1/openapi.json", include_in_schema=False)
@@ -111,8 +118,9 @@ def create_app(
 
     @app.get("/metrics", tags=["health"], response_class=Response,
              responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}})  # fmt: skip
-    def metrics() -> Response:
-        """Prometheus text format."""
+    def metrics(request: Request) -> Response:
+        """Prometheus text format; with ``CRMROUTE_METRICS_TOKEN`` set, only for ``Authorization: Bearer`` it."""
+        check_bearer(request, settings.metrics_token)
         return Response(app.state.metrics.render(), media_type=CONTENT_TYPE)
 
     return app

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, HTTPException, Request
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from crmroute.store import users
@@ -73,6 +74,29 @@ def api_principal(request: Request, session: SessionDep) -> Principal:
     if request.method not in SAFE_METHODS and not _same(request.headers.get(CSRF_HEADER, ""), web_session.csrf_token):
         raise HTTPException(403, f"missing or wrong {CSRF_HEADER} header")
     return Principal(web_session.user, web_session)
+
+
+def signed_in(request: Request) -> bool:
+    """Whether the request carries a live API token or session cookie (for pages open to all that show
+    more to a signed-in admin); a store that cannot be read answers no."""
+    if "Authorization" not in request.headers and SESSION_COOKIE not in request.cookies:
+        return False
+    try:
+        with request.app.state.store.factory() as session:
+            api_principal(request, session)
+    except (HTTPException, SQLAlchemyError):
+        return False
+    return True
+
+
+def check_bearer(request: Request, expected: str) -> None:
+    """401 unless the request sends ``Authorization: Bearer <expected>`` (any request, when nothing is expected)."""
+    if not expected:
+        return
+    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+    if scheme.lower() != "bearer" or not _same(given.strip(), expected):
+        raise HTTPException(401, "send Authorization: Bearer with the metrics token",
+                            headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
 
 
 def api_user(principal: Annotated[Principal, Depends(api_principal)]) -> User:

@@ -6,6 +6,7 @@ from sqlalchemy import select
 
 from crmroute.store.models import ApiToken, User
 from tests.web.api.conftest import create, fields
+from tests.web.conftest import sign_in
 
 
 def test_users(web, api):
@@ -20,7 +21,7 @@ def test_users(web, api):
     assert fields(api.post("/api/v1/users", json={"username": "no spaces", "password": "long enough pw"})).keys() == {"username"}  # fmt: skip
 
     assert api.post(f"/api/v1/users/{bob['id']}/password", json={"password": "a new password"}).status_code == 204
-    login = web.client().post("/login", data={"username": "bob", "password": "a new password", "next": "/rules"})
+    login = sign_in(web.client(), "bob", "a new password")
     assert login.status_code == 303
     with web.store.factory() as session:
         hashes = list(session.scalars(select(User.password_hash)))

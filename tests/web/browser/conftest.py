@@ -4,7 +4,8 @@ One app per module: uvicorn in a background thread on a free loopback port,
 a SQLite store in a temporary directory with one admin user and a few
 destinations, trusting the test Custom CRM's CA. One browser per module; each
 test gets a fresh, signed-in context (cookies from one sign-in) whose every
-request is recorded and must go to 127.0.0.1.
+request is recorded and must go to 127.0.0.1, and that fails the test on any
+Content-Security-Policy violation the browser reports.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ DESTINATIONS = (
 if not CHROMIUM.exists():
     pytest.skip(f"browser tests need Debian's chromium at {CHROMIUM} (apt-get install chromium)", allow_module_level=True)
 
-from playwright.sync_api import Browser, Page, Playwright, sync_playwright  # noqa: E402
+from playwright.sync_api import Browser, ConsoleMessage, Page, Playwright, sync_playwright  # noqa: E402
 
 
 @dataclass
@@ -145,6 +146,11 @@ def signed_in_state(browser: Browser, site: Site) -> dict:
 @dataclass
 class Requests:
     urls: list[str] = field(default_factory=list)
+    csp_violations: list[str] = field(default_factory=list)  # console errors of a blocked script, style...
+
+    def console(self, message: ConsoleMessage) -> None:
+        if message.type == "error" and "Content Security Policy" in message.text:
+            self.csp_violations.append(f"{message.location.get('url')}: {message.text}")
 
     def not_local(self) -> list[str]:
         return [u for u in self.urls if urlsplit(u).scheme not in ("data", "blob", "about")
@@ -161,11 +167,13 @@ def _open(browser: Browser, site: Site, traffic: Requests, state: dict | None, *
     context.set_default_timeout(10_000)
     page = context.new_page()
     page.on("request", lambda request: traffic.urls.append(request.url))
+    page.on("console", traffic.console)
     try:
         yield page
     finally:
         context.close()
     assert traffic.not_local() == [], "the page asked for something off 127.0.0.1"
+    assert traffic.csp_violations == [], "the Content-Security-Policy blocked part of a page"
 
 
 @pytest.fixture
