@@ -382,9 +382,17 @@ class IntegrationIn(Strict):
         return value
 
 
+def _sections_may_be_null(schema: dict[str, Any]) -> None:
+    """Say what ``_none_is_empty`` accepts: a section may be null (YAML's bare ``ivrs:``)."""
+    for name, prop in schema.get("properties", {}).items():
+        listed = {k: v for k, v in prop.items() if k not in ("title", "default")}
+        schema["properties"][name] = {"anyOf": [listed, {"type": "null"}], "title": prop.get("title", name)}
+
+
 class RulesFile(Strict):
     """The rules file of SPEC 10 (also the body of ``POST /api/v1/import``)."""
 
+    model_config = ConfigDict(json_schema_extra=_sections_may_be_null)
     integrations: list[IntegrationIn] = Field(default_factory=list)
     destinations: list[DestinationIn] = Field(default_factory=list)
     rules: list[RuleIn] = Field(default_factory=list)
