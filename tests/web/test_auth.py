@@ -89,10 +89,10 @@ def test_failures_slow_the_name_down_without_locking_the_right_password_out(web)
         assert response.status_code == 401 and "Wrong username or password." in response.text
         assert "retry-after" not in response.headers
     fifth = sign_in(client, password="wrong")
-    assert fifth.status_code == 401 and fifth.headers["retry-after"] == "1" and "Wait 1 seconds" in fifth.text
+    assert fifth.status_code == 401 and fifth.headers["retry-after"] == "1" and "Wait 1 second before" in fifth.text
     throttled = sign_in(client)  # the right password waits its turn, told how long
     assert throttled.status_code == 429 and throttled.headers["retry-after"] == "1"
-    assert "Too many failed sign-ins. Try again in 1 seconds." in throttled.text
+    assert "Too many failed sign-ins. Try again in 1 second." in throttled.text
     assert SESSION_COOKIE not in client.cookies
     clock.now += 1.0
     assert sign_in(client, password="wrong").headers["retry-after"] == "2"  # each failure doubles the wait

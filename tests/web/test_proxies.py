@@ -42,7 +42,8 @@ def seen(peer: str, headers: dict[str, str], trusted=TRUSTED) -> str:
 
 
 @pytest.mark.parametrize(("peer", "headers", "expected"), [
-    ("127.0.0.1", {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}, "127.0.0.1 http"),  # loopback is not trusted
+    # loopback is not trusted unless named
+    ("127.0.0.1", {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}, "127.0.0.1 http"),
     ("192.0.2.1", {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}, "192.0.2.1 http"),
     ("10.1.2.3", {"X-Forwarded-For": "203.0.113.7", "X-Forwarded-Proto": "https"}, "203.0.113.7 https"),
     ("10.1.2.3", {"X-Forwarded-For": "198.51.100.1, 203.0.113.7"}, "203.0.113.7 http"),  # the left one is a claim

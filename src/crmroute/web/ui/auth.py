@@ -74,12 +74,12 @@ def login(
     wait = throttle.retry_after(address, username)
     if wait:
         return login_form(request, next=next, username=username, status_code=429, headers={"Retry-After": str(wait)},
-                          error=f"Too many failed sign-ins. Try again in {wait} seconds.")  # fmt: skip
+                          error=f"Too many failed sign-ins. Try again in {seconds(wait)}.")  # fmt: skip
     user = users.authenticate(session, username, password)
     if user is None:
         throttle.failed(address, username)
         wait = throttle.retry_after(address, username)
-        error = "Wrong username or password." + (f" Wait {wait} seconds before trying again." if wait else "")
+        error = "Wrong username or password." + (f" Wait {seconds(wait)} before trying again." if wait else "")
         return login_form(request, next=next, username=username, status_code=401, error=error,
                           headers={"Retry-After": str(wait)} if wait else None)  # fmt: skip
     throttle.succeeded(address, username)
@@ -93,6 +93,10 @@ def login(
     )  # fmt: skip
     response.delete_cookie(LOGIN_CSRF_COOKIE, path="/login")
     return response
+
+
+def seconds(count: int) -> str:
+    return f"{count} second" if count == 1 else f"{count} seconds"
 
 
 @router.post("/logout")
