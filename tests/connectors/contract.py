@@ -58,6 +58,21 @@ CALLER = "+14155552671"  # what Asterisk sends
 STORED_PHONE = "(415) 555-2671"  # how the CRM stores it
 OTHER_PHONE = "+14155550000"
 
+# The shared scenario: nine ways CRMs hold a number (phone, mobile, caller ID Asterisk sends). A connector
+# finds every one; a decoy with the same last four digits is never taken for it.
+STORED_FORMATS: dict[str, tuple[str, str, str]] = {
+    "parentheses": ("(555) 123-0001", "", "+15551230001"),
+    "dashes": ("555-123-0002", "", "+15551230002"),
+    "digits": ("5551230003", "", "+15551230003"),
+    "dots": ("555.123.0004", "", "+15551230004"),
+    "e164": ("+15551230005", "", "+15551230005"),
+    "international": ("+44 20 7946 0006", "", "+442079460006"),
+    "mobile-only": ("", "(555) 123-0007", "+15551230007"),
+    "leading-1": ("1-555-123-0008", "", "+15551230008"),
+    "plus-1-parentheses": ("+1 (555) 123-0009", "", "+15551230009"),
+}
+DECOY_PHONE = "(555) 987-0001"  # shares the last four digits of "parentheses"
+
 
 class ConnectorContract:
     kind: ClassVar[str]
@@ -69,6 +84,7 @@ class ConnectorContract:
     IDS: ClassVar[tuple[str, str, str]] = ("1001", "1002", "1003")  # vendor-shaped record ids
     KEY_FIELD: ClassVar[str] = "AccountNumber"  # the field a typed (DTMF) key is looked up by
     CALLER_FORMS: ClassVar[tuple[str, ...]] = (CALLER, "4155552671", "14155552671")
+    MOBILE_FIELDS: ClassVar[dict[str, str]] = {}  # module -> the vendor's mobile phone field (absent: none; say why)
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         """Settings (secrets included) pointing the connector at the fake."""
@@ -121,6 +137,23 @@ class ConnectorContract:
         caller = self.CALLER_FORMS[caller_index]
         value = await connector.fetch(LookupKey(caller, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
         assert value == "GOLD"
+
+    @pytest.mark.parametrize("module", MODULE_NAMES)
+    @pytest.mark.parametrize("style", list(STORED_FORMATS))
+    async def test_finds_every_stored_format(self, fake, connector, style, module):
+        if module not in registry()[self.kind].MODULES:
+            pytest.skip(f"no {module} module")
+        phone, mobile, caller = STORED_FORMATS[style]
+        mobile_field = self.MOBILE_FIELDS.get(module)
+        if mobile and mobile_field is None:
+            pytest.skip(f"this vendor keeps no mobile number on {module}")
+        found = self.record(0, phone=phone, module=module)
+        if mobile:
+            found.fields = found.fields | {mobile_field: mobile}
+        decoy = self.record(1, phone=DECOY_PHONE, module=module, fields=found.fields | {self.FIELD: "DECOY"})
+        fake.records = [decoy, found]
+        value = await connector.fetch(LookupKey(caller, "caller_id"), module, self.FIELD, deadline=self.deadline())
+        assert value == "GOLD", f"{module}, {style}: stored {phone or mobile!r}, caller {caller}"
 
     async def test_unknown_number_is_not_found(self, fake, connector):
         fake.records = [self.record()]
