@@ -37,6 +37,10 @@ class Metrics:
             "crmroute_crm_errors", "CRM failures by reason", ["integration", "kind", "reason"], registry=r
         )
         self.agi_sessions = Gauge("crmroute_agi_active_sessions", "FastAGI sessions in progress", registry=r)
+        self.agi_probes = Gauge(
+            "crmroute_agi_health_checks", "Connections to the AGI port closed before sending anything (health "
+            "checks from balancers and monitoring), since start", registry=r,
+        )  # fmt: skip
         self.decisions_pending = Gauge(
             "crmroute_decision_log_pending", "Decision rows waiting to be written", registry=r
         )

@@ -85,6 +85,7 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
             )  # fmt: skip
             await agi_server.start()
             router.metrics.track(router.metrics.agi_sessions, lambda: agi_server.active_sessions)
+            router.metrics.track(router.metrics.agi_probes, lambda: agi_server.probes_total)
             if settings.ami_enabled:  # the call logger: AMI events -> calls -> the CRMs' activities
                 from crmroute.calllog.worker import CallLogger
 

@@ -182,6 +182,23 @@ async def test_env_without_blank_line_times_out_and_next_call_is_served(caplog):
     assert any("malformed AGI environment" in r.getMessage() for r in caplog.records)
 
 
+async def test_bare_connects_are_health_checks_counted_not_warned(caplog):
+    async with running_server(matched, env_timeout=0.3, finish_timeout=0.5) as server:
+        for _ in range(5):  # HAProxy / Kamailio / monitoring: connect, close, nothing sent
+            _, writer = await asyncio.open_connection("127.0.0.1", server.port)
+            writer.close()
+            await writer.wait_closed()
+        half = await call_agi(server.port, "half", blank_line=False, timeout=10)  # a real peer cut short
+        async with asyncio.timeout(10):
+            while server.probes_total < 5 or server.active_sessions:
+                await asyncio.sleep(0.005)
+        good = await call_agi(server.port, "good")
+    assert server.probes_total == 5 and server.sessions_total == 7
+    assert good.variables == MATCHED.variables and half.jump is None
+    warned = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warned) == 1 and "malformed AGI environment" in warned[0]  # only the one that sent something
+
+
 @pytest.mark.parametrize(
     "raw",
     [

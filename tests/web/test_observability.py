@@ -59,4 +59,4 @@ def test_metrics_count_calls_latency_and_errors(web):
     assert 'crmroute_calls_total{rule="-",status="no_rule"} 1.0' in text
     assert "crmroute_decision_seconds_count 2.0" in text
     assert "crmroute_decision_log_pending 2.0" in text
-    assert "crmroute_agi_active_sessions" in text
+    assert "crmroute_agi_active_sessions" in text and "crmroute_agi_health_checks" in text

@@ -290,6 +290,7 @@ class AgiConnection(asyncio.Protocol):
         self._loop = asyncio.get_running_loop()
         self._env: dict[str, str] | None = {}  # None once the environment is complete or refused
         self._env_lines = 0
+        self.bytes_received = 0  # 0 at the end: a health check's bare connect, not a call
         self._env_ready: asyncio.Future[AgiEnv] = self._loop.create_future()
         self.connected_at: float | None = None  # time.monotonic() when Asterisk's connection was accepted
         self._tail = b""  # the start of a line whose newline has not arrived
@@ -310,6 +311,7 @@ class AgiConnection(asyncio.Protocol):
             self._on_connect(self)
 
     def data_received(self, data: bytes) -> None:
+        self.bytes_received += len(data)
         if self._eof:  # after a line too long: the rest is not read
             return
         if self._tail:

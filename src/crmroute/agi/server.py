@@ -6,7 +6,9 @@ Per connection, on asyncio (no threads):
    matched as IPv4); anyone else is closed at once, nothing sent;
 2. the ``agi_*`` environment is read within ``env_timeout``; a malformed one
    is logged and answered with ``CRMROUTE_STATUS=error`` when the socket
-   still works;
+   still works; a connection closed before sending a byte is a health
+   check (HAProxy, Kamailio, monitoring): counted in ``probes_total``,
+   logged at debug level only;
 3. the handler runs under ``session_timeout``; it returns an
    :class:`Outcome` (variables, optional jump);
 4. the outcome is written (``SET VARIABLE`` each, then ``SET CONTEXT`` /
@@ -117,6 +119,7 @@ class AgiServer:
         self.active_sessions = 0
         self.sessions_total = 0
         self.refused_total = 0
+        self.probes_total = 0  # bare connects that sent nothing: load-balancer and monitoring health checks
         self._server: asyncio.Server | None = None
         self._tasks: set[asyncio.Task] = set()
 
@@ -228,6 +231,10 @@ class AgiServer:
         try:
             env = await connection.read_env(self.env_timeout)
         except AgiProtocolError as exc:
+            if connection.at_eof and connection.bytes_received == 0:
+                self.probes_total += 1
+                log.debug("health check from %s: connected and closed without a word", peer)
+                return
             log.warning("malformed AGI environment from %s: %s", peer, exc)
             if not connection.at_eof:
                 channel = AgiChannel(connection, AgiEnv(), reply_timeout=self.finish_timeout)
