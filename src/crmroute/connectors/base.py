@@ -196,6 +196,15 @@ class CallActivity:
     record: Record | None = None  # the record found during routing, if any
 
 
+@dataclass(frozen=True)
+class CrmUser:
+    """One user of the CRM (``Connector.list_users``): who records are assigned to."""
+
+    id: str
+    name: str = ""
+    email: str = ""
+
+
 @dataclass
 class Token:
     value: str
@@ -259,6 +268,18 @@ class Connector:
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         raise NotImplementedError
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """The CRM's users (id, name, e-mail), every page, for matching agents by e-mail.
+
+        Kinds whose vendor API has a users endpoint implement it; the rest keep
+        this one (``supports_users()`` is false).
+        """
+        raise NotImplementedError(f"{self.title or self.kind} connector cannot list users")
+
+    @classmethod
+    def supports_users(cls) -> bool:
+        return cls.list_users is not Connector.list_users
 
     # --- shared behaviour ----------------------------------------------------------
 
