@@ -196,6 +196,9 @@ class CallActivity:
     record: Record | None = None  # the record found during routing, if any
 
 
+USER_LIST_BYTES = 4 * 1024 * 1024  # one page of a user list may be bigger than a lookup's answer
+
+
 @dataclass(frozen=True)
 class CrmUser:
     """One user of the CRM (``Connector.list_users``): who records are assigned to."""
