@@ -76,12 +76,12 @@ async def sync(request: Request, data: AgentSyncIn, box: BoxDep) -> Any:
     return result.as_dict()
 
 
-@router.get("/{agent_id}", response_model=AgentPublic, responses=NOT_FOUND)
+@router.get("/{agent_id:int}", response_model=AgentPublic, responses=NOT_FOUND)
 def get_agent(request: Request, agent_id: IdPath, session: SessionDep) -> dict:
     return agents.to_public(agents.get(session, agent_id), availability_of(request))
 
 
-@router.put("/{agent_id}", response_model=AgentPublic, responses=NOT_FOUND | CONFLICT)
+@router.put("/{agent_id:int}", response_model=AgentPublic, responses=NOT_FOUND | CONFLICT)
 def update_agent(request: Request, agent_id: IdPath, data: AgentIn, session: SessionDep) -> dict:
     """Replace the agent; identities left out are removed."""
     row = agents.update(session, agent_id, data)
@@ -89,7 +89,7 @@ def update_agent(request: Request, agent_id: IdPath, data: AgentIn, session: Ses
     return agents.to_public(row, availability_of(request))
 
 
-@router.delete("/{agent_id}", status_code=204, responses=NOT_FOUND)
+@router.delete("/{agent_id:int}", status_code=204, responses=NOT_FOUND)
 def delete_agent(agent_id: IdPath, session: SessionDep) -> Response:
     agents.delete(session, agent_id)
     session.commit()
