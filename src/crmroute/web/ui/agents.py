@@ -12,7 +12,7 @@ from starlette.datastructures import FormData
 
 from crmroute.agentsync import sync_agents
 from crmroute.connectors import registry
-from crmroute.errors import ConfigError, Conflict, ConnectorError
+from crmroute.errors import ConfigError, Conflict, ConnectorError, NotFound
 from crmroute.schemas import AgentIn
 from crmroute.store import agents
 from crmroute.store.models import Integration
@@ -53,7 +53,7 @@ def agent_list(
     if integration and user:  # "which agent is this CRM user?"
         try:
             found = agents.resolve(session, integration[:128], user[:255])
-        except Exception as exc:  # an unknown integration
+        except NotFound as exc:  # an unknown integration
             resolved = {"ok": False, "text": str(exc)}
         else:
             resolved = ({"ok": True, "text": found[0].explain()} if found is not None
