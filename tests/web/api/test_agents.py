@@ -60,7 +60,8 @@ def test_resolve_explains_the_match(api):
 def test_sync_refuses_unknown_integrations_and_kinds_without_a_user_list(api):
     assert fields(api.post("/api/v1/agents/sync", json={"integration": "Nope"})) == {
         "integration": "no integration named 'Nope'"}
-    create(api, "integrations", {"name": "Dyn", "kind": "dynamics2015", "settings": {"org_url": "https://crm.example.com/org"}})
+    create(api, "integrations", {"name": "Dyn", "kind": "dynamics2015", "settings": {"org_url": "https://crm.example.com/org", "auth": "ntlm", "username": "u"},
+                                 "secrets": {"password": "p"}})  # fmt: skip
     problems = fields(api.post("/api/v1/agents/sync", json={"integration": "Dyn"}))
     assert "integrations cannot list their users yet" in problems["integration"]
 
