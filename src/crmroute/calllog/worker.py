@@ -467,7 +467,12 @@ class CallLogger:
         """After each login: end the calls whose channels are gone, take in the channels not known;
         then ask the current device and extension states."""
         await self._channels(client)
-        await self.availability.refresh(client)
+        try:
+            await self.availability.refresh(client)
+        except (AmiError, TimeoutError) as exc:  # the connection went meanwhile: the next login asks again
+            logger.warning("AMI: cannot ask the device states after connecting (%s)", exc)
+        except Exception:  # a bug here must not drop the AMI session (and with it the call log)
+            logger.exception("AMI: reading the device states failed")
 
     async def _channels(self, client: AmiClient) -> None:
         try:
