@@ -60,9 +60,9 @@ def test_resolve_explains_the_match(api):
 def test_sync_refuses_unknown_integrations_and_kinds_without_a_user_list(api):
     assert fields(api.post("/api/v1/agents/sync", json={"integration": "Nope"})) == {
         "integration": "no integration named 'Nope'"}
-    create(api, "integrations", {"name": "Dyn", "kind": "dynamics2015", "settings": {"org_url": "https://crm.example.com/org", "auth": "ntlm", "username": "u"},
-                                 "secrets": {"password": "p"}})  # fmt: skip
-    problems = fields(api.post("/api/v1/agents/sync", json={"integration": "Dyn"}))
+    create(api, "integrations", {"name": "Own", "kind": "proprietary", "settings": {"auth": "none",
+                                 "lookup_url": "https://crm.example.com/lookup?phone={phone}"}})  # fmt: skip
+    problems = fields(api.post("/api/v1/agents/sync", json={"integration": "Own"}))
     assert "integrations cannot list their users yet" in problems["integration"]
 
 
