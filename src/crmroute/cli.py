@@ -74,6 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     test.add_argument("--field", action="append", default=[], help="a field to read (repeatable)")
     test.add_argument("--json", action="store_true")
 
+    agents = sub.add_parser("agents", help="agents: list them, or sync their CRM user ids").add_subparsers(
+        dest="agents_command", required=True)  # fmt: skip
+    agents.add_parser("list", help="list the agents and who they are in each CRM").add_argument("--json", action="store_true")
+    sync = agents.add_parser("sync", help="match an integration's CRM users to agents by e-mail; record their ids")
+    sync.add_argument("integration", help="the integration's name")
+    sync.add_argument("--json", action="store_true")
+
     lic = sub.add_parser("license", help="licensing").add_subparsers(dest="license_command", required=True)
     install = lic.add_parser("install", help="install a license file")
     install.add_argument("file")
@@ -395,6 +402,54 @@ async def crm_test(settings: Settings, args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_agents(settings: Settings, args: argparse.Namespace) -> int:
+    from crmroute.service import Store
+    from crmroute.store import agents
+
+    if args.agents_command == "sync":
+        return asyncio.run(agents_sync(settings, args))
+    store = Store(settings)
+    try:
+        store.upgrade()
+        with store.factory() as session:
+            rows = agents.list_all(session)
+            listed = [agents.to_public(row) | {"explained": agents.explain(row)} for row in rows]
+    finally:
+        store.close()
+    if args.json:
+        print(json.dumps([{k: v for k, v in a.items() if k != "explained"} for a in listed], indent=2))
+        return 0
+    for agent in listed:
+        print(f"{agent['name']}: extension {agent['extension']}, devices {', '.join(agent['watched_devices'])}")
+        for line in agent["explained"]:
+            print(f"  {line}")
+    return 0
+
+
+async def agents_sync(settings: Settings, args: argparse.Namespace) -> int:
+    from crmroute.agentsync import sync_agents
+    from crmroute.connectors._http import make_client
+    from crmroute.service import Store
+
+    store = Store(settings)
+    http = make_client(settings)
+    try:
+        await asyncio.to_thread(store.upgrade)
+        result = await sync_agents(store.factory, store.box, http, args.integration, region=settings.default_region)
+    finally:
+        await http.aclose()
+        store.close()
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+        return 0
+    print(f"{result.integration}: {result.users} CRM users, {len(result.matched)} agents matched, {result.updated} updated")
+    for line in result.matched:
+        print(f"  {line}")
+    for line in result.unmatched_agents:
+        print(f"  no CRM user has the e-mail of {line}")
+    return 0
+
+
 def redact_url(url: str) -> str:
     """A database URL without its password."""
     if "://" in url and "@" in url:
@@ -415,4 +470,5 @@ COMMANDS = {
     "user": cmd_user,
     "crm": cmd_crm,
     "token": cmd_token,
+    "agents": cmd_agents,
 }

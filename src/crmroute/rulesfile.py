@@ -1,4 +1,4 @@
-"""The rules file: YAML or JSON with integrations, destinations, rules, DIDs, IVRs.
+"""The rules file: YAML or JSON with integrations, destinations, rules, DIDs, IVRs, agents.
 
 Import is all-or-nothing: the whole file is validated first (every bad field
 reported by its path), then applied in one transaction, creating or updating
@@ -26,14 +26,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from crmroute import textfile
 from crmroute.errors import ConfigError
 from crmroute.schemas import RulesFile, problems
-from crmroute.store import assignments, destinations, integrations, licenses, rules
+from crmroute.store import agents, assignments, destinations, integrations, licenses, rules
 from crmroute.store.db import bump_config_version, transaction
 from crmroute.store.integrations import connector_problems
 from crmroute.store.references import References, check_assignment, check_rule, prefixed
 from crmroute.store.secrets import SecretBox
 
 ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
-SECTIONS = ("integrations", "destinations", "rules", "dids", "ivrs")
+SECTIONS = ("integrations", "destinations", "rules", "dids", "ivrs", "agents")
 
 
 @dataclass
@@ -124,10 +124,14 @@ def check_references(session: Session, data: RulesFile) -> list[tuple[str, str]]
     unique("rules", [r.name for r in data.rules], "name")
     unique("dids", [d.number for d in data.dids], "number")
     unique("ivrs", [i.number for i in data.ivrs], "number")
+    unique("agents", [a.name for a in data.agents], "name")
+    unique("agents", [a.extension for a in data.agents], "extension")
 
     for i, integration in enumerate(data.integrations):  # a masked secret counts as given
         found += prefixed(f"integrations[{i}]", connector_problems(integration.kind, integration.settings,
                                                                    integration.secrets))  # fmt: skip
+    for i, agent in enumerate(data.agents):  # identities name integrations of the file or the store
+        found += prefixed(f"agents[{i}]", agents.identity_problems(session, agent, (x.name for x in data.integrations)))
     refs = References.stored(session).overlay(data)
     for i, rule in enumerate(data.rules):
         found += prefixed(f"rules[{i}]", check_rule(refs, rule, refs.assigned.get(rule.name, ())))
@@ -181,6 +185,23 @@ def import_rules(
             apply("destinations", lambda: destinations.upsert(session, item), destinations.to_data,
                   destinations.to_data(old) if old else None)  # fmt: skip
 
+        stored_agents = {a.name: a for a in agents.list_all(session)}
+        final = {a.name: a.extension for a in stored_agents.values()} | {a.name: a.extension for a in data.agents}
+        for i, item in enumerate(data.agents):  # an agent the file leaves alone may hold the extension
+            holder = next((n for n, ext in final.items() if ext == item.extension and n != item.name), None)
+            if holder is not None:
+                raise ConfigError(f"extension {item.extension!r} belongs to agent {holder!r}",
+                                  field=f"agents[{i}].extension")  # fmt: skip
+        snapshots = {a.name: agents.to_data(a) for a in stored_agents.values()}
+        renumbered = [stored_agents[a.name] for a in data.agents
+                      if a.name in stored_agents and stored_agents[a.name].extension != a.extension]  # fmt: skip
+        for row in renumbered:  # out of the way first: two agents may swap extensions
+            row.extension = f"~{row.id}"
+        session.flush()
+        for item in data.agents:
+            old = snapshots.get(item.name)
+            apply("agents", lambda: agents.upsert(session, item), agents.to_data, old)
+
         by_integration = integrations.by_name(session)
         stored_rules = {r.name: r for r in rules.list_all(session)}
 
@@ -214,6 +235,7 @@ def export_rules(session: Session, box: SecretBox) -> dict:
         "rules": [rules.to_data(r, box) for r in rules.list_all(session)],
         "dids": [assignments.to_data(d) for d in assignments.list_dids(session)],
         "ivrs": [assignments.to_data(i) for i in assignments.list_ivrs(session)],
+        "agents": [agents.to_data(a) for a in agents.list_all(session)],
     }
 
 

@@ -382,6 +382,102 @@ class IntegrationIn(Strict):
         return value
 
 
+# --- agents ---------------------------------------------------------------------
+
+EXTENSION_PATTERN = re.compile(r"^[0-9A-Za-z*#+_.\-]+$")
+# An Asterisk device state name: technology/resource (PJSIP/201, Local/201@agents) or provider:name (Custom:DND201).
+DEVICE_PATTERN = re.compile(r"^[A-Za-z][A-Za-z0-9_\-]*[/:][^\s&,|]+$")
+EMAIL_PATTERN = re.compile(r"^[^\s@]+@[^\s@]+$")
+USER_ID_PATTERN = re.compile(r"^\S+$")
+
+
+class IdentityIn(Strict):
+    """Who an agent is in one integration's CRM: the user id, the e-mail, or both."""
+
+    model_config = ConfigDict(json_schema_extra={"anyOf": [
+        {"required": ["user_id"], "properties": {"user_id": {"minLength": 1}}},
+        {"required": ["email"], "properties": {"email": {"minLength": 1}}},
+    ]})  # fmt: skip
+
+    user_id: str = Field("", max_length=255, description="the CRM user id (Salesforce 005..., HubSpot owner id ...)",
+                         json_schema_extra={"pattern": "^([^\\s@]+)?$"})
+    email: str = Field("", max_length=255, description="the CRM user's e-mail; matched ignoring case",
+                       json_schema_extra={"pattern": "^([^\\s@]+@[^\\s@]+)?$"})
+
+    @field_validator("user_id")
+    @classmethod
+    def _user_id(cls, value: str) -> str:
+        if value and (not USER_ID_PATTERN.match(value) or "@" in value):
+            raise ValueError("a CRM user id has no spaces and no @ (an e-mail goes in email)")
+        return value
+
+    @field_validator("email")
+    @classmethod
+    def _email(cls, value: str) -> str:
+        if value and not EMAIL_PATTERN.match(value):
+            raise ValueError("must be an e-mail address such as olivia.owner@example.com")
+        return value
+
+    @model_validator(mode="after")
+    def _one_given(self) -> "IdentityIn":
+        if not self.user_id and not self.email:
+            raise ValueError("give the CRM user id, the e-mail, or both")
+        return self
+
+
+def _identities_schema(schema: dict[str, Any]) -> None:
+    """The document's side of ``_identity``: a value may also be the short text (or a number: a user id)."""
+    short = {"type": "string", "minLength": 1, "maxLength": 255, "pattern": "^([^\\s@]+|[^\\s@]+@[^\\s@]+)$"}
+    schema["additionalProperties"] = {"anyOf": [short, DIGITS, schema["additionalProperties"]]}
+
+
+def _identity(value: Any) -> Any:
+    """The rules file's short form: a text is an e-mail when it holds an @, else a CRM user id."""
+    value = _digits_as_text(value)
+    if isinstance(value, str):
+        value = value.strip()
+        return {"email": value} if "@" in value else {"user_id": value}
+    return value
+
+
+class AgentIn(Strict):
+    name: Name
+    extension: str = Field(min_length=1, max_length=64, description="the number the dialplan rings, e.g. 201",
+                           json_schema_extra=lambda s: _or_digits(s, EXTENSION_PATTERN))  # fmt: skip
+    devices: list[Annotated[str, Field(min_length=1, max_length=128, json_schema_extra={"pattern": DEVICE_PATTERN.pattern})]] = Field(
+        default_factory=list, max_length=20,
+        description="Asterisk devices whose state says whether the agent is free; empty: PJSIP/{extension}",
+    )  # fmt: skip
+    identities: dict[Annotated[str, Field(min_length=1, max_length=128)], IdentityIn] = Field(
+        default_factory=dict, json_schema_extra=_identities_schema,
+        description="integration name -> the CRM user id or e-mail (text: an e-mail when it holds an @), or {user_id, email}",
+    )  # fmt: skip
+
+    @field_validator("extension", mode="before")
+    @classmethod
+    def _extension(cls, value: Any) -> Any:
+        value = _digits_as_text(value)
+        if isinstance(value, str) and value.strip() and not EXTENSION_PATTERN.match(value.strip()):
+            raise ValueError("use digits, letters and * # + - _ . only")
+        return value
+
+    @field_validator("devices")
+    @classmethod
+    def _device_names(cls, value: list[str]) -> list[str]:
+        for device in value:
+            if not DEVICE_PATTERN.match(device):
+                raise ValueError(f"{device!r} is not an Asterisk device such as PJSIP/201 or Local/201@agents")
+        seen: set[str] = set()
+        return [d for d in value if not (d.casefold() in seen or seen.add(d.casefold()))]  # repeats dropped
+
+    @field_validator("identities", mode="before")
+    @classmethod
+    def _short_identities(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: _identity(v) for k, v in value.items()}
+        return value
+
+
 def _sections_may_be_null(schema: dict[str, Any]) -> None:
     """Say what ``_none_is_empty`` accepts: a section may be null (YAML's bare ``ivrs:``)."""
     for name, prop in schema.get("properties", {}).items():
@@ -398,8 +494,9 @@ class RulesFile(Strict):
     rules: list[RuleIn] = Field(default_factory=list)
     dids: list[DidIn] = Field(default_factory=list)
     ivrs: list[IvrIn] = Field(default_factory=list)
+    agents: list[AgentIn] = Field(default_factory=list)
 
-    @field_validator("integrations", "destinations", "rules", "dids", "ivrs", mode="before")
+    @field_validator("integrations", "destinations", "rules", "dids", "ivrs", "agents", mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return [] if value is None else value
@@ -569,6 +666,38 @@ class IntegrationPage(Page):
     items: list[IntegrationPublic]
 
 
+class IdentityPublic(_Public):
+    user_id: str
+    email: str
+
+
+class AgentPublic(_Public):
+    id: int
+    name: str
+    extension: str
+    devices: list[str] = Field(description="as configured; empty: the default device")
+    watched_devices: list[str] = Field(description="the devices whose state is watched (PJSIP/{extension} by default)")
+    identities: dict[str, IdentityPublic] = Field(description="integration name -> CRM user id and e-mail")
+    availability: dict[str, Any] = Field(description="state (available, busy, unavailable, unknown) and its sources; "
+                                                     "unknown when AMI is off: routing assumes available")
+
+
+class AgentPage(Page):
+    items: list[AgentPublic]
+
+
+class AgentSyncIn(Strict):
+    integration: Name = Field(description="the integration whose CRM users are matched to agents by e-mail")
+
+
+class AgentSyncResult(_Public):
+    integration: str
+    users: int = Field(description="CRM users listed")
+    matched: list[str] = Field(description="explanations: 'Olivia Owner, olivia@... -> extension 201 (agent Olivia)'")
+    updated: int = Field(description="agents whose identity changed")
+    unmatched_agents: list[str] = Field(description="agents with an e-mail no CRM user has")
+
+
 class IntegrationTestIn(Strict):
     key: str | None = Field(None, max_length=64, description="a phone number or account key to look up")
     module: Literal["accounts", "contacts", "leads"] = "contacts"
@@ -664,6 +793,7 @@ class ImportSummaryPublic(_Public):
     rules: SectionCounts
     dids: SectionCounts
     ivrs: SectionCounts
+    agents: SectionCounts | None = None
 
 
 class LicensePublic(_Public):

@@ -11,7 +11,10 @@
 It sends the banner, answers ``Login`` (``Authentication accepted`` then
 ``FullyBooted``, or ``Authentication failed``), ``Ping`` (``Ping: Pong``,
 unless ``answer_ping`` is off), ``CoreShowChannels`` (``EventList: start``,
-one ``CoreShowChannel`` per entry of ``channels``, ``CoreShowChannelsComplete``)
+one ``CoreShowChannel`` per entry of ``channels``, ``CoreShowChannelsComplete``),
+``DeviceStateList`` (a ``DeviceStateChange`` per entry of ``device_states``,
+``DeviceStateListComplete``), ``ExtensionStateList`` (an ``ExtensionStatus`` per
+entry of ``extension_states``, ``ExtensionStateListComplete``; Asterisk 13+)
 and ``Logoff`` (``Goodbye``, then closes); other actions get
 ``Response: Error``. Every action received is kept in ``actions``.
 """
@@ -71,6 +74,8 @@ class FakeAmi:
         self.logins = 0
         self.refused_logins = 0
         self.channels: list[dict[str, str]] = []  # what CoreShowChannels lists
+        self.device_states: dict[str, str] = {}  # what DeviceStateList lists: device -> state
+        self.extension_states: list[dict[str, Any]] = []  # what ExtensionStateList lists (Exten, Context, Status ...)
         self.answer_ping = True
         self.uptime = 3600
         self._server: asyncio.Server | None = None
@@ -183,6 +188,18 @@ class FakeAmi:
             await out.drain()
             out.close()
             return
+        elif name == "devicestatelist":
+            out.write(response(action_id, EventList="start", Message="Device State Changes will follow"))
+            for device, state in self.device_states.items():
+                out.write(event("DeviceStateChange", ActionID=action_id, Device=device, State=state))
+            out.write(event("DeviceStateListComplete", ActionID=action_id, EventList="Complete",
+                            ListItems=len(self.device_states)))  # fmt: skip
+        elif name == "extensionstatelist":
+            out.write(response(action_id, EventList="start", Message="Extension Statuses will follow"))
+            for item in self.extension_states:
+                out.write(event("ExtensionStatus", ActionID=action_id, **item))
+            out.write(event("ExtensionStateListComplete", ActionID=action_id, EventList="Complete",
+                            ListItems=len(self.extension_states)))  # fmt: skip
         else:
             out.write(response(action_id, "Error", Message="Invalid/unknown command"))
         await out.drain()

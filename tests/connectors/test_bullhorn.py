@@ -336,6 +336,39 @@ def make_app(fake: VendorFake) -> Starlette:
         data = [{"_score": 1.0} | select(entity, r, fields) for r in rows[:count]]
         return JSONResponse({"total": len(rows), "start": 0, "count": len(data), "data": data}, headers=rest_headers())
 
+    async def query(request: Request) -> Response:
+        """``GET query/CorporateUser``: ``where`` (``field=value`` joined by `` AND ``), ``fields``, ``count`` (at
+        most 500), ``start``, ``orderBy``; answers ``{start, count, data}`` (no total). Users: fake.state["users"]."""
+        entity = request.path_params["entity"]
+        if (bad := session(request)) is not None:
+            return bad
+        if entity != "CorporateUser":
+            return bh_error(400, f"this fake queries CorporateUser only, not {entity}")
+        params = dict(request.query_params)
+        unknown = set(params) - {"where", "fields", "count", "start", "orderBy", "BhRestToken"}
+        if unknown or "where" not in params:
+            return bh_error(400, f"Unrecognized parameter(s): {', '.join(sorted(unknown))}" if unknown else "where is required")
+        columns = {"id", "firstName", "lastName", "name", "email", "enabled", "isDeleted", "username"}
+        tests = []
+        for term in params["where"].split(" AND "):
+            field, eq, value = term.partition("=")
+            if not eq or field.strip() not in columns:
+                return bh_error(400, f"Invalid where clause: {term}")
+            tests.append((field.strip(), value.strip().lower()))
+        fields = [f.strip() for f in params.get("fields", "id").split(",")]
+        if any(f not in columns for f in fields):
+            return bh_error(400, f"Invalid field(s): {', '.join(f for f in fields if f not in columns)}")
+        count, start = params.get("count", "15"), params.get("start", "0")
+        if not count.isdigit() or not 1 <= int(count) <= 500 or not start.isdigit():
+            return bh_error(400, "count must be between 1 and 500")
+        rows = [u for u in fake.state.get("users", []) if all(str(u.get(f)).lower() == v for f, v in tests)]
+        if params.get("orderBy"):
+            rows.sort(key=lambda u: u.get(params["orderBy"].lstrip("-")) or 0)
+        chunk = rows[int(start):int(start) + int(count)]
+        fake.state["user_pages"] = fake.state.get("user_pages", 0) + 1
+        return JSONResponse({"start": int(start), "count": len(chunk), "data": [{f: u.get(f) for f in fields} for u in chunk]},
+                            headers=rest_headers())  # fmt: skip
+
     async def person_notes(request: Request) -> Response:
         entity, person_id = request.path_params["entity"], request.path_params["id"]
         if (bad := session(request)) is not None:
@@ -402,6 +435,7 @@ def make_app(fake: VendorFake) -> Starlette:
         Route("/west/oauth/token", token, methods=["GET", "POST"]),
         Route("/rest-services/login", rest_login, methods=["GET", "POST"]),
         Route(f"{REST}search/{{entity}}", search, methods=["GET", "POST"]),
+        Route(f"{REST}query/{{entity}}", query, methods=["GET"]),
         Route(f"{REST}entity/{{entity}}/{{id}}/notes", person_notes, methods=["GET"]),
         Route(f"{REST}entity/{{entity}}", entity_put, methods=["PUT", "POST"]),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PUT", "DELETE"]),
@@ -754,3 +788,24 @@ def test_helpers():
         "id,name,dateLastModified,owner(email,firstName),customText1"  # fmt: skip
     assert split_fields("id,a(b,c(d)),e") == [("id", ""), ("a", "b,c(d)"), ("e", "")]
     assert urlsplit("https://x/y?code=1").query == "code=1" and parse_qs("code=22%3Aab")["code"] == ["22:ab"]
+
+
+# --- users (agents sync) ------------------------------------------------------------------------
+
+
+async def test_list_users_queries_the_enabled_corporate_users(fake):
+    from crmroute.connectors._http import make_client
+    from crmroute.settings import Settings
+
+    fake.state["users"] = [{"id": 1000 + i, "firstName": "Agent", "lastName": str(i), "email": f"agent{i}@example.com",
+                            "enabled": True} for i in range(700)]  # fmt: skip
+    fake.state["users"].append({"id": 5, "firstName": "Gone", "lastName": "", "email": "gone@example.com", "enabled": False})
+    http = make_client(Settings(ca_bundle=fake.ca_path))
+    try:
+        users = await TestBullhorn().build(fake, http).list_users(deadline=TestBullhorn.deadline())
+    finally:
+        await http.aclose()
+    assert len(users) == 700 and fake.state["user_pages"] == 2 and "5" not in {u.id for u in users}
+    assert (users[0].id, users[0].name, users[0].email) == ("1000", "Agent 0", "agent0@example.com")
+    pages = [r for r in fake.api_requests() if r.path.endswith("query/CorporateUser")]
+    assert [r.params["start"] for r in pages] == ["0", "500"] and pages[0].params["where"] == "enabled=true"

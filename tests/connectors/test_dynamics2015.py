@@ -61,7 +61,8 @@ SCHEMA: dict[str, dict[str, str]] = {
     "PhoneCall": {"ActivityId": "guid", "Subject": "string", "PhoneNumber": "string", "DirectionCode": "bool",
                   "ActualDurationMinutes": "int", "Description": "string", "RegardingObjectId": "ref",
                   "ModifiedOn": "datetime", "StateCode": "option"},
-    "SystemUser": {"SystemUserId": "guid", "FullName": "string", "ModifiedOn": "datetime"},
+    "SystemUser": {"SystemUserId": "guid", "FullName": "string", "ModifiedOn": "datetime",
+                   "InternalEMailAddress": "string", "IsDisabled": "bool"},
 }  # fmt: skip
 NAME_OF = {"Contact": "FullName", "Lead": "FullName", "Account": "Name", "SystemUser": "FullName"}
 QUERY_OPTIONS = {"$filter", "$select", "$orderby", "$top", "$skip", "$expand", "$skiptoken"}
@@ -172,14 +173,20 @@ class Filter:
             raise FilterError(f"Syntax error at position {at}.")
         lkind, literal, _ = self._take()
         ptype = SCHEMA[self.entity][prop]
-        operand = {"str": "System.String", "num": "System.Int32", "guid": "System.Guid"}.get(lkind, "System.Object")
-        expected = {"string": "System.String", "int": "System.Int32", "guid": "System.Guid"}.get(ptype)
+        if lkind == "name" and literal in ("true", "false"):
+            lkind = "bool"
+        operand = {"str": "System.String", "num": "System.Int32", "guid": "System.Guid",
+                   "bool": "System.Boolean"}.get(lkind, "System.Object")  # fmt: skip
+        expected = {"string": "System.String", "int": "System.Int32", "guid": "System.Guid",
+                    "bool": "System.Boolean"}.get(ptype)  # fmt: skip
         if expected != operand:
             shown = f"System.Nullable`1[{expected}]" if ptype in ("int", "guid") else expected
             raise FilterError(f"Operator '{op}' incompatible with operand types '{shown}' and '{operand}' at "
                               f"position {at}.")  # fmt: skip
         value: Any = literal[1:-1].replace("''", "'") if lkind == "str" else literal
-        if lkind == "num":
+        if lkind == "bool":
+            value = literal == "true"
+        elif lkind == "num":
             value = int(float(literal))
         elif lkind == "guid":
             value = literal[5:-1].lower()
@@ -380,8 +387,10 @@ def make_app(fake: VendorFake) -> Starlette:
         if entity == "PhoneCall":
             return list(fake.activities)
         if entity == "SystemUser":
-            return [{"SystemUserId": "d0e1f2a3-0000-0000-0000-000000000001", "FullName": "CRM Router",
-                     "ModifiedOn": "2026-01-01T00:00:00Z"}]  # fmt: skip
+            return fake.state.get("system_users") or [
+                {"SystemUserId": "d0e1f2a3-0000-0000-0000-000000000001", "FullName": "CRM Router",
+                 "ModifiedOn": "2026-01-01T00:00:00Z", "InternalEMailAddress": "crm.router@example.com",
+                 "IsDisabled": False}]  # fmt: skip
         return [values(entity, r) for r in records_of(entity)]
 
     def get_one(entity_set: str, entity: str, record_id: str, select: list[str]) -> Response:
@@ -830,3 +839,28 @@ class TestDynamicsNtlm(DynamicsContract):
         fake.records = [self.record()]
         await connector.log_call(self.call(None, "ntlm-call"), LogOptions(), deadline=self.deadline())
         assert fake.activities[0]["RegardingObjectId"]["Id"] == CONTACT_IDS[0]
+
+
+# --- users (agents sync) ------------------------------------------------------------------------
+
+
+async def test_list_users_reads_the_enabled_system_users_following_next(fake):
+    from crmroute.connectors._http import make_client
+    from crmroute.settings import Settings
+
+    fake.state["system_users"] = [
+        {"SystemUserId": f"d0e1f2a3-0000-0000-0000-{i:012d}", "FullName": f"Agent {i:03d}",
+         "InternalEMailAddress": f"agent{i}@example.com", "IsDisabled": False, "ModifiedOn": "2026-01-01T00:00:00Z"}
+        for i in range(1, 121)] + [
+        {"SystemUserId": "d0e1f2a3-0000-0000-0000-999999999999", "FullName": "Gone", "InternalEMailAddress": "g@example.com",
+         "IsDisabled": True, "ModifiedOn": "2026-01-01T00:00:00Z"}]  # fmt: skip
+    http = make_client(Settings(ca_bundle=fake.ca_path))
+    try:
+        users = await TestDynamicsOnline().build(fake, http).list_users(deadline=TestDynamicsOnline.deadline())
+    finally:
+        await http.aclose()
+    assert len(users) == 120 and "d0e1f2a3-0000-0000-0000-999999999999" not in {u.id for u in users}
+    assert (users[0].id, users[0].name, users[0].email) == ("d0e1f2a3-0000-0000-0000-000000000001", "Agent 001",
+                                                            "agent1@example.com")
+    pages = [r for r in fake.requests if r.path.endswith("/SystemUserSet") and "$select" in r.params]
+    assert len(pages) == 3 and pages[0].params["$filter"] == "IsDisabled eq false"  # 50 + 50 + 20, by __next

@@ -370,7 +370,30 @@ def make_app(fake: VendorFake) -> Starlette:
             return error(404, "Owner not found", "OBJECT_NOT_FOUND")
         return JSONResponse(found)
 
+    async def owners(request: Request) -> JSONResponse:
+        """``GET /crm/v3/owners``: ``limit`` (1..500, default 100), ``after`` (a cursor), ``archived``, ``email``."""
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        params = request.query_params
+        unknown = set(params) - {"limit", "after", "archived", "email"}
+        if unknown:
+            return error(400, f"Unknown query parameter: {sorted(unknown)[0]}")
+        raw_limit, raw_after = params.get("limit", "100"), params.get("after", "0")
+        if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= 500:
+            return error(400, "limit must be between 1 and 500")
+        if not raw_after.isdigit():
+            return error(400, f"Invalid after cursor: {raw_after}")
+        archived = params.get("archived", "false") == "true"
+        listed = [o for o in fake.state.get("owners", {}).values() if bool(o.get("archived")) == archived]
+        fake.state["owner_pages"] = fake.state.get("owner_pages", 0) + 1
+        start, limit = int(raw_after), int(raw_limit)
+        answer: dict[str, Any] = {"results": listed[start:start + limit]}
+        if start + limit < len(listed):
+            answer["paging"] = {"next": {"after": str(start + limit), "link": f"?after={start + limit}"}}
+        return JSONResponse(answer)
+
     return Starlette(routes=[
+        Route("/crm/v3/owners", owners, methods=["GET"]),
         Route("/oauth/v1/token", token, methods=["POST"]),
         Route("/account-info/v3/details", account, methods=["GET"]),
         Route("/crm/v3/objects/{object}/search", search, methods=["POST"]),
@@ -801,3 +824,30 @@ async def test_an_unknown_caller_is_logged_without_association_unless_asked(fake
     await oauth(fake, client).log_call(call(None, call_id="other"), LogOptions(create_unknown=True), deadline=D())
     assert fake.created[0]["properties"]["phone"] == "+14155552671"
     assert fake.activities[1]["associations"][0]["to"]["id"] == fake.created[0]["id"]
+
+
+# --- users (agents sync) ------------------------------------------------------------------------
+
+
+def owners_fixture(count: int) -> dict[str, dict[str, Any]]:
+    found = {str(100 + i): {"id": str(100 + i), "email": f"agent{i}@example.com", "type": "PERSON",
+                            "firstName": f"Agent{i}", "lastName": "Lee", "userId": 9000 + i, "archived": False}
+             for i in range(count)}  # fmt: skip
+    found["gone"] = {"id": "5", "email": "gone@example.com", "firstName": "Gone", "lastName": "", "archived": True}
+    return found
+
+
+async def test_list_users_pages_through_the_owners(fake, client):
+    fake.state["owners"] = owners_fixture(1203)
+    connector = private(fake, client)
+    users = await connector.list_users(deadline=D())
+    assert len(users) == 1203 and fake.state["owner_pages"] == 3  # 500 + 500 + 203
+    assert users[0].id == "100" and users[0].name == "Agent0 Lee" and users[0].email == "agent0@example.com"
+    assert "5" not in {u.id for u in users}  # archived owners are not listed
+    assert connector.supports_users()
+
+
+async def test_list_users_with_no_owners_is_empty(fake, client):
+    fake.state["owners"] = {}
+    users = await private(fake, client).list_users(deadline=D())
+    assert users == []

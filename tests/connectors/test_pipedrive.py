@@ -348,6 +348,12 @@ def make_app(fake: VendorFake) -> Starlette:
         return ok(items[start:start + limit], {"pagination": {"start": start, "limit": limit,
                                                "more_items_in_collection": more, "next_start": start + limit}})  # fmt: skip
 
+    async def users(request: Request) -> JSONResponse:
+        """``GET /v1/users``: every user of the company, one answer (no paging parameters)."""
+        if (denied := guard(request, set())) is not None:
+            return denied
+        return ok(list(fake.state.get("users", USERS).values()))
+
     async def user(request: Request) -> JSONResponse:
         if (denied := guard(request, set())) is not None:
             return denied
@@ -426,6 +432,7 @@ def make_app(fake: VendorFake) -> Starlette:
 
     return Starlette(routes=[
         Route("/oauth/token", token, methods=["POST"]),
+        Route("/v1/users", users, methods=["GET"]),
         Route("/v1/users/me", me, methods=["GET"]),
         Route("/v1/users/{id}", user, methods=["GET"]),
         Route("/v1/leads", leads, methods=["GET"]),
@@ -856,3 +863,18 @@ async def test_a_custom_activity_type_is_used(fake, client):
     with pytest.raises(UnexpectedResponse, match="unknown activity type"):
         await oauth(fake, client, activity_type="phone_call").log_call(call(None, call_id="x"), LogOptions(),
                                                                       deadline=D())  # fmt: skip
+
+
+# --- users (agents sync) ------------------------------------------------------------------------
+
+
+async def test_list_users_leaves_deactivated_users_out(fake, client):
+    fake.state["users"] = USERS | {
+        10: {"id": 10, "name": "Olivia Owner", "email": "Olivia.Owner@example.com", "active_flag": True},
+        11: {"id": 11, "name": "Former", "email": "former@example.com", "active_flag": False},
+    }  # fmt: skip
+    for connector in (oauth(fake, client), with_token(fake, client)):
+        users = await connector.list_users(deadline=D())
+        assert [(u.id, u.name, u.email) for u in users] == [("9", "Ann Owner", "ann@example.com"),
+                                                            ("10", "Olivia Owner", "Olivia.Owner@example.com")]
+    assert paths(fake).count("/v1/users") == 2

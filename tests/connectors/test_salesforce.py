@@ -59,7 +59,7 @@ SCHEMA: dict[str, dict[str, str]] = {
              "CallDurationInSeconds": "int", "CallObject": "string", "CallDisposition": "string",
              "Status": "picklist", "ActivityDate": "date", "WhoId": "reference", "WhatId": "reference",
              "Description": "textarea", "OwnerId": "reference", "Priority": "picklist"},
-    "User": {"Id": "id", "Name": "string", "Email": "email"},
+    "User": {"Id": "id", "Name": "string", "Email": "email", "IsActive": "boolean"},
 }  # fmt: skip
 RELATIONS = {"Contact": {"Account": "Account", "Owner": "User"}, "Lead": {"Owner": "User"},
              "Account": {"Owner": "User", "Parent": "Account"}, "Task": {"Owner": "User"}}  # fmt: skip
@@ -261,7 +261,7 @@ def make_app(fake: VendorFake) -> Starlette:
         return JSONResponse({"searchRecords": out}, headers=limit_headers())
 
     soql_re = re.compile(r"SELECT (?P<fields>.+?) FROM (?P<obj>\w+)"
-                         r"(?: WHERE (?P<field>\w+) = (?P<value>'(?:[^'\\]|\\.)*'|-?\d+(?:\.\d+)?))?"
+                         r"(?: WHERE (?P<field>\w+) = (?P<value>'(?:[^'\\]|\\.)*'|-?\d+(?:\.\d+)?|true|false))?"
                          r"(?: ORDER BY (?P<order>\w+)(?: (?P<dir>ASC|DESC))?)?(?: LIMIT (?P<limit>\d+))?", re.S)  # fmt: skip
 
     async def query(request: Request) -> Response:
@@ -280,6 +280,21 @@ def make_app(fake: VendorFake) -> Starlette:
         for column in columns + [c for c in (found["field"], found["order"]) if c]:
             if (bad := check_column(sobject, column, q)) is not None:
                 return bad
+        if sobject == "User":  # fake.state["users"]: dicts of Id, Name, Email, IsActive; batches of query_batch
+            users = fake.state.get("users", [])
+            if found["field"]:
+                if SCHEMA["User"].get(canonical("User", found["field"]) or "") != "boolean" or found["value"] not in ("true", "false"):
+                    return sf_errors(400, "INVALID_FIELD", f"\n{q}\n ^\nERROR at Row:1:Column:40\nvalue of filter criterion "
+                                     f"for field '{found['field']}' must be of type boolean and should not be enclosed in quotes")  # fmt: skip
+                users = [u for u in users if u.get("IsActive") is (found["value"] == "true")]
+            if found["order"]:
+                users = sorted(users, key=lambda u: str(u.get(canonical("User", found["order"]) or "") or ""))
+            out = [{"attributes": {"type": "User", "url": f"{API}/sobjects/User/{u['Id']}"}} | {c: u.get(c) for c in columns}
+                   for u in users]  # fmt: skip
+            return query_batch(out)
+        if found["value"] in ("true", "false"):
+            return sf_errors(400, "INVALID_FIELD", f"\n{q}\n ^\nERROR at Row:1:Column:40\nvalue of filter criterion "
+                             f"for field '{found['field']}' must be of type string and should be enclosed in quotes")  # fmt: skip
         if sobject == "Task":
             rows = [a for a in fake.activities
                     if not found["field"] or str(a.get(canonical("Task", found["field"]) or "")) == _literal(found["value"])]  # fmt: skip
@@ -307,6 +322,25 @@ def make_app(fake: VendorFake) -> Starlette:
         rows = order(rows, found["order"], found["dir"])[: int(found["limit"] or 2000)]
         out = [render(sobject, r, columns) for r in rows]
         return JSONResponse({"totalSize": len(out), "done": True, "records": out}, headers=limit_headers())
+
+    def query_batch(out: list[dict[str, Any]], start: int = 0) -> JSONResponse:
+        """One batch of a query's records; ``nextRecordsUrl`` names the rest (``fake.state["query_batch"]`` a batch)."""
+        size = fake.state.get("query_batch", 2000)
+        answer: dict[str, Any] = {"totalSize": len(out), "done": start + size >= len(out), "records": out[start:start + size]}
+        if not answer["done"]:
+            locator = f"01gD0000002HU6K-{start + size}"
+            fake.state.setdefault("cursors", {})[locator] = out
+            answer["nextRecordsUrl"] = f"{API}/query/{locator}"
+        return JSONResponse(answer, headers=limit_headers())
+
+    async def query_more(request: Request) -> Response:
+        if (denied := unauthorized(request)) is not None:
+            return denied
+        locator = request.path_params["locator"]
+        out = fake.state.get("cursors", {}).get(locator)
+        if out is None:
+            return sf_errors(400, "INVALID_QUERY_LOCATOR", "invalid query locator")
+        return query_batch(out, int(locator.rsplit("-", 1)[1]))
 
     async def create(request: Request) -> Response:
         sobject = request.path_params["sobject"]
@@ -359,6 +393,7 @@ def make_app(fake: VendorFake) -> Starlette:
         Route("/services/oauth2/token", token, methods=["GET", "POST"]),
         Route(f"{API}/search/", search, methods=["GET", "POST"]),
         Route(f"{API}/query/", query, methods=["GET", "POST"]),
+        Route(f"{API}/query/{{locator}}", query_more, methods=["GET"]),
         Route(f"{API}/sobjects/{{sobject}}", create, methods=["GET", "POST", "PATCH"]),
         Route("/{path:path}", not_found, methods=["GET", "POST", "PATCH", "DELETE"]),
     ])  # fmt: skip
@@ -706,3 +741,26 @@ class TestSalesforce(ConnectorContract):
     async def test_unknown_number_is_not_found_in_other_modules_either(self, fake, connector):
         fake.records = [self.record()]
         assert await connector.find_record(LookupKey(OTHER_PHONE, "caller_id"), "leads", deadline=self.deadline()) is None  # fmt: skip
+
+
+# --- users (agents sync) ------------------------------------------------------------------------
+
+
+async def test_list_users_reads_the_active_users_in_batches(fake):
+    from crmroute.connectors._http import make_client
+    from crmroute.settings import Settings
+
+    fake.state["users"] = [{"Id": f"005D0000001{i:04d}AAA", "Name": f"Agent {i:04d}", "Email": f"agent{i}@example.com",
+                            "IsActive": True} for i in range(5)]  # fmt: skip
+    fake.state["users"].append({"Id": "005D0000001XXXXAAA", "Name": "Agent 9999", "Email": "x@example.com", "IsActive": False})
+    fake.state["query_batch"] = 2
+    http = make_client(Settings(ca_bundle=fake.ca_path))
+    try:
+        users = await TestSalesforce().build(fake, http).list_users(deadline=TestSalesforce.deadline())
+    finally:
+        await http.aclose()
+    assert [u.id for u in users] == [f"005D0000001{i:04d}AAA" for i in range(5)]  # the inactive one is not listed
+    assert users[0].name == "Agent 0000" and users[0].email == "agent0@example.com"
+    requests = [r for r in fake.api_requests() if "/query/" in r.path]
+    assert requests[0].params["q"] == "SELECT Id, Name, Email FROM User WHERE IsActive = true ORDER BY Name"
+    assert [r.path for r in requests[1:]] == [f"{API}/query/01gD0000002HU6K-2", f"{API}/query/01gD0000002HU6K-4"]

@@ -57,6 +57,8 @@ SCHEMA: dict[str, set[str]] = {
                                              "email", "customer_status_c", "customer_number_c"},
     "Accounts": COMMON | set(PHONES["Accounts"]) | {"industry", "account_type", "website", "customer_status_c",
                                                    "customer_number_c"},
+    "Users": {"id", "user_name", "full_name", "first_name", "last_name", "email1", "status", "is_group",
+              "date_modified", "deleted"},
     "Calls": COMMON | {"direction", "status", "date_start", "date_end", "duration_hours", "duration_minutes",
                        "parent_type", "parent_id", "parent_name", "reminder_time", "outlook_id"},
 }  # fmt: skip
@@ -166,6 +168,8 @@ def make_app(fake: VendorFake) -> Starlette:
         return found
 
     def rows_of(smodule: str) -> list[dict[str, Any]]:
+        if smodule == "Users":  # fake.state["users"]: id, user_name, full_name, email1, status, date_modified
+            return [dict(u) for u in fake.state.get("users", [])]
         if smodule == "Calls":
             return [dict(a) for a in fake.activities]
         return [values(r) for r in fake.records if MODULE_OF[r.module] == smodule]
@@ -746,3 +750,27 @@ class TestSugarCRM(ConnectorContract):
     async def test_unknown_number_is_not_found_in_leads_either(self, fake, connector):
         fake.records = [self.record()]
         assert await connector.find_record(LookupKey(OTHER_PHONE, "caller_id"), "leads", deadline=self.deadline()) is None  # fmt: skip
+
+
+# --- users (agents sync) ------------------------------------------------------------------------
+
+
+async def test_list_users_reads_the_active_users_by_offset(fake):
+    from crmroute.connectors._http import make_client
+    from crmroute.settings import Settings
+
+    fake.state["users"] = [{"id": f"seed_{i:03d}_id", "user_name": f"agent{i:03d}", "full_name": f"Agent {i:03d}",
+                            "email1": f"agent{i}@example.com", "status": "Active", "date_modified": "2025-01-01T00:00:00+00:00"}
+                           for i in range(205)]  # fmt: skip
+    fake.state["users"].append({"id": "gone_id", "user_name": "zz", "full_name": "Gone", "email1": "gone@example.com",
+                                "status": "Inactive", "date_modified": "2025-01-01T00:00:00+00:00"})  # fmt: skip
+    http = make_client(Settings(ca_bundle=fake.ca_path))
+    try:
+        users = await TestSugarCRM().build(fake, http).list_users(deadline=TestSugarCRM.deadline())
+    finally:
+        await http.aclose()
+    assert len(users) == 205 and users[0].id == "seed_000_id" and users[0].name == "Agent 000"
+    assert users[0].email == "agent0@example.com" and "gone_id" not in {u.id for u in users}
+    pages = [args for module, args in fake.state["filters"] if module == "Users"]
+    assert [p["offset"] for p in pages] == [0, 100, 200]
+    assert pages[0]["filter"] == [{"status": {"$equals": "Active"}}]

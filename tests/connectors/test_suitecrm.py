@@ -37,7 +37,7 @@ from starlette.responses import JSONResponse, PlainTextResponse, Response
 from starlette.routing import Route
 
 from crmroute.connectors._phone import digits_of, phone_forms
-from crmroute.connectors.base import Record
+from crmroute.connectors.base import CrmUser, Record
 from crmroute.connectors.suitecrm import CALL_IDS, SuiteCrmSettings, stored_forms
 from crmroute.errors import AuthError, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
@@ -52,8 +52,8 @@ RULE_USER, RULE_PASSWORD = "agent.smith", "rule-pa55"
 USERS = {USERNAME: PASSWORD, RULE_USER: RULE_PASSWORD}
 
 MODULES = {"contacts": "Contacts", "leads": "Leads", "accounts": "Accounts"}
-OBJECT = {"Contacts": "Contact", "Leads": "Lead", "Accounts": "Account", "Calls": "Call"}
-TABLE = {"Contacts": "contacts", "Leads": "leads", "Accounts": "accounts", "Calls": "calls"}
+OBJECT = {"Contacts": "Contact", "Leads": "Lead", "Accounts": "Account", "Calls": "Call", "Users": "User"}
+TABLE = {"Contacts": "contacts", "Leads": "leads", "Accounts": "accounts", "Calls": "calls", "Users": "users"}
 PERSON = {"id", "first_name", "last_name", "name", "title", "email1", "phone_work", "phone_mobile", "phone_home",
           "phone_other", "phone_fax", "account_name", "account_id", "date_entered", "date_modified", "deleted",
           "assigned_user_id", "description", "lead_source"}  # fmt: skip
@@ -66,6 +66,8 @@ SCHEMA = {
     "Calls": {"id", "name", "date_start", "date_end", "duration_hours", "duration_minutes", "status", "direction",
               "parent_type", "parent_id", "description", "assigned_user_id", "date_entered", "date_modified",
               "deleted", "contact_id"},
+    "Users": {"id", "user_name", "first_name", "last_name", "full_name", "email1", "status", "is_group", "deleted",
+              "date_entered", "date_modified"},
 }  # fmt: skip
 PRIMARY_PHONE = {"Contacts": "phone_work", "Leads": "phone_work", "Accounts": "phone_office"}
 OPERATORS = {"eq", "neq", "gt", "gte", "lt", "lte", "like"}
@@ -127,6 +129,8 @@ def make_app(fake: VendorFake) -> Starlette:
         return {k: v for k, v in record.fields.items() if isinstance(v, dict)}
 
     def rows(module: str) -> list[tuple[str, dict[str, Any]]]:
+        if module == "Users":  # fake.state["users"]: id, user_name, first_name, last_name, email1, status
+            return [(u["id"], {"deleted": "0"} | u) for u in fake.state.get("users", [])]
         if module == "Calls":
             return [(a["id"], a) for a in fake.activities]
         return [(r.id, attributes(r)) for r in fake.records if module_of(r) == module]
@@ -1002,3 +1006,32 @@ def test_stored_forms():
                                                          "415-555-2671", "14155552671", "4155552671"]  # fmt: skip
     assert stored_forms(phone_forms("12")) == ["12"]
     assert digits_of("x") == ""
+
+
+# --- users (agents sync) ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("api", ["v8", "v4_1"])
+async def test_list_users_reads_the_active_users_page_by_page(fake, api):
+    from crmroute.connectors._http import make_client
+    from crmroute.settings import Settings
+
+    fake.state["users"] = [{"id": f"u-{i:03d}", "user_name": f"agent{i:03d}", "first_name": "Agent", "last_name": f"{i:03d}",
+                            "email1": f"agent{i}@example.com", "status": "Active"} for i in range(150)]  # fmt: skip
+    fake.state["users"].append({"id": "u-gone", "user_name": "gone", "first_name": "", "last_name": "Gone",
+                                "email1": "gone@example.com", "status": "Inactive"})  # fmt: skip
+    http = make_client(Settings(ca_bundle=fake.ca_path))
+    try:
+        contract = TestSuiteCrmV41() if api == "v4_1" else TestSuiteCrmV8()
+        users = await contract.build(fake, http).list_users(deadline=contract.deadline())
+    finally:
+        await http.aclose()
+    assert len(users) == 150 and "u-gone" not in {u.id for u in users}
+    assert users[0] == CrmUser("u-000", "Agent 000", "agent0@example.com")
+    if api == "v8":
+        pages = [r for r in fake.api_requests() if r.path.endswith("/Api/V8/module/Users")]
+        assert [r.params["page[number]"] for r in pages] == ["1", "2"]
+        assert pages[0].params["filter[status][eq]"] == "Active"
+    else:
+        listings = [v41_args(r) for r in fake.requests if b"get_entry_list" in r.body]
+        assert [a["offset"] for a in listings] == [0, 100] and listings[0]["query"] == "users.status = 'Active'"

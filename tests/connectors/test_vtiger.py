@@ -66,7 +66,7 @@ SCHEMA: dict[str, set[str]] = {
     "Events": COMMON | {"subject", "activitytype", "eventstatus", "date_start", "time_start", "due_date", "time_end",
                         "duration_hours", "duration_minutes", "contact_id", "parent_id", "visibility", "location",
                         "taskpriority", "sendnotification", "recurringtype"},
-    "Users": {"id", "user_name", "first_name", "last_name", "email1"},
+    "Users": {"id", "user_name", "first_name", "last_name", "email1", "status"},
 }  # fmt: skip
 REFERENCES = {"account_id": {"Accounts"}, "contact_id": {"Contacts"}, "parent_id": {"Accounts", "Leads"},
               "assigned_user_id": {"Users", "Groups"}}  # fmt: skip
@@ -183,9 +183,13 @@ class Vtql:
             if self.peek("asc") or self.peek("desc"):
                 descending = self.take()[1].lower() == "desc"
             self.order = (column, descending)
+        self.offset = 0
         if self.peek("limit"):
             self.i += 1
             self.limit = min(100, int(self.take()[1]))
+            if self.peek(","):  # LIMIT offset, count
+                self.i += 1
+                self.offset, self.limit = self.limit, min(100, int(self.take()[1]))
         self.expect(";")
         if self.i != len(self.tokens):
             raise WsError("QUERY_SYNTAX_ERROR", f"Syntax Error on line 1: token '{self.tokens[self.i][1]}'")
@@ -268,6 +272,8 @@ def make_app(fake: VendorFake) -> Starlette:
         return row
 
     def rows_of(vmodule: str) -> list[dict[str, Any]]:
+        if vmodule == "Users":  # fake.state["users"]: id (19x..), user_name, first_name, last_name, email1, status
+            return [dict(u) for u in fake.state.get("users", [])]
         if vmodule == "Events":
             return [dict(a) for a in fake.activities]
         return [values(r) for r in fake.records if MODULE_OF[r.module] == vmodule]
@@ -299,7 +305,7 @@ def make_app(fake: VendorFake) -> Starlette:
             if exc.code == "DATABASE_QUERY_ERROR":
                 fake.state.setdefault("injections", []).append(vtql)
             raise
-        if parsed.module not in SCHEMA or parsed.module == "Users":
+        if parsed.module not in SCHEMA or (parsed.module == "Users" and not fake.state.get("admin")):  # admins only
             raise WsError("ACCESS_DENIED", "Permission to perform the operation is denied")
         known = SCHEMA[parsed.module]
         for column in parsed.columns:
@@ -316,7 +322,7 @@ def make_app(fake: VendorFake) -> Starlette:
         if parsed.order:
             rows.sort(key=lambda r: text(r.get(parsed.order[0])), reverse=parsed.order[1])
         columns = sorted(known) if "*" in parsed.columns else list(dict.fromkeys(parsed.columns + ["id"]))
-        return [{c: text(r.get(c)) for c in columns} for r in rows[: parsed.limit]]
+        return [{c: text(r.get(c)) for c in columns} for r in rows[parsed.offset: parsed.offset + parsed.limit]]
 
     def retrieve(record_id: str) -> dict[str, Any]:
         for vmodule in ("Contacts", "Leads", "Accounts", "Events"):
@@ -808,3 +814,30 @@ class TestVtiger(ConnectorContract):
     async def test_unknown_number_is_not_found_in_leads_either(self, fake, connector):
         fake.records = [self.record()]
         assert await connector.find_record(LookupKey(OTHER_PHONE, "caller_id"), "leads", deadline=self.deadline()) is None  # fmt: skip
+
+
+# --- users (agents sync) ------------------------------------------------------------------------
+
+
+async def test_list_users_queries_the_active_users_as_an_admin(fake):
+    from crmroute.connectors._http import make_client
+    from crmroute.settings import Settings
+
+    fake.state["users"] = [{"id": f"19x{i}", "user_name": f"agent{i}", "first_name": "Agent", "last_name": str(i),
+                            "email1": f"agent{i}@example.com", "status": "Active"} for i in range(1, 151)]  # fmt: skip
+    fake.state["users"].append({"id": "19x999", "user_name": "gone", "first_name": "", "last_name": "Gone",
+                                "email1": "gone@example.com", "status": "Inactive"})  # fmt: skip
+    http = make_client(Settings(ca_bundle=fake.ca_path))
+    try:
+        connector = TestVtiger().build(fake, http)
+        with pytest.raises(AuthError, match="may not list_users: Permission"):  # Vtiger lists users to admins only
+            await connector.list_users(deadline=TestVtiger.deadline())
+        fake.state["admin"] = True
+        users = await connector.list_users(deadline=TestVtiger.deadline())
+    finally:
+        await http.aclose()
+    assert len(users) == 150 and "19x999" not in {u.id for u in users}
+    assert (users[0].id, users[0].name, users[0].email) == ("19x1", "Agent 1", "agent1@example.com")
+    queries = [q for q in fake.state["queries"] if "FROM Users" in q]
+    assert queries[-2:] == ["SELECT id, user_name, first_name, last_name, email1 FROM Users WHERE status = 'Active' LIMIT 0, 100;",
+                            "SELECT id, user_name, first_name, last_name, email1 FROM Users WHERE status = 'Active' LIMIT 100, 100;"]

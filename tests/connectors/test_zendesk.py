@@ -289,6 +289,41 @@ def make_app(fake: VendorFake) -> Starlette:
         return api_response({"ticket": {"id": counter, "subject": ticket.get("subject"),
                                         "external_id": ticket.get("external_id"), "status": "new"}}, 201)  # fmt: skip
 
+    async def users_endpoint(request: Request) -> Response:
+        return await (list_users(request) if request.method == "GET" else create_user(request))
+
+    async def list_users(request: Request) -> Response:
+        """``GET /api/v2/users.json``: ``role`` / ``role[]`` filters; cursor pages (``page[size]`` at most 100,
+        ``page[after]``) with ``meta`` and ``links``; without ``page[size]``, offset pages (not used here)."""
+        if denied := refused(request):
+            return denied
+        params = request.query_params
+        unknown = set(params) - {"role", "role[]", "permission_set", "external_id", "page[size]", "page[after]"}
+        if unknown:
+            return problem(400, "InvalidPaginationParameter" if sorted(unknown)[0].startswith("page") else "InvalidParameter",
+                           f"Unknown parameter {sorted(unknown)[0]}")  # fmt: skip
+        if "page[size]" not in params:
+            return problem(400, "InvalidPaginationParameter", "this fake serves cursor pagination only: give page[size]")
+        size = params["page[size]"]
+        if not size.isdigit() or not 1 <= int(size) <= 100:
+            return problem(400, "InvalidPaginationParameter", "page[size] must be between 1 and 100")
+        roles = set(params.getlist("role[]")) | ({params["role"]} if "role" in params else set())
+        listed = [u for u in fake.state.get("staff", []) if not roles or u["role"] in roles]
+        start = 0
+        if "page[after]" in params:
+            cursor = params["page[after]"]
+            if not cursor.startswith("cur-") or not cursor[4:].isdigit():
+                return problem(400, "InvalidPaginationParameter", "Invalid cursor")
+            start = int(cursor[4:])
+        fake.state["user_pages"] = fake.state.get("user_pages", 0) + 1
+        end = start + int(size)
+        more = end < len(listed)
+        after = f"cur-{end}" if more else None
+        return api_response({"users": listed[start:end], "meta": {"has_more": more, "after_cursor": after,
+                                                                  "before_cursor": f"cur-{start}" if start else None},
+                             "links": {"next": f"{fake.base_url}/api/v2/users.json?page%5Bafter%5D={after}&page%5Bsize%5D={size}"
+                                       if more else None, "prev": None}})  # fmt: skip
+
     async def create_user(request: Request) -> Response:
         if denied := refused(request):
             return denied
@@ -320,7 +355,7 @@ def make_app(fake: VendorFake) -> Starlette:
         Route("/api/v2/search.json", search, methods=["GET"]),
         Route("/api/v2/tickets.json", tickets, methods=["GET", "POST"]),
         Route("/api/v2/channels/voice/tickets.json", voice_tickets, methods=["POST"]),
-        Route("/api/v2/users.json", create_user, methods=["POST"]),
+        Route("/api/v2/users.json", users_endpoint, methods=["GET", "POST"]),
         Route("/api/v2/{kind:str}/{item_id:str}.json", show, methods=["GET"]),
         Route("/api/v2/{listing:str}.json", field_definitions, methods=["GET"]),
     ])  # fmt: skip
@@ -581,3 +616,28 @@ class TestZendesk(ConnectorContract):
 
 def test_the_kind_is_registered():
     assert registry()["zendesk"] is ZendeskConnector
+
+
+# --- users (agents sync) ------------------------------------------------------------------------
+
+
+async def test_list_users_lists_agents_and_admins_by_cursor(fake):
+    from crmroute.connectors._http import make_client
+    from crmroute.settings import Settings
+
+    staff = [{"id": 900000 + i, "name": f"Agent {i}", "email": f"agent{i}@example.com", "role": "agent", "active": True}
+             for i in range(150)]  # fmt: skip
+    staff += [{"id": 1, "name": "Admin", "email": "admin@example.com", "role": "admin", "active": True},
+              {"id": 2, "name": "Customer", "email": "c@example.com", "role": "end-user", "active": True},
+              {"id": 3, "name": "Deleted", "email": "d@example.com", "role": "agent", "active": False}]
+    fake.state["staff"] = staff
+    http = make_client(Settings(ca_bundle=fake.ca_path))
+    try:
+        users = await TestZendesk().build(fake, http).list_users(deadline=TestZendesk.deadline())
+    finally:
+        await http.aclose()
+    assert len(users) == 151 and fake.state["user_pages"] == 2  # 100 + 51 (the deleted agent is left out)
+    assert users[0].id == "900000" and users[0].email == "agent0@example.com"
+    assert {"1"} <= {u.id for u in users} and not {"2", "3"} & {u.id for u in users}
+    listing = [r for r in fake.api_requests() if r.path == "/api/v2/users.json"]
+    assert listing[1].params["page[after]"] == "cur-100"

@@ -31,7 +31,7 @@ from starlette.routing import Mount, Route
 
 from crmroute.connectors import registry
 from crmroute.connectors._phone import digits_of
-from crmroute.connectors.base import Record
+from crmroute.connectors.base import CrmUser, Record
 from crmroute.connectors.zoho import ZohoConnector, ZohoSettings, escape_criteria
 from crmroute.errors import AuthError, RateLimited, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
@@ -401,7 +401,34 @@ def make_app(fake: VendorFake) -> Starlette:
             return "MANDATORY_NOT_FOUND", "Company"
         return None
 
+    user_types = {"AllUsers", "ActiveUsers", "DeactiveUsers", "ConfirmedUsers", "NotConfirmedUsers", "DeletedUsers",
+                  "ActiveConfirmedUsers", "AdminUsers", "ActiveConfirmedAdmins", "CurrentUser"}  # fmt: skip
+
+    async def users(request: Request) -> Response:
+        """``GET /crm/{v}/users?type=...&page=&per_page=`` (per_page at most 200); an empty page is a 204."""
+        refused = check_version(request) or unauthorized(request)
+        if refused:
+            return refused
+        params = request.query_params
+        unknown = set(params) - {"type", "page", "per_page", "ids"}
+        if unknown:
+            return error(400, "INVALID_REQUEST", f"invalid parameter {sorted(unknown)[0]}")
+        if params.get("type", "AllUsers") not in user_types:
+            return error(400, "INVALID_DATA", "invalid data", {"param_name": "type"})
+        page, per_page = params.get("page", "1"), params.get("per_page", "200")
+        if not page.isdigit() or int(page) < 1 or not per_page.isdigit() or not 1 <= int(per_page) <= 200:
+            return error(400, "INVALID_DATA", "invalid data", {"param_name": "per_page" if page.isdigit() else "page"})
+        listed = [u for u in fake.state.get("users", []) if params.get("type") != "ActiveUsers" or u["status"] == "active"]
+        fake.state["user_pages"] = fake.state.get("user_pages", 0) + 1
+        start, size = (int(page) - 1) * int(per_page), int(per_page)
+        rows = listed[start:start + size]
+        if not rows:
+            return Response(status_code=204)
+        return JSONResponse({"users": rows, "info": {"per_page": size, "count": len(rows), "page": int(page),
+                                                     "more_records": start + size < len(listed)}})  # fmt: skip
+
     api = [
+        Route("/crm/{version}/users", users, methods=["GET"]),
         Route("/crm/{version}/settings/fields", fields_meta, methods=["GET"]),
         Route("/crm/{version}/users/{user_id}", user, methods=["GET"]),
         Route("/crm/{version}/{module}/search", search, methods=["GET"]),
@@ -692,3 +719,27 @@ class TestZoho(ConnectorContract):
 def test_the_kind_is_registered_with_all_three_modules():
     cls = registry()["zoho"]
     assert cls is ZohoConnector and cls.MODULES == {"accounts": "Accounts", "contacts": "Contacts", "leads": "Leads"}
+
+
+# --- users (agents sync) ------------------------------------------------------------------------
+
+
+async def test_list_users_pages_while_more_records(fake):
+    from crmroute.connectors._http import make_client
+    from crmroute.settings import Settings
+
+    fake.state["users"] = [{"id": f"41508680000002{i:05d}", "full_name": f"Agent {i}", "email": f"agent{i}@example.com",
+                            "status": "active", "role": {"name": "Sales", "id": "1"}} for i in range(401)]  # fmt: skip
+    fake.state["users"].append({"id": "1", "full_name": "Gone", "email": "gone@example.com", "status": "disabled"})
+    http = make_client(Settings(ca_bundle=fake.ca_path))
+    try:
+        connector = TestZoho().build(fake, http)
+        users = await connector.list_users(deadline=TestZoho.deadline())
+        assert len(users) == 401 and fake.state["user_pages"] == 3  # 200 + 200 + 1
+        assert users[0] == CrmUser("4150868000000200000", "Agent 0", "agent0@example.com")
+        assert "1" not in {u.id for u in users}  # type=ActiveUsers: the disabled one is not listed
+        assert all(r.params["type"] == "ActiveUsers" for r in fake.api_requests() if r.path.endswith("/users"))
+        fake.state["users"] = []
+        assert await connector.list_users(deadline=TestZoho.deadline()) == []  # 204: nobody
+    finally:
+        await http.aclose()

@@ -43,6 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.calllog.ami import AmiClient, AmiError, Message
+from crmroute.calllog.presence import Availability
 from crmroute.calllog.calls import INBOUND, INTERNAL, Call, CallConfig, CallTracker, render, template_values
 from crmroute.connectors.base import CallActivity, Connector, Record
 from crmroute.connectors.pool import ConnectorSpec
@@ -424,9 +425,12 @@ class CallLogger:
         config: CallConfig | None = None,
         clock: Callable[[], float] = time.monotonic,  # the tracker's ages; event times come from Asterisk
         ami_options: dict[str, Any] | None = None,
+        availability: Availability | None = None,
         **worker_options: Any,
     ) -> None:
         self.settings = settings
+        # Device and extension states from the same AMI events, for routing to a free agent (presence.py).
+        self.availability = availability if availability is not None else Availability()
         self.tracker = CallTracker(config or CallConfig.from_settings(settings))
         worker_options.setdefault("max_attempts", settings.calllog_max_attempts)
         worker_options.setdefault("retention_days", getattr(settings, "decision_retention_days", 0))
@@ -444,6 +448,8 @@ class CallLogger:
 
     def on_event(self, message: Message) -> None:
         """One AMI event (the client calls this; tests may feed events directly)."""
+        if message.event in ("DeviceStateChange", "ExtensionStatus"):
+            self.availability.feed(message)
         self.finished(self.tracker.feed(message, self.clock(), wall=message.received or time.time()))
 
     def finished(self, calls: list[Call]) -> None:
@@ -458,7 +464,17 @@ class CallLogger:
         return self.tracker.changes(self.clock(), everything=everything)
 
     async def _reconcile(self, client: AmiClient) -> None:
-        """After each login: end the calls whose channels are gone, take in the channels not known."""
+        """After each login: end the calls whose channels are gone, take in the channels not known;
+        then ask the current device and extension states."""
+        await self._channels(client)
+        try:
+            await self.availability.refresh(client)
+        except (AmiError, TimeoutError) as exc:  # the connection went meanwhile: the next login asks again
+            logger.warning("AMI: cannot ask the device states after connecting (%s)", exc)
+        except Exception:  # a bug here must not drop the AMI session (and with it the call log)
+            logger.exception("AMI: reading the device states failed")
+
+    async def _channels(self, client: AmiClient) -> None:
         try:
             channels = await client.action_list({"Action": "CoreShowChannels"})
         except AmiError as exc:
@@ -494,6 +510,7 @@ class CallLogger:
 
     def _disconnected(self) -> None:
         self.tracker.connection_lost(self.clock())
+        self.availability.clear()  # stale states must not keep an agent busy: unknown until Asterisk says again
 
     async def start(self) -> None:
         await self._restore()

@@ -196,6 +196,18 @@ class CallActivity:
     record: Record | None = None  # the record found during routing, if any
 
 
+USER_LIST_BYTES = 4 * 1024 * 1024  # one page of a user list may be bigger than a lookup's answer
+
+
+@dataclass(frozen=True)
+class CrmUser:
+    """One user of the CRM (``Connector.list_users``): who records are assigned to."""
+
+    id: str
+    name: str = ""
+    email: str = ""
+
+
 @dataclass
 class Token:
     value: str
@@ -259,6 +271,18 @@ class Connector:
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         raise NotImplementedError
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """The CRM's users (id, name, e-mail), every page, for matching agents by e-mail.
+
+        Kinds whose vendor API has a users endpoint implement it; the rest keep
+        this one (``supports_users()`` is false).
+        """
+        raise NotImplementedError(f"{self.title or self.kind} connector cannot list users")
+
+    @classmethod
+    def supports_users(cls) -> bool:
+        return cls.list_users is not Connector.list_users
 
     # --- shared behaviour ----------------------------------------------------------
 

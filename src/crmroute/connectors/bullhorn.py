@@ -99,6 +99,7 @@ from crmroute.connectors._phone import digits_of, phone_forms
 from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token, https_url
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, UnexpectedResponse
+from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -405,6 +406,31 @@ class BullhornConnector(Connector):
         return Record(module=entity, id=str(chosen["id"]), fields=fields, matches=matches)
 
     # --- call logging ---------------------------------------------------------------------------------
+
+    # --- users (agents sync) -------------------------------------------------------------
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """``GET query/CorporateUser?where=enabled=true``, 500 a page by ``start`` (ordered by id) until a page
+        comes back short: the ids the ``owner`` fields hold."""
+        users: list[CrmUser] = []
+        start = 0
+        for _ in range(1000):
+            params = {"where": "enabled=true", "fields": "id,firstName,lastName,email", "count": "500",
+                      "start": str(start), "orderBy": "id"}  # fmt: skip
+            _, data = await self._api("GET", "query/CorporateUser", params=params, deadline=deadline,
+                                      operation="list_users", limit=USER_LIST_BYTES)  # fmt: skip
+            rows = data.get("data") if isinstance(data, dict) else None
+            if not isinstance(rows, list):
+                raise UnexpectedResponse("Bullhorn sent a query answer without data", kind=self.kind,
+                                         operation="list_users", reason="bad_response")  # fmt: skip
+            for row in rows:
+                if isinstance(row, dict) and row.get("id") is not None:
+                    name = " ".join(str(row.get(k) or "").strip() for k in ("firstName", "lastName")).strip()
+                    users.append(CrmUser(str(row["id"]), name, str(row.get("email") or "")))
+            if len(rows) < 500:
+                return users
+            start += len(rows)
+        return users
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         person = call.record if call.record is not None and call.record.module in PERSONS else None

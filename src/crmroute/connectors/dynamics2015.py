@@ -118,6 +118,7 @@ from crmroute.connectors.base import (
 )
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, ConnectorUnavailable, UnexpectedResponse
+from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -505,6 +506,32 @@ class Dynamics2015Connector(Connector):
         return value
 
     # --- call logging ---------------------------------------------------------------------------
+
+    # --- users (agents sync) -------------------------------------------------------------
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """``GET SystemUserSet`` of the enabled users (``IsDisabled eq false``), following ``__next`` (the OData
+        service pages by 50): the ids ``OwnerId`` holds, with ``InternalEMailAddress``."""
+        path = "SystemUserSet"
+        params: dict[str, str] | None = {"$select": "SystemUserId,FullName,InternalEMailAddress",
+                                         "$filter": "IsDisabled eq false"}  # fmt: skip
+        users: list[CrmUser] = []
+        for _ in range(10_000):
+            _, data = await self._odata("GET", path, params=params, deadline=deadline, operation="list_users",
+                                        limit=USER_LIST_BYTES)  # fmt: skip
+            results = data.get("results")
+            if not isinstance(results, list):
+                raise UnexpectedResponse("Dynamics CRM sent a user list without results", kind=self.kind,
+                                         operation="list_users", reason="bad_response")  # fmt: skip
+            for row in results:
+                if isinstance(row, dict) and row.get("SystemUserId"):
+                    users.append(CrmUser(str(row["SystemUserId"]), str(row.get("FullName") or ""),
+                                         str(row.get("InternalEMailAddress") or "")))  # fmt: skip
+            following = data.get("__next")
+            if not isinstance(following, str) or not following.startswith(self.service + "/"):
+                return users
+            path, params = following, None
+        return users
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         activity_id = str(uuid.uuid5(CALL_IDS, call.call_id))

@@ -134,6 +134,7 @@ from crmroute.connectors.base import (
 )
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, RateLimited, UnexpectedResponse
+from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -445,6 +446,30 @@ class HubSpotConnector(Connector):
         return None if status == 404 else field_text(lookup_path(data, name))
 
     # --- call log ----------------------------------------------------------------------------
+
+    # --- users (agents sync) -------------------------------------------------------------
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """``GET /crm/v3/owners``: the owners (the ids ``hubspot_owner_id`` holds), 500 a page, following
+        ``paging.next.after``; archived owners are not listed."""
+        users: list[CrmUser] = []
+        params: dict[str, Any] = {"limit": 500, "archived": "false"}
+        for _ in range(1000):  # a bound: 500,000 owners
+            _, data = await self._api("GET", "/crm/v3/owners", params=params, deadline=deadline,
+                                      operation="list_users", limit=USER_LIST_BYTES)  # fmt: skip
+            results = data.get("results") if isinstance(data, dict) else None
+            if not isinstance(results, list):
+                raise UnexpectedResponse("HubSpot sent an owner list without results", kind=self.kind,
+                                         operation="list_users", reason="bad_response")  # fmt: skip
+            for owner in results:
+                if isinstance(owner, dict) and owner.get("id") is not None:
+                    name = " ".join(str(owner.get(k) or "").strip() for k in ("firstName", "lastName")).strip()
+                    users.append(CrmUser(str(owner["id"]), name, str(owner.get("email") or "")))
+            after = lookup_path(data, "paging.next.after")
+            if not after:
+                return users
+            params = params | {"after": str(after)}
+        return users
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         existing = await self._logged_call(call.call_id, deadline=deadline)

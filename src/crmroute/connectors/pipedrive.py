@@ -142,6 +142,7 @@ from crmroute.connectors.base import (
 )
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, ConnectorUnavailable, RateLimited, UnexpectedResponse
+from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -540,6 +541,18 @@ class PipedriveConnector(Connector):
         return catalogue
 
     # --- call log ----------------------------------------------------------------------------
+
+    # --- users (agents sync) -------------------------------------------------------------
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """``GET /v1/users``: the company's users in one answer (no paging); deactivated ones left out."""
+        _, body = await self._api("GET", "/v1/users", deadline=deadline, operation="list_users", limit=USER_LIST_BYTES)
+        rows = body.get("data") if isinstance(body, dict) else None
+        if not isinstance(rows, list):
+            raise UnexpectedResponse("Pipedrive sent a user list without data", kind=self.kind,
+                                     operation="list_users", reason="bad_response")  # fmt: skip
+        return [CrmUser(str(u["id"]), str(u.get("name") or ""), str(u.get("email") or ""))
+                for u in rows if isinstance(u, dict) and u.get("id") is not None and u.get("active_flag") is not False]
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         record = call.record

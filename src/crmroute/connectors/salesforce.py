@@ -89,6 +89,7 @@ from crmroute.connectors._phone import digits_of, phone_forms
 from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token, https_url, lookup_path
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, ConnectorUnavailable, RateLimited, UnexpectedResponse
+from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -372,6 +373,31 @@ class SalesforceConnector(Connector):
                       url=f"{instance}/{chosen['Id']}" if instance else "")  # fmt: skip
 
     # --- call logging ---------------------------------------------------------------------------
+
+    # --- users (agents sync) -------------------------------------------------------------
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """SOQL over the active ``User`` records (the ids ``OwnerId`` holds), following ``nextRecordsUrl``
+        while the answer is not ``done`` (Salesforce sends query results in batches)."""
+        soql = "SELECT Id, Name, Email FROM User WHERE IsActive = true ORDER BY Name"
+        body = await self._api("GET", "/query/", params={"q": soql}, deadline=deadline, operation="list_users",
+                               limit=USER_LIST_BYTES)
+        users: list[CrmUser] = []
+        for _ in range(1000):
+            records = body.get("records") if isinstance(body, dict) else None
+            if not isinstance(records, list):
+                raise self._shape_error("list_users", "a query answer without records")
+            users += [CrmUser(str(r["Id"]), str(r.get("Name") or ""), str(r.get("Email") or ""))
+                      for r in records if isinstance(r, dict) and r.get("Id")]  # fmt: skip
+            following = body.get("nextRecordsUrl")
+            if body.get("done") is not False or not isinstance(following, str) or not following.startswith("/"):
+                return users
+            token = self._token or await self.authenticate(deadline=deadline)
+            response = await self.request("GET", f"{token.extra['instance_url']}{following}", deadline=deadline,
+                                          operation="list_users", headers={"Accept": "application/json"},
+                                          limit=USER_LIST_BYTES)  # fmt: skip
+            body = self.json_of(response, "list_users")
+        return users
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         existing = await self._soql(

@@ -123,6 +123,7 @@ from crmroute.connectors.base import (
 )
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, ConnectorUnavailable, UnexpectedResponse
+from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -392,6 +393,32 @@ class SugarCRMConnector(Connector):
         self._known_fields.add((record.module, field))
 
     # --- call log -------------------------------------------------------------------------
+
+    # --- users (agents sync) -------------------------------------------------------------
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """``POST /Users/filter`` for the active users (``status`` Active), 100 a page while ``next_offset`` is not
+        -1: the ids ``assigned_user_id`` holds. The e-mail is ``email1`` (the primary address)."""
+        users: list[CrmUser] = []
+        offset = 0
+        for _ in range(1000):
+            body = {"filter": [{"status": {"$equals": "Active"}}], "fields": "id,full_name,user_name,email1",
+                    "max_num": 100, "offset": offset, "order_by": "user_name:asc"}  # fmt: skip
+            data = await self._api("POST", "/Users/filter", json=body, deadline=deadline, operation="list_users",
+                                   limit=USER_LIST_BYTES)  # fmt: skip
+            records = data.get("records") if isinstance(data, dict) else None
+            if not isinstance(records, list):
+                raise UnexpectedResponse("Sugar sent a user list without records", kind=self.kind,
+                                         operation="list_users", reason="bad_response")  # fmt: skip
+            for row in records:
+                if isinstance(row, dict) and row.get("id"):
+                    name = str(row.get("full_name") or row.get("user_name") or "")
+                    users.append(CrmUser(str(row["id"]), name, str(row.get("email1") or "")))
+            following = data.get("next_offset")
+            if not isinstance(following, int) or following < 0 or following <= offset:
+                return users
+            offset = following
+        return users
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         marker = f"[{call.call_id}]"

@@ -112,6 +112,7 @@ from crmroute.connectors._phone import PhoneForms, digits_of, phone_forms
 from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token, https_url, lookup_path
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, UnexpectedResponse
+from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -470,6 +471,45 @@ class SuiteCrmConnector(Connector):
         return await super().read_field(record, api_name, deadline=deadline)
 
     # --- call logging -----------------------------------------------------------------------------
+
+    # --- users (agents sync) -------------------------------------------------------------
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """The active users (``status`` Active; the ids ``assigned_user_id`` holds), 100 a page. V8: ``GET
+        .../module/Users`` with ``filter[status][eq]=Active`` and ``page[number]`` up to ``meta.total-pages``;
+        v4.1: ``get_entry_list`` of Users with ``users.status = 'Active'`` by ``offset``."""
+        users: list[CrmUser] = []
+        for page in range(1, 1001):
+            if self.v41:
+                args = {"module_name": "Users", "query": "users.status = 'Active'", "order_by": "",
+                        "offset": (page - 1) * 100, "select_fields": ["id", "user_name", "first_name", "last_name",
+                        "email1"], "link_name_to_fields_array": [], "max_results": 100, "deleted": 0,
+                        "favorites": False}  # fmt: skip
+                body = await self._v41("get_entry_list", args, deadline=deadline, operation="list_users")
+                entries = body.get("entry_list") if isinstance(body, dict) else None
+                if not isinstance(entries, list):
+                    raise self._shape("list_users", "a get_entry_list answer without entry_list")
+                rows = [{"id": e["id"]} | _name_values(e.get("name_value_list")) for e in entries
+                        if isinstance(e, dict) and isinstance(e.get("id"), str)]  # fmt: skip
+                last = len(entries) < 100
+            else:
+                params = {"fields[Users]": "user_name,first_name,last_name,email1", "filter[status][eq]": "Active",
+                          "page[size]": "100", "page[number]": str(page)}  # fmt: skip
+                body = await self._v8("GET", "/module/Users", params=params, deadline=deadline,
+                                      operation="list_users", limit=USER_LIST_BYTES)  # fmt: skip
+                data = body.get("data") if isinstance(body, dict) else None
+                if not isinstance(data, list):
+                    raise self._shape("list_users", "a module list without a data array")
+                rows = [{"id": d["id"]} | (d.get("attributes") if isinstance(d.get("attributes"), dict) else {})
+                        for d in data if isinstance(d, dict) and isinstance(d.get("id"), str)]  # fmt: skip
+                pages = lookup_path(body, "meta.total-pages")
+                last = not data or not isinstance(pages, int) or page >= pages
+            for row in rows:
+                name = " ".join(str(row.get(k) or "").strip() for k in ("first_name", "last_name")).strip()
+                users.append(CrmUser(row["id"], name or str(row.get("user_name") or ""), str(row.get("email1") or "")))
+            if last:
+                return users
+        return users
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         call_id = str(uuid.uuid5(CALL_IDS, call.call_id))

@@ -124,6 +124,7 @@ from crmroute.connectors.base import (
 )
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, ConnectorUnavailable, UnexpectedResponse
+from crmroute.connectors.base import CrmUser
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -392,6 +393,27 @@ class VtigerConnector(Connector):
         return field_text(lookup_path(related, rest)) if isinstance(related, dict) else None
 
     # --- call log --------------------------------------------------------------------------------
+
+    # --- users (agents sync) -------------------------------------------------------------
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """VTQL ``SELECT ... FROM Users WHERE status = 'Active' LIMIT offset, 100`` until a page comes back short:
+        the ids ``assigned_user_id`` holds (``19x5``). Vtiger answers ``ACCESS_DENIED`` unless the user is an admin."""
+        users: list[CrmUser] = []
+        offset = 0
+        for _ in range(1000):
+            vtql = (f"SELECT id, user_name, first_name, last_name, email1 FROM Users WHERE status = 'Active' "
+                    f"LIMIT {offset}, {QUERY_LIMIT};")  # fmt: skip
+            rows = await self._query(vtql, deadline=deadline, operation="list_users")
+            for row in rows:
+                if row.get("id"):
+                    name = " ".join(str(row.get(k) or "").strip() for k in ("first_name", "last_name")).strip()
+                    users.append(CrmUser(str(row["id"]), name or str(row.get("user_name") or ""),
+                                         str(row.get("email1") or "")))  # fmt: skip
+            if len(rows) < QUERY_LIMIT:
+                return users
+            offset += len(rows)
+        return users
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         subject = call_subject(call)

@@ -114,6 +114,7 @@ from crmroute.connectors.base import (
 )
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, UnexpectedResponse
+from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -383,6 +384,30 @@ class ZendeskConnector(Connector):
         return keys
 
     # --- call log -------------------------------------------------------------------------------
+
+    # --- users (agents sync) -------------------------------------------------------------
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """``GET /api/v2/users.json?role[]=agent&role[]=admin``, 100 a page by cursor (``page[after]`` while
+        ``meta.has_more``): the people tickets and organizations are assigned to. Deleted users left out."""
+        url = f"{self.settings.base_url}/api/v2/users.json"
+        users: list[CrmUser] = []
+        after = ""
+        for _ in range(1000):
+            params = [("role[]", "agent"), ("role[]", "admin"), ("page[size]", "100")] + ([("page[after]", after)] if after else [])
+            response = await self.request("GET", url, params=params, deadline=deadline, operation="list_users",
+                                          limit=USER_LIST_BYTES)  # fmt: skip
+            data = self.json_of(response, "list_users")
+            rows = data.get("users") if isinstance(data, dict) else None
+            if not isinstance(rows, list):
+                raise UnexpectedResponse("Zendesk sent a user list without users", kind=self.kind,
+                                         operation="list_users", reason="bad_response")  # fmt: skip
+            users += [CrmUser(str(u["id"]), str(u.get("name") or ""), str(u.get("email") or ""))
+                      for u in rows if isinstance(u, dict) and u.get("id") is not None and u.get("active") is not False]
+            after = str(lookup_path(data, "meta.after_cursor") or "")
+            if lookup_path(data, "meta.has_more") is not True or not after:
+                return users
+        return users
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         base = self.settings.base_url

@@ -123,6 +123,7 @@ from crmroute.connectors.base import (
 )
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, RateLimited, UnexpectedResponse
+from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -406,6 +407,30 @@ class ZohoConnector(Connector):
         return self._lookup_modules[cache_key]
 
     # --- call log -------------------------------------------------------------------------------
+
+    # --- users (agents sync) -------------------------------------------------------------
+
+    async def list_users(self, *, deadline: Deadline) -> list[CrmUser]:
+        """``GET {api}/users?type=ActiveUsers``, 200 a page while ``info.more_records``; 204 is no users."""
+        api = await self._api(deadline)
+        users: list[CrmUser] = []
+        for page in range(1, 1001):
+            response = await self.request("GET", f"{api}/users", params={"type": "ActiveUsers", "page": page,
+                                          "per_page": 200}, ok=(204,), deadline=deadline,
+                                          operation="list_users", limit=USER_LIST_BYTES)  # fmt: skip
+            if response.status_code == 204:
+                return users
+            data = self.json_of(response, "list_users")
+            rows = data.get("users") if isinstance(data, dict) else None
+            if not isinstance(rows, list):
+                raise UnexpectedResponse("Zoho CRM sent a user list without users", kind=self.kind,
+                                         operation="list_users", reason="bad_response")  # fmt: skip
+            for user in rows:
+                if isinstance(user, dict) and user.get("id") is not None:
+                    users.append(CrmUser(str(user["id"]), str(user.get("full_name") or ""), str(user.get("email") or "")))
+            if lookup_path(data, "info.more_records") is not True:
+                return users
+        return users
 
     async def log_call(self, call: CallActivity, options: Any, *, deadline: Deadline) -> str:
         subject = call_subject(call)

@@ -235,3 +235,33 @@ class CallLogOpenCall(Base):
     linked_id: Mapped[str] = mapped_column(String(64), primary_key=True)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)  # crmroute.calllog.calls.CallTracker.changes()
+
+
+class Agent(Base):
+    """A person calls may go to: an extension, the devices whose state says whether they are free."""
+
+    __tablename__ = "agents"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    extension: Mapped[str] = mapped_column(String(64), unique=True)
+    devices: Mapped[list[Any]] = mapped_column(default=list)  # empty: PJSIP/{extension}
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    identities: Mapped[list[AgentIdentity]] = relationship(
+        back_populates="agent", cascade="all, delete-orphan", order_by="AgentIdentity.id"
+    )
+
+
+class AgentIdentity(Base):
+    """Who an agent is in one integration's CRM: the user id and/or the e-mail."""
+
+    __tablename__ = "agent_identities"
+    __table_args__ = (UniqueConstraint("agent_id", "integration_id", name="uq_agent_identities_agent_integration"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    agent_id: Mapped[int] = mapped_column(ForeignKey("agents.id", ondelete="CASCADE"), index=True)
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"), index=True)
+    user_id: Mapped[str] = mapped_column(String(255), default="")
+    email: Mapped[str] = mapped_column(String(255), default="")
+
+    agent: Mapped[Agent] = relationship(back_populates="identities")
+    integration: Mapped[Integration] = relationship()

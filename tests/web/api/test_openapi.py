@@ -18,6 +18,8 @@ EXPECTED = {
     "/api/v1/tokens/{token_id}": {"delete"},
     "/api/v1/calllog": {"get"}, "/api/v1/calllog/{delivery_id}": {"get", "delete"},
     "/api/v1/calllog/{delivery_id}/retry": {"post"},
+    "/api/v1/agents": {"get", "post"}, "/api/v1/agents/{agent_id}": {"get", "put", "delete"},
+    "/api/v1/agents/resolve": {"get"}, "/api/v1/agents/sync": {"post"},
 }  # fmt: skip
 
 

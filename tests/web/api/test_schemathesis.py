@@ -28,6 +28,7 @@ NAMES_STORED = {
     r"integration": "a rule names a stored integration",
     r"(settings|secrets)(\..+)?": "each CRM kind's connector checks its own settings (the document keeps them open)",
     r"rows\[\d+\]\.value": "a regex operand must compile",
+    r"identities\..+": "an agent's identities name stored integrations",
 }
 # Operations whose body is a file only parsing can judge.
 FILE_BODIES = {

@@ -12,7 +12,8 @@ from crmroute.store.db import transaction
 from crmroute.web.security_headers import CONTENT_SECURITY_POLICY
 
 MAIN_PAGES = ("/rules", "/rules/new", "/destinations", "/destinations/new", "/dids", "/dids/new", "/ivrs", "/ivrs/new",
-              "/integrations", "/integrations/new", "/decisions", "/calllog", "/test-rule", "/users", "/users/new",
+              "/integrations", "/integrations/new", "/agents", "/agents/new", "/decisions", "/calllog", "/test-rule",
+              "/users", "/users/new",
               "/license")  # fmt: skip
 
 

@@ -9,7 +9,7 @@ commits after a successful write.
 from fastapi import APIRouter, Depends
 
 from crmroute.web.api import (
-    calllog, decisions, destinations, dids, integrations, ivrs, license, route, rules, transfer, users,
+    agents, calllog, decisions, destinations, dids, integrations, ivrs, license, route, rules, transfer, users,
 )
 from crmroute.web.deps import api_user
 
@@ -22,5 +22,6 @@ api_router = APIRouter(
         503: {"description": "the database is unavailable"},
     },
 )
-for module in (rules, destinations, dids, ivrs, integrations, decisions, calllog, route, transfer, license, users):
+for module in (rules, destinations, dids, ivrs, integrations, agents, decisions, calllog, route, transfer, license,
+               users):  # fmt: skip
     api_router.include_router(module.router)
