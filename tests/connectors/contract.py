@@ -267,7 +267,8 @@ class ConnectorContract:
         fake.records = [self.record()]
         report = await connector.test(CALLER, module=self.MODULE, fields=[self.FIELD])
         assert report.ok, report.as_dict()
-        assert [s.ok for s in report.steps] == [True, True]
+        assert [s.ok for s in report.steps] == [True, True, True]
+        assert [s.name for s in report.steps][:2] == ["authenticate", "verify credentials"]
         assert all(s.ms >= 0 for s in report.steps)
         assert report.record["id"] == self.IDS[0]
         assert report.record["fields"][self.FIELD] == "GOLD"
@@ -277,7 +278,26 @@ class ConnectorContract:
         fake.reject_credentials = True
         report = await connector.test(CALLER, module=self.MODULE, fields=[self.FIELD])
         assert not report.ok and report.error_code and report.error_message
-        assert report.steps[0].name == "authenticate" and not report.steps[0].ok
+        assert report.steps[-1].name in ("authenticate", "verify credentials") and not report.steps[-1].ok
+        self.assert_no_secrets(json.dumps(report.as_dict()))
+
+    # --- the Test action proves the credential, with or without a number ----------------------
+
+    async def test_test_without_a_number_asks_the_vendor(self, fake, connector):
+        await connector.authenticate(deadline=self.deadline())  # a valid token is already there
+        before, tokens = len(fake.requests), fake.token_requests
+        report = await connector.test(None)
+        assert report.ok, report.as_dict()
+        assert [(s.name, s.ok) for s in report.steps] == [("authenticate", True), ("verify credentials", True)]
+        assert report.steps[1].detail  # who the credential signs in as
+        assert len(fake.requests) == before + 1, "exactly one request proves the credential"
+        assert fake.token_requests == tokens, "a valid token is not renewed by Test"
+
+    async def test_test_without_a_number_fails_with_wrong_credentials(self, fake, connector):
+        fake.reject_credentials = True
+        report = await connector.test(None)
+        assert not report.ok and report.error_code and report.error_message
+        assert not report.steps[-1].ok
         self.assert_no_secrets(json.dumps(report.as_dict()))
 
     # --- call logging -------------------------------------------------------------------------

@@ -234,6 +234,12 @@ def make_app(fake: VendorFake) -> Starlette:
 
     # --- login chain ---------------------------------------------------------------------------------
 
+    async def ping(request: Request) -> Response:
+        if denied := session(request):
+            return denied
+        fake.state["pings"] = fake.state.get("pings", 0) + 1
+        return JSONResponse({"sessionExpires": int((time.time() + 600) * 1000)}, headers=rest_headers())
+
     async def login_info(request: Request) -> Response:
         user = request.query_params.get("username", "")
         fake.state.setdefault("login_info", []).append(user)
@@ -434,6 +440,7 @@ def make_app(fake: VendorFake) -> Starlette:
         Route("/oauth/token", token, methods=["GET", "POST"]),
         Route("/west/oauth/token", token, methods=["GET", "POST"]),
         Route("/rest-services/login", rest_login, methods=["GET", "POST"]),
+        Route(f"{REST}ping", ping, methods=["GET"]),
         Route(f"{REST}search/{{entity}}", search, methods=["GET", "POST"]),
         Route(f"{REST}query/{{entity}}", query, methods=["GET"]),
         Route(f"{REST}entity/{{entity}}/{{id}}/notes", person_notes, methods=["GET"]),

@@ -389,8 +389,16 @@ def make_app(fake: VendorFake) -> Starlette:
     async def not_found(request: Request) -> Response:
         return sf_errors(404, "NOT_FOUND", "The requested resource does not exist")
 
+    async def resources(request: Request) -> Response:
+        if denied := unauthorized(request):
+            return denied
+        fake.state["resource_checks"] = fake.state.get("resource_checks", 0) + 1
+        return JSONResponse({"query": f"{API}/query", "search": f"{API}/search", "sobjects": f"{API}/sobjects",
+                             "limits": f"{API}/limits"}, headers=limit_headers())  # fmt: skip
+
     return Starlette(routes=[
         Route("/services/oauth2/token", token, methods=["GET", "POST"]),
+        Route(f"{API}/", resources, methods=["GET"]),
         Route(f"{API}/search/", search, methods=["GET", "POST"]),
         Route(f"{API}/query/", query, methods=["GET", "POST"]),
         Route(f"{API}/query/{{locator}}", query_more, methods=["GET"]),

@@ -374,8 +374,16 @@ def make_app(fake: VendorFake) -> Starlette:
     async def no_route(request: Request) -> Response:
         return sugar_error(404, "no_method", f"Could not find a route for {request.url.path}")
 
+    async def me(request: Request) -> Response:
+        if denied := unauthorized(request):
+            return denied
+        fake.state["me_checks"] = fake.state.get("me_checks", 0) + 1
+        return JSONResponse({"current_user": {"id": "seed_sally_id", "user_name": "sally", "full_name": "Sally Bronsen",
+                                              "type": "user"}})  # fmt: skip
+
     return Starlette(routes=[
         Route(f"{API}/oauth2/token", token, methods=["GET", "POST"]),
+        Route(f"{API}/me", me, methods=["GET"]),
         Route(f"{API}/{{module}}/filter", filter_list, methods=["GET", "POST"]),
         Route(f"{API}/{{module}}/{{record}}/link/{{link}}/{{remote}}", link, methods=["GET", "POST", "DELETE"]),
         Route(f"{API}/{{module}}/{{record}}/link/{{link}}", related, methods=["GET", "POST"]),

@@ -249,6 +249,12 @@ def make_app(fake: VendorFake) -> Starlette:
 
         return test, None
 
+    async def meta_modules(request: Request) -> Response:
+        if (bad := denied(request)) is not None:
+            return bad
+        attributes = {name: {"label": name, "access": ["list", "view"]} for name in SCHEMA}
+        return JSONResponse({"data": {"type": "modules", "attributes": attributes}}, media_type="application/vnd.api+json")
+
     async def module_list(request: Request) -> Response:
         module = request.path_params["module"]
         if (bad := denied(request)) is not None:
@@ -436,6 +442,8 @@ def make_app(fake: VendorFake) -> Starlette:
             return set_entry(*args[1:])
         if method == "set_relationship":
             return set_relationship(*args[1:])
+        if method == "get_user_id":
+            return JSONResponse("1")
         return JSONResponse({"name": "Invalid Method", "number": 0, "description": "No such method"})
 
     def entry_list(module: str, query: str, order_by: str, offset: int, select_fields: list, link_fields: list,
@@ -502,6 +510,7 @@ def make_app(fake: VendorFake) -> Starlette:
     for root in ("", "/legacy"):
         routes += [
             Route(f"{root}/Api/access_token", access_token, methods=["GET", "POST"]),
+            Route(f"{root}/Api/V8/meta/modules", meta_modules, methods=["GET"]),
             Route(f"{root}/Api/V8/module", create, methods=["GET", "POST", "PATCH"]),
             Route(f"{root}/Api/V8/module/{{module}}", module_list, methods=["GET"]),
             Route(f"{root}/Api/V8/module/{{module}}/{{id}}", module_record, methods=["GET"]),

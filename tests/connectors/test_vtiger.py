@@ -439,6 +439,9 @@ def make_app(fake: VendorFake) -> Starlette:
                 return ok(retrieve(params.get("id", "")))
             if name == "describe":
                 return ok(describe(params.get("elementType", "")))
+            if name == "listtypes":
+                types = ["Contacts", "Accounts", "Leads", "Events", "Users"]
+                return ok({"types": types, "information": {t: {"isEntity": True, "label": t} for t in types}})
             if name == "lookup":
                 return ok(lookup(params))
             if name == "create":

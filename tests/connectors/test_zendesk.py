@@ -221,6 +221,15 @@ def make_app(fake: VendorFake) -> Starlette:
         return api_response({"results": found, "facets": None, "previous_page": None, "count": len(found) + extra,
                              "next_page": f"{fake.base_url}/api/v2/search.json?page=2" if extra else None})  # fmt: skip
 
+    async def me(request: Request) -> Response:
+        """Show Self: no credential at all is the anonymous user (id null); a wrong one is refused."""
+        if not request.headers.get("authorization"):
+            return JSONResponse({"user": {"id": None, "name": "Anonymous user", "role": "end-user"}})
+        if denied := refused(request):
+            return denied
+        fake.state["me_checks"] = fake.state.get("me_checks", 0) + 1
+        return JSONResponse({"user": {"id": 9001, "name": "Ada Agent", "email": EMAIL, "role": "admin"}})
+
     async def show(request: Request) -> Response:
         if denied := refused(request):
             return denied
@@ -353,6 +362,7 @@ def make_app(fake: VendorFake) -> Starlette:
     return Starlette(routes=[
         Route("/oauth/tokens", tokens, methods=["POST"]),
         Route("/api/v2/search.json", search, methods=["GET"]),
+        Route("/api/v2/users/me.json", me, methods=["GET"]),
         Route("/api/v2/tickets.json", tickets, methods=["GET", "POST"]),
         Route("/api/v2/channels/voice/tickets.json", voice_tickets, methods=["POST"]),
         Route("/api/v2/users.json", users_endpoint, methods=["GET", "POST"]),

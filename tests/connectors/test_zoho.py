@@ -327,6 +327,15 @@ def make_app(fake: VendorFake) -> Starlette:
         return JSONResponse({"users": [{"id": OWNER["id"], "full_name": OWNER["name"], "email": OWNER["email"],
                                         "phone": "+1 415 555 0100"}]})  # fmt: skip
 
+    async def current_user(request: Request) -> Response:
+        refused = check_version(request) or unauthorized(request)
+        if refused:
+            return refused
+        if request.query_params.get("type") != "CurrentUser":
+            return JSONResponse({"code": "INVALID_REQUEST", "status": "error", "message": "type required"}, 400)
+        fake.state["me_checks"] = fake.state.get("me_checks", 0) + 1
+        return JSONResponse({"users": [{"id": OWNER["id"], "full_name": OWNER["name"], "email": OWNER["email"]}]})
+
     async def insert(request: Request) -> Response:
         refused = check_version(request) or unauthorized(request)
         if refused:
@@ -430,6 +439,7 @@ def make_app(fake: VendorFake) -> Starlette:
     api = [
         Route("/crm/{version}/users", users, methods=["GET"]),
         Route("/crm/{version}/settings/fields", fields_meta, methods=["GET"]),
+        Route("/crm/{version}/users", current_user, methods=["GET"]),
         Route("/crm/{version}/users/{user_id}", user, methods=["GET"]),
         Route("/crm/{version}/{module}/search", search, methods=["GET"]),
         Route("/crm/{version}/{module}/{record_id}", one_record, methods=["GET"]),

@@ -16,10 +16,12 @@ Class data
 
 Operations (async; network ones take ``deadline=``, never outlive it)
     ``authenticate()``   get or refresh a token, cached; ``AuthError`` if refused
+    ``verify()``         the vendor's cheapest authenticated request: proves the credential
     ``find_record()``    by phone (forms from ``_phone``) or typed key; ``None`` if none
     ``read_field()``     any field by API name, dotted names for nested/lookups
     ``fetch()``          find + read: what a routing rule needs
-    ``test()``           the integration's Test action, steps timed, never raises
+    ``test()``           the integration's Test action (authenticate, verify, look up), steps timed,
+                         never raises
     ``log_call()``       one call activity linked to the record; idempotent
 
 Every request goes through :meth:`Connector.request`: the rate budget when
@@ -284,6 +286,14 @@ class Connector:
     def supports_users(cls) -> bool:
         return cls.list_users is not Connector.list_users
 
+    async def verify(self, *, deadline: Deadline) -> str:
+        """Prove the credential with the vendor's cheapest authenticated request; who it signs in as.
+
+        A cached token proves nothing by itself (a pasted API token is never sent to sign in), so
+        the Test action asks the vendor this once; ``AuthError`` when it refuses.
+        """
+        raise NotImplementedError
+
     # --- shared behaviour ----------------------------------------------------------
 
     async def authenticate(self, *, deadline: Deadline, force: bool = False, refused: Token | None = None) -> Token:
@@ -335,7 +345,9 @@ class Connector:
             return result
 
         try:
-            await step("authenticate", self.authenticate(deadline=deadline, force=True))
+            await step("authenticate", self.authenticate(deadline=deadline))  # a valid stored token is used
+            who = await step("verify credentials", self.verify(deadline=deadline))
+            report.steps[-1].detail = who
             if key:
                 lookup = LookupKey(key, "caller_id" if phone_forms(key, self.region).valid else "dtmf")
                 record = await step(f"find {module} record for {key}", self.find_record(lookup, module, fields=fields, deadline=deadline))  # fmt: skip

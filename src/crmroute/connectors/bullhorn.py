@@ -89,6 +89,7 @@ import logging
 import re
 import time
 from collections.abc import Awaitable, Sequence
+from datetime import datetime, timezone
 from typing import Any, Literal
 from urllib.parse import parse_qs, urljoin, urlsplit
 
@@ -96,7 +97,15 @@ from pydantic import Field, SecretStr, field_validator
 
 from crmroute.connectors._http import CappedResponse
 from crmroute.connectors._phone import digits_of, phone_forms
-from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token, https_url
+from crmroute.connectors.base import (
+    CallActivity,
+    Connector,
+    ConnectorSettings,
+    Record,
+    Token,
+    https_url,
+    lookup_path,
+)
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, UnexpectedResponse
 from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
@@ -303,6 +312,15 @@ class BullhornConnector(Connector):
         return Token(token, time.monotonic() + minutes * 60, {"rest_url": rest_url.rstrip("/") + "/"})
 
     # --- plumbing ----------------------------------------------------------------------------------
+
+    async def verify(self, *, deadline: Deadline) -> str:
+        """``GET {restUrl}ping``: the REST session's expiry, the cheapest call that needs the BhRestToken."""
+        _, data = await self._api("GET", "ping", deadline=deadline, operation="verify")
+        expires = lookup_path(data, "sessionExpires")
+        if isinstance(expires, (int, float)) and not isinstance(expires, bool):
+            when = datetime.fromtimestamp(expires / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+            return f"REST session accepted, valid until {when}"
+        return "REST session accepted"
 
     async def _api(self, method: str, path: str, *, deadline: Deadline, operation: str, ok: Sequence[int] = (),
                    **kwargs: Any) -> tuple[int, Any]:  # fmt: skip

@@ -361,6 +361,11 @@ class Dynamics2015Connector(Connector):
 
     # --- OData plumbing ----------------------------------------------------------------
 
+    async def verify(self, *, deadline: Deadline) -> str:
+        """``SystemUserSet?$select=SystemUserId&$top=1``: any user may read users (OData v2 has no WhoAmI)."""
+        await self._odata("GET", PROBE, deadline=deadline, operation="verify")
+        return "signed in (NTLM)" if self.ntlm else "token accepted"
+
     async def _odata(
         self, method: str, path: str, *, deadline: Deadline, operation: str, ok: Sequence[int] = (), **kwargs: Any
     ) -> tuple[int, Any]:

@@ -241,6 +241,13 @@ class HubSpotConnector(Connector):
         logger.debug("hubspot: private app token accepted")
         return Token(token, None, extra)
 
+    async def verify(self, *, deadline: Deadline) -> str:
+        """``GET /account-info/v3/details`` (403: the token works but lacks the ``oauth`` scope)."""
+        response = await self.request("GET", self._url(ACCOUNT_PATH), deadline=deadline, operation="verify", ok=(403,))
+        data = _json(response) if response.status_code == 200 else None
+        portal = data.get("portalId") if isinstance(data, dict) else None
+        return f"HubSpot account {portal}" if portal else "token accepted (no oauth scope to name the account)"
+
     async def _refresh(self, *, deadline: Deadline) -> Token:
         form = {
             "grant_type": "refresh_token",

@@ -261,6 +261,14 @@ class PipedriveConnector(Connector):
         company = domain if isinstance(domain, str) else ""
         return Token(api_token, None, {"flow": "api_token", "company_domain": company})
 
+    async def verify(self, *, deadline: Deadline) -> str:
+        """``GET /v1/users/me``: the cheapest call that needs the credential."""
+        response = await self.request("GET", f"{self.settings.api_url}/v1/users/me", deadline=deadline,
+                                      operation="verify")  # fmt: skip
+        data = lookup_path(self.json_of(response, "verify"), "data")
+        data = data if isinstance(data, dict) else {}
+        return f"signed in as {data.get('name') or data.get('email') or data.get('id') or 'a Pipedrive user'}"
+
     async def _refresh(self, *, deadline: Deadline) -> Token:
         credentials = f"{self.settings.client_id}:{_plain(self.settings.client_secret)}".encode()
         refresh = self._refresh_token or _plain(self.settings.refresh_token)

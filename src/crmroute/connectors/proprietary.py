@@ -407,6 +407,9 @@ URL_FIELDS = {"lookup_url": LOOKUP_NAMES, "key_lookup_url": LOOKUP_NAMES, "log_u
 PATH_FIELDS = ("records_path", "id_path", "fields_path", "modified_path", "total_path", "success_path", "error_path")
 
 
+PROBE_NUMBER = "+12025550100"  # fictional (NANP 555-0100): what Test looks up to prove the credentials
+
+
 class TemplateSettings(ConnectorSettings):
     """What both template-driven kinds share: where to ask, how to read the answers, where to log."""
 
@@ -593,6 +596,17 @@ class TemplateConnector(Connector):
         return field_text(value) or ""
 
     # --- finding records ----------------------------------------------------------------------------
+
+    async def verify(self, *, deadline: Deadline) -> str:
+        """An in-house API has no "who am I": one lookup of a number no record has (NANP's fictional
+        555-0100) proves the credentials — any answer but a refusal (401/403) does."""
+        module = next((m for m in self.MODULES if getattr(self.settings, f"{m}_module", "")), "contacts")
+        obj = self.vendor_module(module)
+        form = (self._phone_values(PROBE_NUMBER) or [PROBE_NUMBER])[0]
+        values = {"module": obj, "field": "", "phone": form, "key": form, "search_field": self.settings.phone_field}
+        response, _ = await self._exchange("lookup", values, {"field": []}, deadline=deadline,
+                                           operation=f"verify ({obj} lookup)", ok=(404,))  # fmt: skip
+        return f"the {obj} lookup answered HTTP {response.status_code} with these credentials"
 
     async def find_record(
         self, key: LookupKey, module: str, *, fields: Sequence[str] = (), deadline: Deadline

@@ -258,6 +258,14 @@ class SalesforceConnector(Connector):
 
     # --- API plumbing ------------------------------------------------------------------
 
+    async def verify(self, *, deadline: Deadline) -> str:
+        """``GET /services/data/vXX.X/``: the version's resource list needs a valid session and no permission."""
+        await self._api("GET", "/", deadline=deadline, operation="verify")
+        token = self._token
+        instance = token.extra.get("instance_url", "") if token is not None else ""
+        used = f"; {self.api_usage[0]:,} of {self.api_usage[1]:,} daily API requests used" if self.api_usage else ""
+        return f"session accepted by {instance}{used}"
+
     async def _api(self, method: str, path: str, *, deadline: Deadline, operation: str, **kwargs: Any) -> Any:
         """One REST call below ``/services/data/vXX.X``; the JSON answer."""
         token = self._token or await self.authenticate(deadline=deadline)  # request() refreshes a stale one

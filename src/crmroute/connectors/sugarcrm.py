@@ -288,6 +288,13 @@ class SugarCRMConnector(Connector):
                                       deadline=deadline, operation=operation, **kwargs)  # fmt: skip
         return self.json_of(response, operation)
 
+    async def verify(self, *, deadline: Deadline) -> str:
+        """``GET /rest/{version}/me``: the signed-in user."""
+        data = await self._api("GET", "/me", deadline=deadline, operation="verify")
+        user = lookup_path(data, "current_user")
+        user = user if isinstance(user, dict) else {}
+        return f"signed in as {user.get('full_name') or user.get('user_name') or user.get('id') or 'a Sugar user'}"
+
     async def _filter(
         self, smodule: str, conditions: list[dict[str, Any]], fields: Sequence[str], *, deadline: Deadline,
         operation: str, max_num: int = MAX_MATCHES,

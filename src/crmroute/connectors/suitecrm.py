@@ -302,6 +302,15 @@ class SuiteCrmConnector(Connector):
 
     # --- plumbing -----------------------------------------------------------------------------
 
+    async def verify(self, *, deadline: Deadline) -> str:
+        """V8: ``GET /Api/V8/meta/modules`` (in every V8 release); v4_1: ``get_user_id`` with the session."""
+        if self.v41:
+            user_id = await self._v41("get_user_id", {}, deadline=deadline, operation="verify")
+            return f"session accepted (user id {user_id})"
+        data = await self._v8("GET", "/meta/modules", deadline=deadline, operation="verify")
+        modules = lookup_path(data, "data.attributes")
+        return f"token accepted ({len(modules)} modules visible)" if isinstance(modules, dict) else "token accepted"
+
     async def _v8(self, method: str, path: str, *, deadline: Deadline, operation: str, **kwargs: Any) -> Any:
         headers = {"Accept": JSON_API} | ({"Content-Type": JSON_API} if "content" in kwargs else {})
         response = await self.request(method, f"{self.api_url}{path}", headers=headers, deadline=deadline,

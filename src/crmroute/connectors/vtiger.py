@@ -245,6 +245,12 @@ class VtigerConnector(Connector):
 
     # --- webservice plumbing ---------------------------------------------------------------
 
+    async def verify(self, *, deadline: Deadline) -> str:
+        """``GET ?operation=listtypes`` with the session: the modules the user may read."""
+        result = await self._call("GET", "listtypes", {}, deadline=deadline, operation="verify")
+        types = lookup_path(result, "types")
+        return f"session accepted ({len(types)} modules visible)" if isinstance(types, list) else "session accepted"
+
     async def _call(self, method: str, name: str, params: dict[str, str], *, deadline: Deadline,
                     operation: str) -> Any:  # fmt: skip
         """One webservice operation with the session; a session Vtiger refused is renewed once."""

@@ -234,6 +234,17 @@ class ZendeskConnector(Connector):
         logger.debug("zendesk: OAuth access token issued (%s), valid %s s", s.auth, expires_in or "until revoked")
         return Token(str(data["access_token"]), expires_at, {"scheme": "Bearer"})
 
+    async def verify(self, *, deadline: Deadline) -> str:
+        """``GET /api/v2/users/me.json``: Zendesk answers a credential it does not know with the anonymous user."""
+        response = await self.request("GET", f"{self.settings.base_url}/api/v2/users/me.json", deadline=deadline,
+                                      operation="verify")  # fmt: skip
+        user = lookup_path(self.json_of(response, "verify"), "user")
+        if not isinstance(user, dict) or not user.get("id"):
+            raise AuthError("Zendesk did not recognise the credentials (it answered as the anonymous user): check "
+                            "the email and API token, or the OAuth token", kind=self.kind, operation="verify",
+                            reason="http_401")  # fmt: skip
+        return f"signed in as {user.get('name') or user.get('email') or user['id']} ({user.get('role') or 'user'})"
+
     def _token_error(self, data: dict, status: int) -> AuthError:
         error, described = str(data.get("error") or f"HTTP {status}"), str(data.get("error_description") or "")
         args = {"kind": self.kind, "operation": "authenticate"}

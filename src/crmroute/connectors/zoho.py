@@ -276,6 +276,14 @@ class ZohoConnector(Connector):
     def _selects_fields(self) -> bool:
         return API_VERSIONS.index(self.settings.api_version) >= API_VERSIONS.index("v3")
 
+    async def verify(self, *, deadline: Deadline) -> str:
+        """``GET /crm/{version}/users?type=CurrentUser``: the user the token acts for."""
+        response = await self.request("GET", f"{await self._api(deadline)}/users", params={"type": "CurrentUser"},
+                                      deadline=deadline, operation="verify")  # fmt: skip
+        user = lookup_path(self.json_of(response, "verify"), "users[0]")
+        user = user if isinstance(user, dict) else {}
+        return f"signed in as {user.get('full_name') or user.get('email') or user.get('id') or 'a Zoho CRM user'}"
+
     # --- finding records -----------------------------------------------------------------------
 
     async def find_record(

@@ -97,7 +97,9 @@ def test_test_action_against_a_real_zoho_fake(web, tmp_path):
             report = api.post(f"/api/v1/integrations/{created['id']}/test",
                               json={"key": CALLER, "module": "contacts", "fields": ["Customer_Tier"]}).json()  # fmt: skip
     assert report["ok"], report
-    assert [s["name"] for s in report["steps"]] == ["authenticate", f"find contacts record for {CALLER}"]
+    assert [s["name"] for s in report["steps"]] == ["authenticate", "verify credentials",
+                                                    f"find contacts record for {CALLER}"]  # fmt: skip
+    assert report["steps"][1]["detail"].startswith("signed in as ")
     assert report["record"]["id"] == "4150868000000224001"
     assert report["record"]["fields"]["Customer_Tier"] == "GOLD"
     assert CLIENT_SECRET not in str(report) and REFRESH_TOKEN not in str(report)
