@@ -3,7 +3,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench clean
+.PHONY: run test bench bench-requests clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,6 +24,10 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py
+
+# Requests each CRM connector sends per uncached call and per CLI dry run, against the vendor fakes.
+bench-requests: $(STAMP)
+	$(BIN)/python bench/requests.py
 
 clean:
 	rm -rf $(VENV) data .pytest_cache
