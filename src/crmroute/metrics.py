@@ -15,6 +15,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 from prometheus_client.registry import Collector
 
 from crmroute.resilience.breaker import CircuitBreaker
+from crmroute.resilience.budget import Budget
 from crmroute.routing.trace import Decision
 
 CONTENT_TYPE = CONTENT_TYPE_LATEST
@@ -56,6 +57,8 @@ class Metrics:
         )  # fmt: skip
         self._breakers = _BreakerCollector()
         r.register(self._breakers)
+        self._quotas = _QuotaCollector()
+        r.register(self._quotas)
 
     def observe(self, decision: Decision, *, integration: str = "", kind: str = "") -> None:
         self.calls.labels(status=str(decision.status), rule=decision.rule or "-").inc()
@@ -75,8 +78,36 @@ class Metrics:
         """Report each (source name, breaker) ``read`` gives as ``crmroute_circuit_state`` at scrape time."""
         self._breakers.read = read
 
+    def track_quotas(self, read: Callable[[], Iterable[tuple[str, Budget]]]) -> None:
+        """Report each (source name, budget) ``read`` gives as ``crmroute_crm_quota_*`` at scrape time."""
+        self._quotas.read = read
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _QuotaCollector(Collector):
+    """``crmroute_crm_quota_used{source,window}`` and ``..._limit``: each CRM source's counted quotas."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], Iterable[tuple[str, Budget]]] = lambda: ()
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        used = GaugeMetricFamily("crmroute_crm_quota_used", "Requests counted against a CRM source's quota in its "
+                                 "rolling window (at the limit, calls fall back: quota_exhausted)",
+                                 labels=["source", "window"])  # fmt: skip
+        limit = GaugeMetricFamily("crmroute_crm_quota_limit", "A CRM source's quota per rolling window",
+                                  labels=["source", "window"])  # fmt: skip
+        for name, budget in self.read():
+            for quota in budget.quotas:
+                window = f"{quota.quota.window_s:g}s"
+                used.add_metric([name, window], quota.used())
+                limit.add_metric([name, window], quota.limit)
+        yield used
+        yield limit
 
 
 class _BreakerCollector(Collector):

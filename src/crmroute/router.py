@@ -40,7 +40,8 @@ from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.deadline import Deadline
 from crmroute.errors import ConnectorError, ConnectorUnavailable, RateLimited
 from crmroute.metrics import Metrics
-from crmroute.resilience import BreakerState, Budget, CircuitBreaker, SingleFlight, ValueCache
+from crmroute.resilience import BreakerState, Budget, CircuitBreaker, Quota, SingleFlight, ValueCache
+from crmroute.resilience.budget import QUOTA_WARN
 from crmroute.routing.engine import Fetch, LookupKey, decide, lookup_key
 from crmroute.routing.trace import Decision, Status
 from crmroute.rulebook import CompiledRule, CustomSource, IntegrationSource, RuleBook, load_rulebook
@@ -136,6 +137,18 @@ class Guards:
             return f"open (next try in {breaker.retry_in():.0f} s)"
         return "half-open (probing)" if state is BreakerState.HALF_OPEN else "closed"
 
+    def quotas(self) -> dict[str, str]:
+        """Sources whose quota is 80 % used or more: ``{"integration 'Main'": "85,012 of 100,000 per 24 h"}``."""
+        found = {}
+        for _, budget in self.budgets():
+            for quota in budget.quotas:
+                used = quota.used()
+                if used >= QUOTA_WARN * quota.limit:
+                    window = quota.quota.describe().partition(" per ")[2]
+                    spent = " (spent)" if quota.spent() else ""
+                    found[budget.name] = f"{used:,} of {quota.limit:,} per {window}{spent}"
+        return found
+
     def circuits(self) -> dict[str, str]:
         """Each asked source's name and circuit state (``closed``, ``open``, ``half_open``)."""
         return {name: breaker.state.label for name, breaker in self.breakers()}
@@ -151,17 +164,24 @@ class Guards:
             self._origins[url] = origin
         return origin
 
-    def _budget(self, source_id: str, name: str, kind: str, rate: float, concurrency: int) -> Budget:
+    def _budget(
+        self, source_id: str, name: str, kind: str, rate: float | None, concurrency: int, *,
+        burst: float | None = None, quotas: tuple[Quota, ...] = (),
+    ) -> Budget:  # fmt: skip
         # Never more in flight than the shared HTTP client has connections: requests past that
         # would queue in its pool, whose bookkeeping grows with the queue and stalls every call.
         concurrency = min(concurrency, MAX_CONNECTIONS)
-        limits = (rate, concurrency)
+        limits = (rate, concurrency, burst, quotas)
         known = self._budgets.get(source_id)
         if known is not None and known[0] == limits:
             return known[1]
-        budget = Budget(name, rate, concurrency, kind=kind)
+        budget = Budget(name, rate, concurrency, burst=burst, quotas=quotas, kind=kind)
         self._budgets[source_id] = (limits, budget)
         return budget
+
+    def budgets(self) -> Iterator[tuple[str, Budget]]:
+        """(source id, budget) of every source asked so far."""
+        return iter([(source_id, budget) for source_id, (_, budget) in list(self._budgets.items())])
 
     def custom_budget(self, url: str) -> Budget:
         origin = self.origin(url)
@@ -169,10 +189,16 @@ class Guards:
                             self.settings.custom_requests_per_second, self.settings.custom_max_concurrency)  # fmt: skip
 
     def integration_budget(self, spec: ConnectorSpec, connector: Connector) -> Budget:
-        rate = connector.settings.requests_per_second or type(connector).requests_per_second
-        concurrency = connector.settings.max_concurrency or type(connector).max_concurrency
+        """The vendor's published limits (the connector's class data), or the integration's own settings."""
+        cls, own = type(connector), connector.settings
+        rate, burst = (own.requests_per_second, None) if own.requests_per_second else (cls.requests_per_second, cls.burst)
+        concurrency = own.max_concurrency or cls.max_concurrency
+        quotas = cls.quotas
+        if own.daily_quota is not None:  # the account's own 24-hour allocation replaces the documented one
+            daily = Quota(own.daily_quota, 86_400, "requests per 24 h (the integration's daily_quota)")
+            quotas = tuple(q for q in quotas if q.window_s != 86_400) + ((daily,) if own.daily_quota else ())
         return self._budget(f"integration:{spec.integration_id}", f"integration {spec.name!r}", spec.kind,
-                            rate, concurrency)  # fmt: skip
+                            rate, concurrency, burst=burst, quotas=quotas)  # fmt: skip
 
     async def aclose(self) -> None:
         await self.flights.aclose()
@@ -205,6 +231,7 @@ class Router:
         self.metrics = Metrics()
         self.metrics.track(self.metrics.cache_entries, lambda: len(self.guards.cache))
         self.metrics.track_breakers(lambda: self.guards.breakers())
+        self.metrics.track_quotas(lambda: ((budget.name, budget) for _, budget in self.guards.budgets()))
         if decision_log is not None:
             self.metrics.track(self.metrics.decisions_pending, lambda: decision_log.pending)
             self.metrics.track(self.metrics.decisions_dropped, lambda: decision_log.dropped)

@@ -19,7 +19,7 @@ import pytest
 from crmroute.calllog.ami import Message
 from crmroute.calllog.calls import CallConfig
 from crmroute.calllog.worker import CallLogger
-from crmroute.connectors.base import Connector
+from crmroute.connectors.base import Connector, ConnectorSettings
 from crmroute.store import calllog as outbox
 from tests.calllog.fakeami import recorded_messages
 from tests.calllog.helpers import EVERYTHING, add_integration
@@ -37,6 +37,7 @@ class FastCrm(Connector):
     def __init__(self) -> None:
         self.attempts: Counter[str] = Counter()
         self.activities: dict[str, dict] = {}
+        self.settings = ConnectorSettings()
 
     async def log_call(self, call, options, *, deadline):
         self.attempts[call.call_id] += 1

@@ -253,13 +253,14 @@ async def test_calls_wait_in_memory_while_the_database_is_unreachable(store, zoh
 async def test_each_integration_is_paced_by_its_request_budget(store, logger_factory):
     import time
 
-    from crmroute.connectors.base import Connector
+    from crmroute.connectors.base import Connector, ConnectorSettings
 
     class Slowpoke(Connector):
         kind, title, requests_per_second = "zoho", "Budget CRM", 30.0  # 3 requests per call: 10 calls/s
 
         def __init__(self) -> None:
             self.times: list[float] = []
+            self.settings = ConnectorSettings()
 
         async def log_call(self, call, options, *, deadline):
             self.times.append(time.monotonic())

@@ -44,8 +44,11 @@ from crmroute.agi.server import AgiServer
 from crmroute.connectors import registry
 from crmroute.connectors._http import make_client
 from crmroute.connectors.base import MODULE_NAMES, CallActivity, Connector, Record, setting_specs
+from crmroute.connectors.pool import ConnectorSpec
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorTimeout, ConnectorUnavailable, RateLimited, UnexpectedResponse
+from crmroute.resilience.budget import Budget, Quota
+from crmroute.router import Guards
 from crmroute.routing.engine import LookupKey
 from crmroute.schemas import LogOptions
 from crmroute.service import Store, build_router
@@ -124,7 +127,8 @@ class ConnectorContract:
         cls = registry()[self.kind]
         assert cls.title and cls.docs_url.startswith("https://")
         assert set(cls.MODULES) <= set(MODULE_NAMES) and cls.MODULES
-        assert cls.requests_per_second > 0
+        assert cls.requests_per_second is None or cls.requests_per_second > 0
+        assert cls.limits_source, "where the default limits come from"
         specs = {s.name: s for s in setting_specs(cls.Settings)}
         assert any(s.secret for s in specs.values()), "a CRM connection has at least one secret"
         assert all(s.help for s in specs.values()), "every setting explains itself"
@@ -281,7 +285,46 @@ class ConnectorContract:
         assert report.steps[-1].name in ("authenticate", "verify credentials") and not report.steps[-1].ok
         self.assert_no_secrets(json.dumps(report.as_dict()))
 
-    # --- the Test action proves the credential, with or without a number ----------------------
+    # --- the vendor's limits: a pace only where published, quotas counted ------------------------
+
+    def default_budget(self, connector: Connector) -> Budget:
+        """The budget the router gives this kind's integration with no settings of its own."""
+        spec = ConnectorSpec(1, "The CRM", self.kind, True, {}, "")
+        return Guards(Settings()).integration_budget(spec, connector)
+
+    async def test_an_idle_vendors_budget_delays_no_uncached_call(self, fake, connector):
+        fake.records = [self.record()]
+        connector.budget = budget = self.default_budget(connector)
+        await connector.authenticate(deadline=self.deadline())
+        assert await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD,
+                                     deadline=self.deadline()) == "GOLD"  # fmt: skip
+        unknown = [LookupKey(f"+1202555{n:04d}", "caller_id") for n in range(3)]  # a small burst of new callers
+        await asyncio.gather(*(connector.fetch(k, self.MODULE, self.FIELD, deadline=self.deadline()) for k in unknown))
+        assert budget.waited_s == 0 and budget.rejected == 0, "the budget held back a call to an idle vendor"
+
+    async def test_a_spent_quota_falls_back_without_a_request(self, fake, connector, caplog):
+        fake.records = [self.record()]
+        # an hour's quota: no vendor header corrects it (Salesforce's and HubSpot's speak of the day)
+        connector.budget = Budget("integration 'The CRM'", None, 10, quotas=(Quota(5, 3600),), kind=self.kind)
+        await connector.authenticate(deadline=self.deadline())
+        with caplog.at_level(logging.WARNING, logger="crmroute.resilience.budget"):
+            for _ in range(5):  # a call may cost more than one request: the quota may run out inside one
+                try:
+                    await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD,
+                                          deadline=self.deadline())  # fmt: skip
+                except RateLimited:
+                    break
+            assert connector.budget.quota_spent() is not None
+            sent = len(fake.requests)
+            for _ in range(3):
+                with pytest.raises(RateLimited) as caught:
+                    await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD,
+                                          deadline=self.deadline())  # fmt: skip
+                assert caught.value.reason == "quota_exhausted"
+        assert len(fake.requests) == sent, "a spent quota sends nothing"
+        warned = [r.getMessage() for r in caplog.records if r.name == "crmroute.resilience.budget"]
+        assert len(warned) == 1 and "4 of 5" in warned[0], warned  # once per window, at 80 %
+
 
     async def test_test_without_a_number_asks_the_vendor(self, fake, connector):
         await connector.authenticate(deadline=self.deadline())  # a valid token is already there

@@ -20,6 +20,7 @@ from starlette.routing import Route
 
 from crmroute.connectors._phone import digits_of
 from crmroute.connectors.base import Record
+from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, RateLimited, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
 from crmroute.schemas import LogOptions
@@ -454,6 +455,20 @@ class TestSalesforce(ConnectorContract):
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return {"login_url": fake.base_url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
                 "refresh_token": REFRESH_TOKEN}  # fmt: skip
+
+    async def test_a_session_expiry_fits_the_deadline_with_the_default_budget(self, fake, connector):
+        """The daily allocation is a quota, not a pace: refresh + retry is not held back (it was ~870 ms a request)."""
+        fake.records = [self.record()]
+        connector.budget = budget = self.default_budget(connector)
+        assert budget.rate is None and [q.quota.limit for q in budget.quotas] == [100_000]
+        await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        fake.expire_tokens()  # the session ended: 401, refresh, retry
+        tokens = fake.token_requests
+        value = await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD,
+                                      deadline=Deadline.after_ms(2500))  # fmt: skip
+        assert value == "GOLD" and fake.token_requests == tokens + 1
+        assert budget.waited_s == 0
+        assert budget.quotas[0].limit == connector.api_usage[1]  # Sforce-Limit-Info corrected the allocation
 
     # --- auth flows -------------------------------------------------------------------
 

@@ -8,7 +8,7 @@ import time
 import pytest
 
 from crmroute.errors import RateLimited
-from crmroute.resilience.budget import DEFAULT_PAUSE_S, Budget, TokenBucket
+from crmroute.resilience.budget import DEFAULT_PAUSE_S, Budget, Quota, QuotaCounter, TokenBucket
 from tests.resilience.clock import FakeClock
 
 
@@ -139,3 +139,65 @@ def test_bad_limits_are_refused():
         TokenBucket(0)
     with pytest.raises(ValueError):
         Budget("x", 1, 0)
+
+
+# -- quotas: counted, never a pace ---------------------------------------------------------------------
+
+
+def test_a_quota_counts_over_a_rolling_window(clock):
+    counter = QuotaCounter(Quota(100, 86_400), "integration 'Main'", clock=clock)
+    for _ in range(60):
+        counter.count()
+    clock.advance(12 * 3600)
+    for _ in range(40):
+        counter.count()
+    assert counter.used() == 100 and counter.spent()
+    clock.advance(12 * 3600 + 900)  # the first 60 are more than a day old
+    assert counter.used() == 40 and not counter.spent()
+
+
+def test_a_quota_warns_once_at_80_percent(clock, caplog):
+    counter = QuotaCounter(Quota(10, 300, "requests per 5 minutes"), "integration 'Main'", clock=clock)
+    with caplog.at_level("WARNING", logger="crmroute.resilience.budget"):
+        for _ in range(10):
+            counter.count()
+        clock.advance(301)
+        for _ in range(8):
+            counter.count()
+    warned = [r.getMessage() for r in caplog.records]
+    assert warned == ["integration 'Main': 8 of 10 requests per 5 minutes used (80 %)"] * 2  # once per window
+
+
+def test_the_vendors_own_count_corrects_the_quota(clock):
+    counter = QuotaCounter(Quota(100_000, 86_400), "integration 'SF'", clock=clock)
+    counter.count()
+    counter.sync(used=14_990, limit=15_000)  # Sforce-Limit-Info: api-usage=14990/15000
+    assert (counter.used(), counter.limit) == (14_990, 15_000)
+    for _ in range(10):
+        counter.count()
+    assert counter.spent()
+
+
+async def test_a_spent_quota_refuses_at_once_and_a_pace_free_budget_never_waits(clock):
+    budget = Budget("integration 'SF'", None, 10, quotas=(Quota(3, 86_400),), clock=clock, sleep=clock.sleep)
+    assert budget.rate is None
+    for _ in range(3):
+        async with budget.slot(clock() + 0.001):  # no pace: no wait however many at once
+            pass
+    assert budget.waited_s == 0
+    with pytest.raises(RateLimited) as caught:
+        await budget.acquire(clock() + 10)
+    assert caught.value.reason == "quota_exhausted" and "3 per 24 h" in str(caught.value)
+    budget.sync_quota(86_400, used=1, limit=3)  # the vendor says most of them did not count
+    async with budget.slot(clock() + 0.001):
+        pass
+
+
+async def test_a_pace_free_budget_still_honours_a_429_pause(clock):
+    budget = Budget("integration 'Sugar'", None, 10, clock=clock, sleep=clock.sleep)
+    budget.pause(2)
+    with pytest.raises(RateLimited) as caught:
+        await budget.acquire(clock() + 1)
+    assert caught.value.reason == "rate_budget" and "paused" in str(caught.value)
+    await budget.acquire(clock() + 3)  # waits the pause out within a longer deadline
+    assert clock() >= 2

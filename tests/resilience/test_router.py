@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy import select
 
 from crmroute.connectors.base import Connector, ConnectorSettings, Record
-from crmroute.resilience.budget import Budget
+from crmroute.resilience.budget import Budget, Quota
 from crmroute import router as router_module
 from crmroute.router import Guards, Target
 from crmroute.routing.engine import decide as engine_decide
@@ -313,6 +313,45 @@ async def test_a_cached_integration_value_keeps_the_record_found(stack_factory, 
     assert any("Main Pipedrive: Person p-0001" in step for step in second.trace)
     entry = next(iter(stack.router.guards.cache._entries.values()))
     assert entry.value.record.fields == {}  # the cache keeps the record's identity, not its fields
+
+
+class MeteredConnector(StubConnector):
+    """Sends its one request through the budget, as ``Connector.request`` does."""
+
+    quotas = (Quota(3, 86_400, "API requests per 24 h"),)
+
+    async def fetch(self, key, module, api_name, *, deadline, found=None):
+        assert self.budget is not None
+        async with self.budget.slot(deadline.at, "find_record"):
+            return await super().fetch(key, module, api_name, deadline=deadline, found=found)
+
+
+async def test_a_spent_daily_quota_sends_calls_to_the_default_and_says_so(stack_factory, custom_crm):
+    stack = await stack_factory(integration_rules(custom_crm.url), cache_ttl_s="0")
+    stub = MeteredConnector(ConnectorSettings())
+    stack.router.pool.get = lambda spec: stub  # type: ignore[method-assign]
+    stub.values = {GOLD: "GOLD"}
+    statuses = [(await call(stack)).variables["CRMROUTE_STATUS"] for _ in range(5)]
+    assert statuses == ["matched"] * 3 + ["fallback"] * 2 and stub.fetches == 3
+    assert [row.reason for row in await logged(stack)][3:] == ["quota_exhausted"] * 2
+    assert stack.router.guards.quotas() == {"integration 'Main Pipedrive'": "3 of 3 per 24 h (spent)"}
+    assert metric(stack, "crmroute_crm_quota_used", source="integration 'Main Pipedrive'", window="86400s") == 3
+    assert metric(stack, "crmroute_crm_quota_limit", source="integration 'Main Pipedrive'", window="86400s") == 3
+
+
+async def test_daily_quota_setting_replaces_the_kinds_default(stack_factory, custom_crm):
+    stack = await stack_factory(integration_rules(custom_crm.url), cache_ttl_s="0")
+    stub = MeteredConnector(ConnectorSettings(daily_quota=10))
+    stack.router.pool.get = lambda spec: stub  # type: ignore[method-assign]
+    stub.values = {GOLD: "GOLD"}
+    statuses = [(await call(stack)).variables["CRMROUTE_STATUS"] for _ in range(5)]
+    assert statuses == ["matched"] * 5
+    assert [q.limit for q in stub.budget.quotas] == [10]
+    off = MeteredConnector(ConnectorSettings(daily_quota=0))  # 0: not counted
+    stack.router.pool.get = lambda spec: off  # type: ignore[method-assign]
+    off.values = {GOLD: "GOLD"}
+    await call(stack)
+    assert off.budget.quotas == []
 
 
 async def test_the_integration_gets_its_budget(stack_factory, custom_crm):

@@ -18,7 +18,7 @@
   finishes, then everything left is written, open calls included.
 - :class:`DeliveryWorker` delivers each pending delivery with the
   integration's connector (``log_call``): one lane per integration, paced by
-  the connector's ``requests_per_second`` (a ``log_call`` costs about
+  the connector's ``requests_per_second`` where the vendor publishes a pace (a ``log_call`` costs about
   ``REQUESTS_PER_LOG`` requests), retried with exponential backoff
   (``backoff_base`` doubling up to ``backoff_max``), parked after
   ``max_attempts`` failures with the last error. Idempotent: the outbox holds
@@ -405,7 +405,10 @@ class DeliveryWorker:
         """Keep an integration's log calls within its connector's request budget."""
         if not self.pace:
             return
-        interval = REQUESTS_PER_LOG / max(float(connector.requests_per_second), 0.001)
+        rate = connector.settings.requests_per_second or connector.requests_per_second
+        if not rate:  # no published pace: the integration's budget (quotas, concurrency) is enough
+            return
+        interval = REQUESTS_PER_LOG / max(float(rate), 0.001)
         loop = asyncio.get_running_loop()
         slot = max(loop.time(), self._next_slot.get(integration_id, 0.0))
         self._next_slot[integration_id] = slot + interval

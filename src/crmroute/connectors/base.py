@@ -8,11 +8,14 @@ Class data
     derived from :class:`ConnectorSettings`; fields typed ``SecretStr`` are
     secrets: stored encrypted, masked in the API, UI and exports, redacted in
     logs; the UI form and ``crmroute crm kinds`` are drawn from it),
-    ``MODULES`` (accounts/contacts/leads to the vendor's objects),
-    ``requests_per_second`` (the vendor's published budget) and
-    ``max_concurrency``: defaults of the rate budget the router attaches
-    (``budget``), overridable per integration by the common settings of the
-    same names.
+    ``MODULES`` (accounts/contacts/leads to the vendor's objects), and the
+    vendor's published limits, defaults of the budget the router attaches
+    (``budget``, see ``resilience/budget.py``): ``requests_per_second`` and
+    ``burst`` (a pace, only where the vendor publishes one; ``None``: none),
+    ``quotas`` (counted limits: per 24 h, per 5 minutes), ``max_concurrency``
+    and ``limits_source`` (where the figures come from). An integration's
+    settings ``requests_per_second``, ``max_concurrency`` and ``daily_quota``
+    override them.
 
 Operations (async; network ones take ``deadline=``, never outlive it)
     ``authenticate()``   get or refresh a token, cached; ``AuthError`` if refused
@@ -59,7 +62,7 @@ from crmroute.errors import (
     RateLimited,
     UnexpectedResponse,
 )
-from crmroute.resilience.budget import Budget
+from crmroute.resilience.budget import Budget, Quota
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -89,7 +92,12 @@ class ConnectorSettings(BaseModel):
     )  # fmt: skip
     requests_per_second: float | None = Field(
         None, gt=0, le=10_000, description="Requests per second crmroute may send to this CRM; a call that "
-        "would exceed it waits within its deadline, else falls back (empty: the vendor's published limit)"
+        "would exceed it waits within its deadline, else falls back (empty: the vendor's published pace, if any)"
+    )  # fmt: skip
+    daily_quota: int | None = Field(
+        None, ge=0, le=100_000_000, description="Requests this CRM account allows per rolling 24 hours (your "
+        "edition's API allocation); at 80 % a warning is logged, when spent calls go to the default (empty: the "
+        "kind's documented default; 0: not counted)"
     )  # fmt: skip
     max_concurrency: int | None = Field(
         None, ge=1, le=1_000, description="Requests in flight at once to this CRM (empty: 10)"
@@ -231,8 +239,11 @@ class Connector:
     docs_url: ClassVar[str] = ""
     Settings: ClassVar[type[ConnectorSettings]] = ConnectorSettings
     MODULES: ClassVar[Mapping[str, str]] = {}
-    requests_per_second: ClassVar[float] = 5.0
+    requests_per_second: ClassVar[float | None] = None  # the vendor's published pace; None: none published
+    burst: ClassVar[float | None] = None  # requests the pace allows at once (None: one second's worth)
+    quotas: ClassVar[tuple[Quota, ...]] = ()  # counted limits (per 24 h, per 5 minutes)
     max_concurrency: ClassVar[int] = DEFAULT_MAX_CONCURRENCY
+    limits_source: ClassVar[str] = ""  # where the limits above come from
 
     def __init__(
         self,

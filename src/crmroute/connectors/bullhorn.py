@@ -78,7 +78,8 @@ answers 400/404) becomes "field X does not exist on Candidate". 401/403/412 are
 
 Limits: Bullhorn publishes no numeric limit (unconfirmed); responses carry
 ``ratelimit-limit``/``ratelimit-remaining``/``ratelimit-reset``, kept in ``rate_limit`` and
-warned about under 10 %. ``requests_per_second`` is a conservative guess.
+warned about under 10 %. So no pace and no quota: only the concurrency limit, and a 429
+pauses the integration for its ``Retry-After``.
 """
 
 from __future__ import annotations
@@ -176,7 +177,7 @@ class BullhornConnector(Connector):
     docs_url = "https://bullhorn.github.io/rest-api-docs/"
     Settings = BullhornSettings
     MODULES = {"accounts": "ClientCorporation", "contacts": "ClientContact", "leads": "Lead"}
-    requests_per_second = 5.0  # no published limit (unconfirmed): a conservative budget
+    limits_source = "none published (reference section 2); ratelimit-* headers watched"
 
     settings: BullhornSettings
 

@@ -84,7 +84,8 @@ once, then ``AuthError``; 403 (no privilege) ``AuthError``; 404 of an entity set
 service protection) waited out when it fits.
 
 Limits: on-premises 2015 has none but the server's; Online's service protection
-allows 6,000 requests per user per 5 minutes (20 per second; 429 with Retry-After).
+allows 6,000 requests per user per 5-minute sliding window (unconfirmed; 429 with
+Retry-After): counted as a quota, never spread out as a pace.
 """
 
 from __future__ import annotations
@@ -119,6 +120,7 @@ from crmroute.connectors.base import (
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, ConnectorUnavailable, UnexpectedResponse
 from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
+from crmroute.resilience.budget import Quota
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -214,7 +216,8 @@ class Dynamics2015Connector(Connector):
     docs_url = "https://learn.microsoft.com/en-us/previous-versions/dynamicscrm-2015/developers-guide/gg334767(v=crm.7)"
     Settings = Dynamics2015Settings
     MODULES = {"accounts": "Account", "contacts": "Contact", "leads": "Lead"}
-    requests_per_second = 20.0  # Online service protection: 6,000 per user per 5 minutes
+    quotas = (Quota(6_000, 300, "requests per 5 minutes (service protection)"),)
+    limits_source = "Online service protection: 6,000 per user per 5 minutes (reference section 4, unconfirmed)"
 
     settings: Dynamics2015Settings
 

@@ -99,8 +99,9 @@ both and checks the catalogue itself for asked fields), and the current search
 rate limit.
 
 Limits: search endpoints allow 4 requests/s per token (changelog; the current
-figure is **unconfirmed**), hence ``requests_per_second = 4``; other endpoints
-100–190 per 10 s by plan plus a daily quota. A 429 (``policyName`` SECONDLY
+figure is **unconfirmed**): a pace of 4/s with a burst of 4 (every lookup is a
+search); other endpoints 100–190 per 10 s by plan, and a daily quota of 250,000
+(Free/Starter; 625,000 Professional, 1,000,000 Enterprise: set ``daily_quota``). A 429 (``policyName`` SECONDLY
 or DAILY) is waited out only when it carries a ``Retry-After`` that fits the
 deadline. The daily quota headers (``X-HubSpot-RateLimit-Daily``/``-Daily-Remaining``,
 private apps only) give a warning in the log when under 5 % is left. Errors
@@ -135,6 +136,7 @@ from crmroute.connectors.base import (
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, RateLimited, UnexpectedResponse
 from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
+from crmroute.resilience.budget import Quota
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -206,6 +208,9 @@ class HubSpotConnector(Connector):
     Settings = HubSpotSettings
     MODULES = {"accounts": "companies", "contacts": "contacts", "leads": "contacts"}
     requests_per_second = 4.0
+    burst = 4.0
+    quotas = (Quota(250_000, 86_400, "API requests per day"),)
+    limits_source = "search 4/s per token (changelog); 250,000/day Free/Starter (usage guidelines, reference section 3)"
 
     settings: HubSpotSettings
 
@@ -305,7 +310,11 @@ class HubSpotConnector(Connector):
         """Warn (at most every ``BUDGET_WARN_EVERY`` s) when the daily API quota is nearly used up."""
         daily, left = response.headers.get("x-hubspot-ratelimit-daily", ""), \
             response.headers.get("x-hubspot-ratelimit-daily-remaining", "")  # fmt: skip
-        if not (daily.isdigit() and left.isdigit()) or int(left) > int(daily) * LOW_BUDGET:
+        if not (daily.isdigit() and left.isdigit()):
+            return
+        if self.budget is not None:  # HubSpot's own count is the truth for the daily quota
+            self.budget.sync_quota(86_400, int(daily) - int(left), int(daily))
+        if int(left) > int(daily) * LOW_BUDGET:
             return
         now = time.monotonic()
         if now - self._budget_warned >= BUDGET_WARN_EVERY:

@@ -102,8 +102,9 @@ or refresh token is read alike), and refresh-token rotation (the newest one is
 kept in memory only: after a restart the stored one is used again).
 
 Limits: token-based rate limiting (a daily token budget per company, search
-endpoints cost more) and a burst limit per 2-second window from 20 requests
-(lowest plan, API token) upwards — hence ``requests_per_second = 10``. A 429
+endpoints cost more; its size depends on plan and seats: set ``daily_quota`` to count
+it) and a burst limit per 2-second window from 20 requests (lowest plan, API token)
+upwards — a pace of 10/s with a burst of 20. A 429
 carries ``Retry-After``, waited out when it fits the deadline; an
 ``x-daily-requests-left`` under 100 gives a warning in the log (the other
 ``x-ratelimit-*`` headers describe the burst window the 429 already covers). Errors arrive as
@@ -223,6 +224,8 @@ class PipedriveConnector(Connector):
     Settings = PipedriveSettings
     MODULES = {"accounts": "organizations", "contacts": "persons", "leads": "leads"}
     requests_per_second = 10.0
+    burst = 20.0
+    limits_source = "burst: 20 requests per 2 s on the lowest plan (rate limiting docs, reference section 5)"
 
     settings: PipedriveSettings
 

@@ -116,9 +116,9 @@ Call log (``log_call``)
     (``records_path`` then ``id_path``, else ``id_path`` from the top); a PUT
     answering without one returns the call id.
 
-Limits: no vendor, no published budget: ``requests_per_second = 10`` is a
-conservative default; a 429 (or 503) with ``Retry-After`` is waited out when it
-fits the deadline, else ``RateLimited``.
+Limits: no vendor, no published budget: no pace (set ``requests_per_second`` if
+the in-house API needs one), the concurrency limit; a 429 (or 503) with
+``Retry-After`` is waited out when it fits the deadline, else ``RateLimited``.
 
 Checked with public sources: RFC 6570 section 3.2.2 (simple expansion encodes
 all but unreserved characters), RFC 6749 sections 2.3.1 (form-encode client id
@@ -943,7 +943,7 @@ class ProprietaryConnector(TemplateConnector):
     title = "Proprietary CRM"
     docs_url = "https://www.rfc-editor.org/rfc/rfc6570#section-3.2.2"
     Settings = ProprietarySettings
-    requests_per_second = 10.0
+    limits_source = "your own API: none published"
 
     settings: ProprietarySettings
 

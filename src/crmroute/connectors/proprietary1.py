@@ -55,9 +55,9 @@ POST is not idempotent by itself); an unknown number becomes a record through
 ``create_url`` + ``create_form`` when the log options say so. Ids are read as
 in ``proprietary``.
 
-Limits: no published budget; ``requests_per_second = 5`` (session-based PHP
-back ends are often single-threaded per session). 429/503 with ``Retry-After``
-as everywhere.
+Limits: no published budget, no pace; at most 5 requests in flight (session-based
+PHP back ends are often single-threaded per session). 429/503 with
+``Retry-After`` as everywhere.
 
 Checked with public sources: nothing vendor-specific exists to check (the PBXware
 manuals name "Proprietary CRM I" without a wire format); form encoding follows
@@ -203,7 +203,8 @@ class ProprietaryOneConnector(TemplateConnector):
     title = "Proprietary CRM I"
     docs_url = "https://url.spec.whatwg.org/#application/x-www-form-urlencoded"
     Settings = ProprietaryOneSettings
-    requests_per_second = 5.0
+    max_concurrency = 5
+    limits_source = "your own API: none published"
 
     settings: ProprietaryOneSettings
 

@@ -69,7 +69,8 @@ then ``AuthError``; other 401/403 are ``AuthError``; 5xx ``ConnectorUnavailable`
 Limits: no per-second limit is published; the org has a rolling 24-hour
 allocation (Enterprise: 100,000 + 1,000 per licence), shown in every answer's
 ``Sforce-Limit-Info: api-usage=used/total`` (kept in ``api_usage``, warned about
-above 90 %). ``requests_per_second`` is that base allocation spread over a day.
+above 90 %). That allocation is a quota, counted (the header corrects the count
+and the limit), never a pace: an uncached call does not wait.
 """
 
 from __future__ import annotations
@@ -90,6 +91,7 @@ from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings,
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, ConnectorUnavailable, RateLimited, UnexpectedResponse
 from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
+from crmroute.resilience.budget import Quota
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -175,7 +177,8 @@ class SalesforceConnector(Connector):
     docs_url = "https://developer.salesforce.com/docs/atlas.en-us.api_rest.meta/api_rest/intro_rest.htm"
     Settings = SalesforceSettings
     MODULES = {"accounts": "Account", "contacts": "Contact", "leads": "Lead"}
-    requests_per_second = 1.15  # 100,000 requests per rolling 24 h (Enterprise base allocation)
+    quotas = (Quota(100_000, 86_400, "API requests per 24 h"),)  # Enterprise base; Sforce-Limit-Info corrects it
+    limits_source = "rolling 24 h allocation, Enterprise base 100,000 (reference section 6); no per-second limit"
 
     settings: SalesforceSettings
 
@@ -280,6 +283,8 @@ class SalesforceConnector(Connector):
         if match:
             used, total = int(match[1]), int(match[2])
             self.api_usage = (used, total)
+            if self.budget is not None:  # the org's own count and allocation correct the quota
+                self.budget.sync_quota(86_400, used, total)
             if total and used >= 0.9 * total:
                 logger.warning("salesforce: %d of %d API requests of the 24-hour allocation used", used, total)
 

@@ -87,8 +87,8 @@ other 422s -> ``UnexpectedResponse``; 404 ``not_found`` -> ``UnexpectedResponse`
 ``maintenance``/``service_unavailable`` and other 5xx -> ``ConnectorUnavailable``.
 
 Limits: no published rate limit for self-hosted Sugar; Sugar Cloud's API limits
-are unconfirmed (reference section 7). ``requests_per_second`` = 5, a
-conservative budget; a 429 with ``Retry-After`` is honoured.
+are unconfirmed (reference section 7): no pace, only the concurrency limit; a 429
+with ``Retry-After`` is honoured.
 
 Unconfirmed and kept as the reference has it: custom-platform registration,
 Sugar Cloud limits, ``refresh_expires_in``'s default. Not used: linked-record
@@ -211,7 +211,7 @@ class SugarCRMConnector(Connector):
                 "integration/web_services/rest_api/")  # fmt: skip
     Settings = SugarSettings
     MODULES = {"accounts": "Accounts", "contacts": "Contacts", "leads": "Leads"}
-    requests_per_second = 5.0  # none published (self-hosted); Sugar Cloud's limits are unconfirmed
+    limits_source = "none published for self-hosted; Sugar Cloud's unconfirmed (reference section 7)"
 
     settings: SugarSettings
 

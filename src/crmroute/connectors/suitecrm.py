@@ -86,8 +86,7 @@ like is invalid" says to use ``phone_match: exact``. OAuth errors are
 ``{"error", "message"|"error_description", "hint"}``. v4.1 errors are ``{"name", "number",
 "description"}`` inside HTTP 200.
 
-Limits: SuiteCRM has no rate limiting of its own; ``requests_per_second`` is a courtesy
-budget for a self-hosted PHP server. Unconfirmed: V8 date attributes are read as ISO-8601
+Limits: SuiteCRM has no rate limiting of its own: no pace, only the concurrency limit. Unconfirmed: V8 date attributes are read as ISO-8601
 (the fake's shape; other formats sort as oldest), and whether client_credentials tokens
 carry a refresh token (either way works).
 """
@@ -201,7 +200,7 @@ class SuiteCrmConnector(Connector):
     docs_url = "https://docs.suitecrm.com/developer/api/developer-setup-guide/json-api/"
     Settings = SuiteCrmSettings
     MODULES = {"accounts": "Accounts", "contacts": "Contacts", "leads": "Leads"}
-    requests_per_second = 10.0  # no vendor limit: self-hosted; a courtesy budget
+    limits_source = "no rate limiting (reference section 8)"
 
     settings: SuiteCrmSettings
 

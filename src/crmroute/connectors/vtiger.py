@@ -93,8 +93,8 @@ to query"; ``INTERNAL_SERVER_ERROR`` and HTTP 5xx -> ``ConnectorUnavailable``;
 HTTP 429 (Cloud) -> waited out when ``Retry-After`` fits, else ``RateLimited``.
 
 Limits: self-hosted Vtiger has none; Vtiger Cloud has per-day, per-user API
-limits by edition (numbers unconfirmed). ``requests_per_second`` = 5, a
-conservative budget.
+limits by edition (numbers unconfirmed: set ``daily_quota`` to count yours). No
+pace, only the concurrency limit.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ class VtigerConnector(Connector):
     docs_url = "https://community.vtiger.com/help/vtigercrm/developers/third-party-app-integration.html"
     Settings = VtigerSettings
     MODULES = {"accounts": "Accounts", "contacts": "Contacts", "leads": "Leads"}
-    requests_per_second = 5.0  # self-hosted: none; Cloud: per-day limits by edition (unconfirmed)
+    limits_source = "self-hosted: none; Cloud: per day by edition, unconfirmed (reference section 9)"
 
     settings: VtigerSettings
 

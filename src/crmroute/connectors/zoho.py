@@ -90,8 +90,9 @@ Limits
     Credits per rolling 24 h (50,000 + per-user on paid editions, 5,000 Free)
     and 5 (Free) to 25 (Ultimate) concurrent requests per org; a token
     endpoint cap of 10 access tokens per refresh token per 10 minutes, which
-    is why the token is cached and refreshed only when stale.
-    ``requests_per_second`` = 5, the lowest edition's concurrency.
+    is why the token is cached and refreshed only when stale. Credits are a
+    quota (Standard's base 50,000; set ``daily_quota`` for yours), at most 5
+    requests in flight (the Free edition's concurrency); no pace.
 
 Unconfirmed and kept as the reference has it: ``fields`` on search in v3+,
 the 204 "no match" answer, the CA/SA API hosts, ``Call_Duration``'s format,
@@ -124,6 +125,7 @@ from crmroute.connectors.base import (
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, RateLimited, UnexpectedResponse
 from crmroute.connectors.base import USER_LIST_BYTES, CrmUser
+from crmroute.resilience.budget import Quota
 from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
@@ -208,7 +210,9 @@ class ZohoConnector(Connector):
     docs_url: ClassVar[str] = "https://www.zoho.com/crm/developer/docs/api/v8/"
     Settings: ClassVar[type[ConnectorSettings]] = ZohoSettings
     MODULES: ClassVar[dict[str, str]] = {"accounts": "Accounts", "contacts": "Contacts", "leads": "Leads"}
-    requests_per_second: ClassVar[float] = 5.0  # concurrency limit of the Free edition; credits are per 24 h
+    quotas: ClassVar[tuple[Quota, ...]] = (Quota(50_000, 86_400, "API credits per 24 h"),)
+    max_concurrency: ClassVar[int] = 5  # the Free edition's concurrency limit per org
+    limits_source: ClassVar[str] = "credits per 24 h (Standard base 50,000), concurrency 5-25 (reference section 11)"
 
     settings: ZohoSettings
 

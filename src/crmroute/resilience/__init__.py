@@ -6,14 +6,15 @@ run on fake time); ``crmroute.router`` wires them around every CRM lookup:
     cache hit?                  -> the value, the CRM is not asked
     same lookup already asked?  -> wait for that request (single-flight)
     circuit open?               -> fallback at once (reason ``circuit_open``)
-    rate budget / concurrency   -> wait within the call's deadline, else
+    quota spent?                -> fallback at once (reason ``quota_exhausted``)
+    pace / concurrency          -> wait within the call's deadline, else
                                    fallback (reason ``rate_budget``)
     the request                 -> success or "not found" is cached; failures
                                    never are, and count towards the breaker
 """
 
 from crmroute.resilience.breaker import Admission, BreakerState, CircuitBreaker
-from crmroute.resilience.budget import Budget, TokenBucket
+from crmroute.resilience.budget import Budget, Quota, QuotaCounter, TokenBucket
 from crmroute.resilience.cache import CacheEntry, ValueCache
 from crmroute.resilience.flight import SingleFlight
 
@@ -23,6 +24,8 @@ __all__ = [
     "Budget",
     "CacheEntry",
     "CircuitBreaker",
+    "Quota",
+    "QuotaCounter",
     "SingleFlight",
     "TokenBucket",
     "ValueCache",

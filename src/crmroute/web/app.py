@@ -105,6 +105,7 @@ def create_app(
             body["decisions_pending"] = router.decision_log.pending
             body["decisions_dropped"] = router.decision_log.dropped
             body["crm_circuits"] = router.guards.circuits()  # an open one is the CRM's trouble, not ours: no 503
+            body["crm_quotas"] = router.guards.quotas()  # 80 % used or more; spent ones make calls fall back
         body["ami"] = call_logger.status() if call_logger is not None else off_status(settings)  # the call logger
         healthy = body["database"] == "ok" and body["agi"] != "down"
         body["status"] = "ok" if healthy else "degraded"
