@@ -86,6 +86,10 @@ class ConnectorContract:
     CALLER_FORMS: ClassVar[tuple[str, ...]] = (CALLER, "4155552671", "14155552671")
     MOBILE_FIELDS: ClassVar[dict[str, str]] = {}  # module -> the vendor's mobile phone field (absent: none; say why)
 
+    def field_for(self, module: str) -> str:
+        """The custom field read in ``module`` (vendors whose custom fields differ per module override this)."""
+        return self.FIELD
+
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         """Settings (secrets included) pointing the connector at the fake."""
         raise NotImplementedError
@@ -147,12 +151,14 @@ class ConnectorContract:
         mobile_field = self.MOBILE_FIELDS.get(module)
         if mobile and mobile_field is None:
             pytest.skip(f"this vendor keeps no mobile number on {module}")
+        field = self.field_for(module)
         found = self.record(0, phone=phone, module=module)
+        found.fields = {field if name == self.FIELD else name: value for name, value in found.fields.items()}
         if mobile:
             found.fields = found.fields | {mobile_field: mobile}
-        decoy = self.record(1, phone=DECOY_PHONE, module=module, fields=found.fields | {self.FIELD: "DECOY"})
+        decoy = self.record(1, phone=DECOY_PHONE, module=module, fields=found.fields | {field: "DECOY"})
         fake.records = [decoy, found]
-        value = await connector.fetch(LookupKey(caller, "caller_id"), module, self.FIELD, deadline=self.deadline())
+        value = await connector.fetch(LookupKey(caller, "caller_id"), module, field, deadline=self.deadline())
         assert value == "GOLD", f"{module}, {style}: stored {phone or mobile!r}, caller {caller}"
 
     async def test_unknown_number_is_not_found(self, fake, connector):
