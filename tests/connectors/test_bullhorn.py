@@ -422,6 +422,7 @@ class TestBullhorn(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "externalID"
+    MOBILE_FIELDS = {"contacts": "mobile", "leads": "mobile"}  # ClientCorporation has phone (and fax) only
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "username": USERNAME, "password": PASSWORD,

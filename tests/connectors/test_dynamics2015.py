@@ -474,6 +474,7 @@ class DynamicsContract(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "new_CustomerNumber"
+    MOBILE_FIELDS = {"contacts": "MobilePhone", "leads": "MobilePhone"}  # Account has Telephone1..3 only
 
 
 class TestDynamicsOnline(DynamicsContract):

@@ -252,6 +252,7 @@ class TestProprietaryOne(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("1001", "1002", "1003")
     KEY_FIELD = "account_no"
+    MOBILE_FIELDS = {"accounts": "mobile", "contacts": "mobile", "leads": "mobile"}  # the in-house CRM's own schema
     CALLER_FORMS = (CALLER, "4155552671", "14155552671")
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
@@ -262,7 +263,7 @@ class TestProprietaryOne(ConnectorContract):
             "token_path": "data.session_id", "expires_path": "data.ttl", "token_in": "header",
             "token_name": "X-Session-Id", "token_prefix": "", "session_error": "INVALID_SESSION",
             "lookup_url": api, "lookup_form": "op=search&module={module}&{search_field}={key}&fields={field}",
-            "phone_forms": "national_digits,digits",
+            "phone_forms": "national_digits,digits", "phone_field": "phone,mobile",  # one criterion per search
             "accounts_module": "Accounts", "contacts_module": "Contacts", "leads_module": "Leads",
             "records_path": "data.records", "total_path": "data.count", "modified_path": "modifiedtime",
             "success_path": "status", "error_path": "error.message",

@@ -407,6 +407,7 @@ class TestSalesforce(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "Customer_Number__c"
+    MOBILE_FIELDS = {"contacts": "MobilePhone", "leads": "MobilePhone"}  # Account has Phone (and Fax) only
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return {"login_url": fake.base_url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,

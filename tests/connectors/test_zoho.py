@@ -429,6 +429,7 @@ class TestZoho(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("4150868000000224001", "4150868000000224002", "4150868000000224003")
     KEY_FIELD = "Customer_Number"
+    MOBILE_FIELDS = {"contacts": "Mobile", "leads": "Mobile"}  # Accounts have Phone and Fax, no Mobile
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return settings_for(fake)

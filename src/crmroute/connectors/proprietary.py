@@ -92,6 +92,12 @@ Finding a record
     text may list the formats its users type. A number that does not parse is
     sent as its digits. The reference's phone appendix has no row for an
     in-house CRM: the form is the integrator's to choose.
+    Mobile numbers: a CRM whose search covers all its phone fields (the usual
+    ``?phone=``) finds a mobile-only record in that one request. One that
+    takes a single field per request gets ``phone_field`` as a list
+    (``phone,mobile``): each field is searched with every form, in order, until
+    one finds — one request for a number stored in the first field, more only
+    for the others (forms x fields at most, for an unknown caller).
     Typed (DTMF) keys: ``key_lookup_url`` (always GET, e.g.
     ``.../{module}/{key}`` for a record id) or else the lookup itself with
     ``{search_field}`` = ``key_field`` (``id`` when empty) and ``{key}`` the digits.
@@ -418,7 +424,10 @@ class TemplateSettings(ConnectorSettings):
         "e164", description="Forms the caller's number is sent in, tried in order until one finds a record: "
         "e164 (+14155552671), national ((415) 555-2671), national_digits (4155552671), digits (14155552671)"
     )  # fmt: skip
-    phone_field: str = Field("phone", description="What {search_field} is for a phone lookup: the CRM's phone field")
+    phone_field: str = Field(
+        "phone", description="What {search_field} is for a phone lookup: the CRM's phone field; several, "
+        "comma-separated (phone,mobile), are searched one after the other for a CRM that takes one field per request"
+    )  # fmt: skip
     accounts_module: str = Field("accounts", description="The CRM's name for accounts ({module}); empty: none")
     contacts_module: str = Field("contacts", description="The CRM's name for contacts ({module}); empty: none")
     leads_module: str = Field("leads", description="The CRM's name for leads ({module}); empty: the CRM has none")
@@ -469,6 +478,14 @@ class TemplateSettings(ConnectorSettings):
     @classmethod
     def _path(cls, value: str) -> str:
         return check_path(value)
+
+    @field_validator("phone_field")
+    @classmethod
+    def _phone_field(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if not names:
+            raise ValueError("name the CRM's phone field, e.g. phone (several: phone,mobile)")
+        return ",".join(dict.fromkeys(names))
 
     @field_validator("phone_forms")
     @classmethod
@@ -608,8 +625,9 @@ class TemplateConnector(Connector):
             attempts = [base | {"phone": "", "key": value, "search_field": self.settings.key_field or "id"}]
             what, operation = "key_lookup", f"find {obj} by {self.settings.key_field or 'id'}"
         else:
-            attempts = [base | {"phone": form, "key": form, "search_field": self.settings.phone_field}
-                        for form in self._phone_values(key.value)]  # fmt: skip
+            forms = self._phone_values(key.value)
+            attempts = [base | {"phone": form, "key": form, "search_field": name}
+                        for name in self.settings.phone_field.split(",") for form in forms]  # fmt: skip
             what, operation = "lookup", f"find {obj}"
         rows: list[dict[str, Any]] = []
         total = 0
