@@ -422,6 +422,7 @@ class TestBullhorn(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "externalID"
+    REQUESTS_PER_CALL = (2, 2)  # ClientContact and Candidate, one search each (contact_entities)
     MOBILE_FIELDS = {"contacts": "mobile", "leads": "mobile"}  # ClientCorporation has phone (and fax) only
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:

@@ -252,6 +252,7 @@ class TestProprietaryOne(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("1001", "1002", "1003")
     KEY_FIELD = "account_no"
+    REQUESTS_PER_CALL = (1, 4)  # unknown: two forms x two fields (one criterion per search)
     MOBILE_FIELDS = {"accounts": "mobile", "contacts": "mobile", "leads": "mobile"}  # the in-house CRM's own schema
     CALLER_FORMS = (CALLER, "4155552671", "14155552671")
 
@@ -501,6 +502,33 @@ async def test_phone_forms_in_order_until_one_finds(fake, client):
     record = await build(fake, client).find_record(KEY, "contacts", deadline=D())
     assert record is not None and record.id == "1001"
     assert [p["phone"] for _, p in calls(fake)] == ["4155552671", "14155552671"]
+
+
+async def test_each_phone_field_in_turn_and_the_last_hit_first(fake, client):
+    connector = build(fake, client)
+    fake.records = [contact(0, phone="", fields={"cf_status": "GOLD", "mobile": "+1 415 555 2671"}),
+                    contact(1, phone="", fields={"cf_status": "SILVER", "mobile": "(415) 555-0100"})]  # fmt: skip
+    assert await connector.fetch(KEY, "contacts", "cf_status", deadline=D()) == "GOLD"
+    searched = [next((k, v) for k, v in p.items() if k in ("phone", "mobile")) for _, p in calls(fake)]
+    assert searched == [("phone", "4155552671"), ("phone", "14155552671"), ("mobile", "4155552671"),
+                        ("mobile", "14155552671")]  # fmt: skip
+    fake.state["calls"] = []
+    assert await connector.fetch(LookupKey("+14155550100", "caller_id"), "contacts", "cf_status", deadline=D()) == "SILVER"
+    assert calls(fake)[0][1]["mobile"] == "14155550100"  # the way that found last: one request here
+    assert await connector.fetch(LookupKey("+14155550100", "caller_id"), "leads", "cf_status", deadline=D()) is None
+
+
+async def test_requests_per_uncached_call_from_the_first(fake, client):
+    connector = build(fake, client)
+    fake.records = [contact(0, phone="(415) 555-2671"), contact(1, phone="415.555.0100")]
+    await connector.authenticate(deadline=D())
+    before = len(fake.requests)
+    for number in ("+14155552671", "+14155550100"):
+        assert await connector.fetch(LookupKey(number, "caller_id"), "contacts", "cf_status", deadline=D()) == "GOLD"
+    assert len(fake.requests) - before == 2  # one search each, the field answered in it; no second login
+    before = len(fake.requests)
+    assert await connector.fetch(LookupKey("+14155550199", "caller_id"), "contacts", "cf_status", deadline=D()) is None
+    assert len(fake.requests) - before == 4  # unknown: two forms x two fields (one criterion per search)
 
 
 async def test_a_typed_key_by_field_or_by_record_id(fake, client):

@@ -475,6 +475,7 @@ class TestVtiger(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "cf_853"
+    REQUESTS_PER_CALL = (1, 1)
     MOBILE_FIELDS = {"contacts": "mobile", "leads": "mobile"}  # Accounts have phone/otherphone/fax, no mobile
     CUSTOM_FIELDS = {"contacts": "cf_851", "leads": "cf_871", "accounts": "cf_861"}  # each module numbers its own
 

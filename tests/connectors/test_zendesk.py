@@ -357,6 +357,7 @@ class TestZendesk(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("384729102001", "384729102002", "384729102003")
     KEY_FIELD = "account_number"
+    REQUESTS_PER_CALL = (1, 1)
     # No MOBILE_FIELDS: a Zendesk user has one ``phone`` (further numbers are phone_number identities, which
     # the reference does not cover) and organizations have no phone at all (reference section 10).
 

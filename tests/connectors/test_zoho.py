@@ -429,6 +429,7 @@ class TestZoho(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("4150868000000224001", "4150868000000224002", "4150868000000224003")
     KEY_FIELD = "Customer_Number"
+    REQUESTS_PER_CALL = (1, 3)  # unknown: E.164, national, national digits (see the docstring)
     MOBILE_FIELDS = {"contacts": "Mobile", "leads": "Mobile"}  # Accounts have Phone and Fax, no Mobile
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
@@ -545,7 +546,7 @@ class TestZoho(ConnectorContract):
         leads = await connector.find_record(LookupKey(CALLER, "caller_id"), "leads", deadline=self.deadline())
         assert leads is None and self.phone_searches(fake)[0] == "+14155552671"  # each module learns for itself
 
-    async def test_requests_per_uncached_call(self, fake, connector):
+    async def test_one_search_per_caller_stored_in_e164(self, fake, connector):
         fake.records = [self.record(0, phone="+14155552671"), self.record(1, phone="+14155550100")]
         await connector.authenticate(deadline=self.deadline())
         before = len(fake.requests)

@@ -98,6 +98,12 @@ Finding a record
     (``phone,mobile``): each field is searched with every form, in order, until
     one finds — one request for a number stored in the first field, more only
     for the others (forms x fields at most, for an unknown caller).
+    The form and field that last found a record in a module are tried first
+    there next time (kept per connector): a CRM whose numbers are stored one
+    way pays one request per found caller after its first hit.
+    Requests per uncached call: 1 with a CRM that normalises (``e164``, one
+    ``phone_field``), else 1 for a found caller stored the usual way and
+    forms x fields for an unknown one; plus the login/token when it expires.
     Typed (DTMF) keys: ``key_lookup_url`` (always GET, e.g.
     ``.../{module}/{key}`` for a record id) or else the lookup itself with
     ``{search_field}`` = ``key_field`` (``id`` when empty) and ``{key}`` the digits.
@@ -520,6 +526,10 @@ class TemplateConnector(Connector):
     settings: TemplateSettings
     MODULES: ClassVar[Mapping[str, str]] = {"accounts": "accounts", "contacts": "contacts", "leads": "leads"}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hit_way: dict[str, tuple[str, int]] = {}  # module -> (phone field, form index) that last found
+
     # --- what a kind provides ---------------------------------------------------------------
 
     def _plan(self, what: str) -> tuple[str, str, str | None]:
@@ -626,15 +636,19 @@ class TemplateConnector(Connector):
             what, operation = "key_lookup", f"find {obj} by {self.settings.key_field or 'id'}"
         else:
             forms = self._phone_values(key.value)
-            attempts = [base | {"phone": form, "key": form, "search_field": name}
-                        for name in self.settings.phone_field.split(",") for form in forms]  # fmt: skip
+            attempts = [base | {"phone": form, "key": form, "search_field": name, "_way": (name, index)}
+                        for name in self.settings.phone_field.split(",") for index, form in enumerate(forms)]  # fmt: skip
+            attempts.sort(key=lambda a: a["_way"] != self._hit_way.get(obj))
             what, operation = "lookup", f"find {obj}"
         rows: list[dict[str, Any]] = []
         total = 0
         for values in attempts:
+            way = values.pop("_way", None)
             _, data = await self._exchange(what, values, typed, deadline=deadline, operation=operation, ok=(404,))
             rows, total = self._rows(data, operation)
             if rows:
+                if way is not None:
+                    self._hit_way[obj] = way  # the CRM holds numbers this way: ask it first next time
                 break
         if not rows:
             return None
