@@ -173,8 +173,8 @@ class ConnectorContract:
         counts = []
         for caller, expected in (("+14155550100", "GOLD"), (OTHER_PHONE, None)):
             before = len(fake.requests)
-            value = await connector.fetch(LookupKey(caller, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
-            assert value == expected
+            key = LookupKey(caller, "caller_id")
+            assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == expected
             counts.append(len(fake.requests) - before)
         assert tuple(counts) == self.REQUESTS_PER_CALL, [f"{r.method} {r.path}" for r in fake.requests]
 

@@ -537,10 +537,12 @@ class TestZoho(ConnectorContract):
         assert await connector.find_record(LookupKey(CALLER, "caller_id"), "contacts", deadline=self.deadline())
         assert len(self.phone_searches(fake)) == 2  # E.164 missed, national found
         fake.requests.clear()
-        record = await connector.find_record(LookupKey("+14155550100", "caller_id"), "contacts", deadline=self.deadline())
+        key = LookupKey("+14155550100", "caller_id")
+        record = await connector.find_record(key, "contacts", deadline=self.deadline())
         assert record.id == self.IDS[1] and self.phone_searches(fake) == ["(415) 555-0100"]  # one request
         fake.requests.clear()
-        record = await connector.find_record(LookupKey("+14155550199", "caller_id"), "contacts", deadline=self.deadline())
+        key = LookupKey("+14155550199", "caller_id")
+        record = await connector.find_record(key, "contacts", deadline=self.deadline())
         assert record.id == self.IDS[2] and self.phone_searches(fake) == ["(415) 555-0199", "+14155550199"]
         fake.requests.clear()
         leads = await connector.find_record(LookupKey(CALLER, "caller_id"), "leads", deadline=self.deadline())

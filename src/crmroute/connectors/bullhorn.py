@@ -62,8 +62,8 @@ Finding a record
     searches one entity per request and the newest match across both must win (the two
     go out together, so the call waits for one round trip). A new session costs 3
     requests (authorize, token, REST login; 4 with ``loginInfo``), renewed only when it
-    runs out; measured with the fake, the rest of QA's 1.8 per call was contacts'
-    second entity, and a CLI dry run's 5-6 is a fresh login each run (no stored session).
+    runs out. QA's 1.8 per call fits contacts' second entity; a CLI dry run's 5-6 is a
+    fresh login each run (no stored session), not the search.
 
 Call log: ``PUT {restUrl}entity/Note`` with ``personReference: {id}`` (which also makes
 the NoteEntity link), ``action`` (``note_action_inbound``/``note_action_outbound``: they

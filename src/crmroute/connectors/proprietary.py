@@ -636,8 +636,9 @@ class TemplateConnector(Connector):
             what, operation = "key_lookup", f"find {obj} by {self.settings.key_field or 'id'}"
         else:
             forms = self._phone_values(key.value)
+            fields_in_turn = self.settings.phone_field.split(",")
             attempts = [base | {"phone": form, "key": form, "search_field": name, "_way": (name, index)}
-                        for name in self.settings.phone_field.split(",") for index, form in enumerate(forms)]  # fmt: skip
+                        for name in fields_in_turn for index, form in enumerate(forms)]  # fmt: skip
             attempts.sort(key=lambda a: a["_way"] != self._hit_way.get(obj))
             what, operation = "lookup", f"find {obj}"
         rows: list[dict[str, Any]] = []
