@@ -36,16 +36,19 @@ Finding a record
     unconfirmed (reference section 11, "Phone matching"), so per the
     reference's appendix ("E.164, then national") the forms are tried in
     order, stopping at the first that finds something: E.164
-    (``+14155552671``), the national format (``(415) 555-2671``), the
-    national digits (``4155552671``) — one request for a number stored in
-    E.164, at most three for an unknown caller. The form that last found a
+    (``+14155552671``), then the national format (``(415) 555-2671``) — one
+    request for a number stored in E.164, two for an unknown caller. The
+    national digits (``4155552671``) are not sent as a third form: the
+    reference's summary counts the ``phone`` parameter as Zoho's server-side
+    phone normalisation, and they differ from the national format only in
+    punctuation. The form that last found a
     record in a module is tried first there (kept per connector, i.e. per
     integration and rule user): an org that stores its numbers one way —
     most do — pays one request per found caller after its first hit, not two.
     Requests per uncached call: 1 for a found caller in the org's usual form
-    (2 for one stored the other way), 3 for an unknown caller (the forms
-    differ as text and how Zoho compares them is unconfirmed, so none is
-    dropped), plus the token request about once an hour. Zoho's search takes
+    (2 for one stored the other way), 2 for an unknown caller (with or
+    without the country code: how Zoho treats it is unconfirmed), plus the
+    token request about once an hour. Zoho's search takes
     one ``phone`` value per request, and the ``criteria`` alternative compares
     stored text (``equals``/``starts_with``), so the forms cannot share one
     request.
@@ -137,7 +140,7 @@ from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
 
-PHONE_FORM_ORDER = ("e164", "national", "national_digits")  # the reference's "E.164, then national"
+PHONE_FORM_ORDER = ("e164", "national")  # the reference's phone appendix: "E.164, then national"
 
 DATA_CENTRES: dict[str, tuple[str, str]] = {  # data centre -> (Accounts server, default API domain)
     "us": ("https://accounts.zoho.com", "https://www.zohoapis.com"),
