@@ -157,9 +157,9 @@ class ConnectorContract:
         field = self.field_for(module)
         found = self.record(0, phone=phone, module=module)
         found.fields = {field if name == self.FIELD else name: value for name, value in found.fields.items()}
-        if mobile:
-            found.fields = found.fields | {mobile_field: mobile}
         decoy = self.record(1, phone=DECOY_PHONE, module=module, fields=found.fields | {field: "DECOY"})
+        if mobile:  # the decoy keeps only its phone: the mobile number is the found record's alone
+            found.fields = found.fields | {mobile_field: mobile}
         fake.records = [decoy, found]
         value = await connector.fetch(LookupKey(caller, "caller_id"), module, field, deadline=self.deadline())
         assert value == "GOLD", f"{module}, {style}: stored {phone or mobile!r}, caller {caller}"
