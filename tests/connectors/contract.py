@@ -88,6 +88,13 @@ class ConnectorContract:
     KEY_FIELD: ClassVar[str] = "AccountNumber"  # the field a typed (DTMF) key is looked up by
     CALLER_FORMS: ClassVar[tuple[str, ...]] = (CALLER, "4155552671", "14155552671")
     MOBILE_FIELDS: ClassVar[dict[str, str]] = {}  # module -> the vendor's mobile phone field (absent: none; say why)
+    # Requests one uncached fetch costs in MODULE once signed in, after a first call (found caller, unknown caller);
+    # None: not asserted. The same figure is checked through the routing path (the FastAGI test's unknown caller).
+    REQUESTS_PER_CALL: ClassVar[tuple[int, int] | None] = None
+
+    def field_for(self, module: str) -> str:
+        """The custom field read in ``module`` (vendors whose custom fields differ per module override this)."""
+        return self.FIELD
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         """Settings (secrets included) pointing the connector at the fake."""
@@ -151,13 +158,29 @@ class ConnectorContract:
         mobile_field = self.MOBILE_FIELDS.get(module)
         if mobile and mobile_field is None:
             pytest.skip(f"this vendor keeps no mobile number on {module}")
+        field = self.field_for(module)
         found = self.record(0, phone=phone, module=module)
-        if mobile:
+        found.fields = {field if name == self.FIELD else name: value for name, value in found.fields.items()}
+        decoy = self.record(1, phone=DECOY_PHONE, module=module, fields=found.fields | {field: "DECOY"})
+        if mobile:  # the decoy keeps only its phone: the mobile number is the found record's alone
             found.fields = found.fields | {mobile_field: mobile}
-        decoy = self.record(1, phone=DECOY_PHONE, module=module, fields=found.fields | {self.FIELD: "DECOY"})
         fake.records = [decoy, found]
-        value = await connector.fetch(LookupKey(caller, "caller_id"), module, self.FIELD, deadline=self.deadline())
+        value = await connector.fetch(LookupKey(caller, "caller_id"), module, field, deadline=self.deadline())
         assert value == "GOLD", f"{module}, {style}: stored {phone or mobile!r}, caller {caller}"
+
+    async def test_requests_per_uncached_call(self, fake, connector):
+        if self.REQUESTS_PER_CALL is None:
+            pytest.skip("no request count declared")
+        fake.records = [self.record(0), self.record(1, phone="(415) 555-0100")]
+        key = LookupKey(CALLER, "caller_id")  # the first call signs in (and lets a connector learn the stored form)
+        assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
+        counts = []
+        for caller, expected in (("+14155550100", "GOLD"), (OTHER_PHONE, None)):
+            before = len(fake.requests)
+            key = LookupKey(caller, "caller_id")
+            assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == expected
+            counts.append(len(fake.requests) - before)
+        assert tuple(counts) == self.REQUESTS_PER_CALL, [f"{r.method} {r.path}" for r in fake.requests]
 
     async def test_unknown_number_is_not_found(self, fake, connector):
         fake.records = [self.record()]
@@ -450,8 +473,11 @@ class ConnectorContract:
             assert any(self.IDS[0] in step for step in logged.trace), logged.trace  # the trace names the record
             fake.records = []
             await asyncio.sleep(0)
+            before = len(fake.requests)
             result = await call_agi(server.port, "did", env={"extension": "5551000", "callerid": OTHER_PHONE})
             assert result.variables["CRMROUTE_STATUS"] == "default"
+            if self.REQUESTS_PER_CALL is not None:  # a distinct, uncached caller through the routing path
+                assert len(fake.requests) - before == self.REQUESTS_PER_CALL[1], fake.requests[before:]
         finally:
             await server.close()
             await router.close()

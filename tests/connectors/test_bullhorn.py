@@ -463,6 +463,8 @@ class TestBullhorn(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "externalID"
+    REQUESTS_PER_CALL = (2, 2)  # ClientContact and Candidate, one search each (contact_entities)
+    MOBILE_FIELDS = {"contacts": "mobile", "leads": "mobile"}  # ClientCorporation has phone (and fax) only
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return {"client_id": CLIENT_ID, "client_secret": CLIENT_SECRET, "username": USERNAME, "password": PASSWORD,
@@ -633,6 +635,16 @@ class TestBullhorn(ConnectorContract):
         fake.records = [self.record(), self.candidate(1)]
         record = await connector.find_record(LookupKey(CALLER, "caller_id"), "contacts", deadline=self.deadline())
         assert record.module == "Candidate" and [r.path for r in fake.api_requests()] == [f"{REST}search/Candidate"]
+
+    @pytest.mark.parametrize("module", ["accounts", "leads", "contacts"])
+    async def test_one_search_per_uncached_call_for_one_entity(self, fake, http, module):
+        connector = self.build(fake, http, contact_entities="ClientContact")
+        fake.records = [self.record(0, module=module), self.record(1, module=module, phone="(415) 555-0100")]
+        await connector.authenticate(deadline=self.deadline())
+        before = len(fake.requests)
+        for caller in (CALLER, "+14155550100", "+14155550199"):
+            await connector.fetch(LookupKey(caller, "caller_id"), module, "customText1", deadline=self.deadline())
+        assert len(fake.requests) - before == 3  # the fields come back in the search: no entity GET, no login
 
     async def test_a_field_only_one_entity_has_is_read_from_it_and_remembered(self, fake, connector):
         fake.records = [self.record()]

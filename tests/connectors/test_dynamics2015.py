@@ -483,6 +483,8 @@ class DynamicsContract(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "new_CustomerNumber"
+    REQUESTS_PER_CALL = (1, 1)
+    MOBILE_FIELDS = {"contacts": "MobilePhone", "leads": "MobilePhone"}  # Account has Telephone1..3 only
 
 
 class TestDynamicsOnline(DynamicsContract):

@@ -459,6 +459,8 @@ class TestProprietary(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("peo_1001", "peo_1002", "peo_1003")
     KEY_FIELD = "account_number"
+    REQUESTS_PER_CALL = (1, 1)
+    MOBILE_FIELDS = {"accounts": "mobile", "contacts": "mobile", "leads": "mobile"}  # the in-house CRM's own schema
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return base_settings(fake) | {"auth": "oauth2", "token_url": f"{fake.base_url}/oauth/token",

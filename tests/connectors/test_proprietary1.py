@@ -252,6 +252,8 @@ class TestProprietaryOne(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("1001", "1002", "1003")
     KEY_FIELD = "account_no"
+    REQUESTS_PER_CALL = (1, 4)  # unknown: two forms x two fields (one criterion per search)
+    MOBILE_FIELDS = {"accounts": "mobile", "contacts": "mobile", "leads": "mobile"}  # the in-house CRM's own schema
     CALLER_FORMS = (CALLER, "4155552671", "14155552671")
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
@@ -262,7 +264,7 @@ class TestProprietaryOne(ConnectorContract):
             "token_path": "data.session_id", "expires_path": "data.ttl", "token_in": "header",
             "token_name": "X-Session-Id", "token_prefix": "", "session_error": "INVALID_SESSION",
             "lookup_url": api, "lookup_form": "op=search&module={module}&{search_field}={key}&fields={field}",
-            "phone_forms": "national_digits,digits",
+            "phone_forms": "national_digits,digits", "phone_field": "phone,mobile",  # one criterion per search
             "accounts_module": "Accounts", "contacts_module": "Contacts", "leads_module": "Leads",
             "records_path": "data.records", "total_path": "data.count", "modified_path": "modifiedtime",
             "success_path": "status", "error_path": "error.message",
@@ -500,6 +502,34 @@ async def test_phone_forms_in_order_until_one_finds(fake, client):
     record = await build(fake, client).find_record(KEY, "contacts", deadline=D())
     assert record is not None and record.id == "1001"
     assert [p["phone"] for _, p in calls(fake)] == ["4155552671", "14155552671"]
+
+
+async def test_each_phone_field_in_turn_and_the_last_hit_first(fake, client):
+    connector = build(fake, client)
+    fake.records = [contact(0, phone="", fields={"cf_status": "GOLD", "mobile": "+1 415 555 2671"}),
+                    contact(1, phone="", fields={"cf_status": "SILVER", "mobile": "(415) 555-0100"})]  # fmt: skip
+    assert await connector.fetch(KEY, "contacts", "cf_status", deadline=D()) == "GOLD"
+    searched = [next((k, v) for k, v in p.items() if k in ("phone", "mobile")) for _, p in calls(fake)]
+    assert searched == [("phone", "4155552671"), ("phone", "14155552671"), ("mobile", "4155552671"),
+                        ("mobile", "14155552671")]  # fmt: skip
+    fake.state["calls"] = []
+    other = LookupKey("+14155550100", "caller_id")
+    assert await connector.fetch(other, "contacts", "cf_status", deadline=D()) == "SILVER"
+    assert calls(fake)[0][1]["mobile"] == "14155550100"  # the way that found last: one request here
+    assert await connector.fetch(other, "leads", "cf_status", deadline=D()) is None
+
+
+async def test_requests_per_uncached_call_from_the_first(fake, client):
+    connector = build(fake, client)
+    fake.records = [contact(0, phone="(415) 555-2671"), contact(1, phone="415.555.0100")]
+    await connector.authenticate(deadline=D())
+    before = len(fake.requests)
+    for number in ("+14155552671", "+14155550100"):
+        assert await connector.fetch(LookupKey(number, "caller_id"), "contacts", "cf_status", deadline=D()) == "GOLD"
+    assert len(fake.requests) - before == 2  # one search each, the field answered in it; no second login
+    before = len(fake.requests)
+    assert await connector.fetch(LookupKey("+14155550199", "caller_id"), "contacts", "cf_status", deadline=D()) is None
+    assert len(fake.requests) - before == 4  # unknown: two forms x two fields (one criterion per search)
 
 
 async def test_a_typed_key_by_field_or_by_record_id(fake, client):

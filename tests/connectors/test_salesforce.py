@@ -451,6 +451,8 @@ class TestSalesforce(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "Customer_Number__c"
+    REQUESTS_PER_CALL = (1, 1)
+    MOBILE_FIELDS = {"contacts": "MobilePhone", "leads": "MobilePhone"}  # Account has Phone (and Fax) only
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return {"login_url": fake.base_url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,

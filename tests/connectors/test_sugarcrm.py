@@ -412,6 +412,8 @@ class TestSugarCRM(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "customer_number_c"
+    REQUESTS_PER_CALL = (1, 1)
+    MOBILE_FIELDS = {"contacts": "phone_mobile", "leads": "phone_mobile"}  # Accounts: phone_office, phone_alternate
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return {"site_url": fake.base_url, "username": USERNAME, "password": PASSWORD}

@@ -484,6 +484,12 @@ class TestVtiger(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "cf_853"
+    REQUESTS_PER_CALL = (1, 1)
+    MOBILE_FIELDS = {"contacts": "mobile", "leads": "mobile"}  # Accounts have phone/otherphone/fax, no mobile
+    CUSTOM_FIELDS = {"contacts": "cf_851", "leads": "cf_871", "accounts": "cf_861"}  # each module numbers its own
+
+    def field_for(self, module: str) -> str:
+        return self.CUSTOM_FIELDS[module]
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return {"site_url": fake.base_url, "username": USERNAME, "access_key": ACCESS_KEY}

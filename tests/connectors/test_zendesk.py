@@ -9,6 +9,8 @@ users, organizations, ``tickets.json?external_id=``, ticket creation with a
 ``via_id``), and end-user creation. It accepts Basic ``{email}/token:{api_token}``
 and the Bearer tokens it issued; every response carries ``X-Rate-Limit`` headers.
 Users list every user field key in ``user_fields`` (null when empty), as Zendesk does.
+Organizations have no phone in Zendesk: an ``accounts`` record's phone is rendered as an
+end-user member of that organization (id + ``MEMBER_OFFSET``) carrying the number.
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ CLIENT_ID = "crmroute_integration"
 CLIENT_SECRET = "zd-oauth-client-secret-81f0"
 REFRESH_TOKEN = "zd-refresh-0c9b8a"
 RATE_LIMIT = 700
+MEMBER_OFFSET = 8_000_000  # the id of the end-user who carries an organization record's phone
 
 USER_KEYS = {"name", "email", "phone", "external_id", "notes", "details", "role", "time_zone", "tags", "alias",
              "organization_id", "shared_phone_number"}  # fmt: skip
@@ -79,21 +82,28 @@ def render_org(org_id: int, values: dict[str, Any], updated: str) -> dict[str, A
     return org
 
 
+def render_user(user_id: int, name: str, phone: str, updated: str, fake: VendorFake) -> dict[str, Any]:
+    return {
+        "id": user_id, "url": f"https://example.zendesk.com/api/v2/users/{user_id}.json",
+        "name": name, "email": None, "phone": phone or None, "shared_phone_number": None,
+        "external_id": None, "notes": "", "details": "", "role": "end-user", "time_zone": "Eastern Time (US & Canada)",
+        "tags": [], "alias": "", "organization_id": None, "active": True, "verified": False,
+        "created_at": "2025-01-01T00:00:00Z", "updated_at": updated,
+        "user_fields": dict.fromkeys(sorted(USER_FIELD_KEYS | set(fake.state.get("user_field_keys", ())))),
+    }  # fmt: skip
+
+
 def directory(fake: VendorFake) -> tuple[list[dict], dict[int, dict]]:
     """Users and organizations rendered from ``fake.records`` in Zendesk's shapes."""
     users, orgs = [], {}
     for record in fake.records:
         if record.module == "accounts":
             orgs[int(record.id)] = render_org(int(record.id), {"name": record.name, **record.fields}, record.modified)
+            if record.phone:  # Zendesk keeps numbers on users only: an organization's number is a member's
+                users.append(render_user(int(record.id) + MEMBER_OFFSET, f"{record.name} (phone)", record.phone,
+                                         record.modified, fake) | {"organization_id": int(record.id)})  # fmt: skip
             continue
-        user: dict[str, Any] = {
-            "id": int(record.id), "url": f"https://example.zendesk.com/api/v2/users/{record.id}.json",
-            "name": record.name, "email": None, "phone": record.phone or None, "shared_phone_number": None,
-            "external_id": None, "notes": "", "details": "", "role": "end-user", "time_zone": "Eastern Time (US & Canada)",
-            "tags": [], "alias": "", "organization_id": None, "active": True, "verified": False,
-            "created_at": "2025-01-01T00:00:00Z", "updated_at": record.modified,
-            "user_fields": dict.fromkeys(sorted(USER_FIELD_KEYS | set(fake.state.get("user_field_keys", ())))),
-        }  # fmt: skip
+        user = render_user(int(record.id), record.name, record.phone, record.modified, fake)
         for key, value in record.fields.items():
             if key == "organization" and isinstance(value, dict):
                 org_id = int(record.id) + 7_000_000
@@ -392,6 +402,9 @@ class TestZendesk(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("384729102001", "384729102002", "384729102003")
     KEY_FIELD = "account_number"
+    REQUESTS_PER_CALL = (1, 1)
+    # No MOBILE_FIELDS: a Zendesk user has one ``phone`` (further numbers are phone_number identities, which
+    # the reference does not cover) and organizations have no phone at all (reference section 10).
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return oauth_settings(fake)

@@ -466,6 +466,8 @@ class TestZoho(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("4150868000000224001", "4150868000000224002", "4150868000000224003")
     KEY_FIELD = "Customer_Number"
+    REQUESTS_PER_CALL = (1, 2)  # unknown: E.164, then national (see the docstring)
+    MOBILE_FIELDS = {"contacts": "Mobile", "leads": "Mobile"}  # Accounts have Phone and Fax, no Mobile
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return settings_for(fake)
@@ -564,7 +566,33 @@ class TestZoho(ConnectorContract):
         fake.requests.clear()
         fake.records = []
         assert await connector.find_record(key, "contacts", deadline=self.deadline()) is None
-        assert self.phone_searches(fake) == ["+14155552671", "(415) 555-2671", "4155552671"]
+        assert self.phone_searches(fake) == ["(415) 555-2671", "+14155552671"]  # the last hit first
+
+    async def test_the_form_that_found_last_is_asked_first(self, fake, connector):
+        fake.records = [self.record(0, phone="(415) 555-2671"), self.record(1, phone="(415) 555-0100"),
+                        self.record(2, phone="+14155550199")]  # fmt: skip
+        assert await connector.find_record(LookupKey(CALLER, "caller_id"), "contacts", deadline=self.deadline())
+        assert len(self.phone_searches(fake)) == 2  # E.164 missed, national found
+        fake.requests.clear()
+        key = LookupKey("+14155550100", "caller_id")
+        record = await connector.find_record(key, "contacts", deadline=self.deadline())
+        assert record.id == self.IDS[1] and self.phone_searches(fake) == ["(415) 555-0100"]  # one request
+        fake.requests.clear()
+        key = LookupKey("+14155550199", "caller_id")
+        record = await connector.find_record(key, "contacts", deadline=self.deadline())
+        assert record.id == self.IDS[2] and self.phone_searches(fake) == ["(415) 555-0199", "+14155550199"]
+        fake.requests.clear()
+        leads = await connector.find_record(LookupKey(CALLER, "caller_id"), "leads", deadline=self.deadline())
+        assert leads is None and self.phone_searches(fake)[0] == "+14155552671"  # each module learns for itself
+
+    async def test_one_search_per_caller_stored_in_e164(self, fake, connector):
+        fake.records = [self.record(0, phone="+14155552671"), self.record(1, phone="+14155550100")]
+        await connector.authenticate(deadline=self.deadline())
+        before = len(fake.requests)
+        for caller in ("+14155552671", "+14155550100"):
+            assert await connector.fetch(LookupKey(caller, "caller_id"), "contacts", self.FIELD,
+                                         deadline=self.deadline()) == "GOLD"  # fmt: skip
+        assert len(fake.requests) - before == 2 and fake.token_requests == 1  # one search each, fields included
 
     async def test_a_mobile_number_is_found_too(self, fake, connector):
         fake.records = [self.record(phone="", fields={self.FIELD: "SILVER", "Mobile": "+14155552671"})]

@@ -57,6 +57,13 @@ Finding a record
     through Bullhorn's sub-field syntax: ``clientCorporation.name`` asks
     ``clientCorporation(name)``, ``owner.email`` asks ``owner(email)``. Several matches
     give the ``match_pick`` record by ``dateLastModified`` (epoch milliseconds).
+    Requests per uncached call, once signed in: 1 (accounts, leads, and contacts with
+    one ``contact_entities``); 2 for contacts with both, because ``search/{Entity}``
+    searches one entity per request and the newest match across both must win (the two
+    go out together, so the call waits for one round trip). A new session costs 3
+    requests (authorize, token, REST login; 4 with ``loginInfo``), renewed only when it
+    runs out. QA's 1.8 per call fits contacts' second entity; a CLI dry run's 5-6 is a
+    fresh login each run (no stored session), not the search.
 
 Call log: ``PUT {restUrl}entity/Note`` with ``personReference: {id}`` (which also makes
 the NoteEntity link), ``action`` (``note_action_inbound``/``note_action_outbound``: they

@@ -92,6 +92,18 @@ Finding a record
     text may list the formats its users type. A number that does not parse is
     sent as its digits. The reference's phone appendix has no row for an
     in-house CRM: the form is the integrator's to choose.
+    Mobile numbers: a CRM whose search covers all its phone fields (the usual
+    ``?phone=``) finds a mobile-only record in that one request. One that
+    takes a single field per request gets ``phone_field`` as a list
+    (``phone,mobile``): each field is searched with every form, in order, until
+    one finds — one request for a number stored in the first field, more only
+    for the others (forms x fields at most, for an unknown caller).
+    The form and field that last found a record in a module are tried first
+    there next time (kept per connector): a CRM whose numbers are stored one
+    way pays one request per found caller after its first hit.
+    Requests per uncached call: 1 with a CRM that normalises (``e164``, one
+    ``phone_field``), else 1 for a found caller stored the usual way and
+    forms x fields for an unknown one; plus the login/token when it expires.
     Typed (DTMF) keys: ``key_lookup_url`` (always GET, e.g.
     ``.../{module}/{key}`` for a record id) or else the lookup itself with
     ``{search_field}`` = ``key_field`` (``id`` when empty) and ``{key}`` the digits.
@@ -421,7 +433,10 @@ class TemplateSettings(ConnectorSettings):
         "e164", description="Forms the caller's number is sent in, tried in order until one finds a record: "
         "e164 (+14155552671), national ((415) 555-2671), national_digits (4155552671), digits (14155552671)"
     )  # fmt: skip
-    phone_field: str = Field("phone", description="What {search_field} is for a phone lookup: the CRM's phone field")
+    phone_field: str = Field(
+        "phone", description="What {search_field} is for a phone lookup: the CRM's phone field; several, "
+        "comma-separated (phone,mobile), are searched one after the other for a CRM that takes one field per request"
+    )  # fmt: skip
     accounts_module: str = Field("accounts", description="The CRM's name for accounts ({module}); empty: none")
     contacts_module: str = Field("contacts", description="The CRM's name for contacts ({module}); empty: none")
     leads_module: str = Field("leads", description="The CRM's name for leads ({module}); empty: the CRM has none")
@@ -473,6 +488,14 @@ class TemplateSettings(ConnectorSettings):
     def _path(cls, value: str) -> str:
         return check_path(value)
 
+    @field_validator("phone_field")
+    @classmethod
+    def _phone_field(cls, value: str) -> str:
+        names = [name.strip() for name in value.split(",") if name.strip()]
+        if not names:
+            raise ValueError("name the CRM's phone field, e.g. phone (several: phone,mobile)")
+        return ",".join(dict.fromkeys(names))
+
     @field_validator("phone_forms")
     @classmethod
     def _phone_forms(cls, value: str) -> str:
@@ -505,6 +528,10 @@ class TemplateConnector(Connector):
 
     settings: TemplateSettings
     MODULES: ClassVar[Mapping[str, str]] = {"accounts": "accounts", "contacts": "contacts", "leads": "leads"}
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._hit_way: dict[str, tuple[str, int]] = {}  # module -> (phone field, form index) that last found
 
     # --- what a kind provides ---------------------------------------------------------------
 
@@ -622,15 +649,21 @@ class TemplateConnector(Connector):
             attempts = [base | {"phone": "", "key": value, "search_field": self.settings.key_field or "id"}]
             what, operation = "key_lookup", f"find {obj} by {self.settings.key_field or 'id'}"
         else:
-            attempts = [base | {"phone": form, "key": form, "search_field": self.settings.phone_field}
-                        for form in self._phone_values(key.value)]  # fmt: skip
+            forms = self._phone_values(key.value)
+            fields_in_turn = self.settings.phone_field.split(",")
+            attempts = [base | {"phone": form, "key": form, "search_field": name, "_way": (name, index)}
+                        for name in fields_in_turn for index, form in enumerate(forms)]  # fmt: skip
+            attempts.sort(key=lambda a: a["_way"] != self._hit_way.get(obj))
             what, operation = "lookup", f"find {obj}"
         rows: list[dict[str, Any]] = []
         total = 0
         for values in attempts:
+            way = values.pop("_way", None)
             _, data = await self._exchange(what, values, typed, deadline=deadline, operation=operation, ok=(404,))
             rows, total = self._rows(data, operation)
             if rows:
+                if way is not None:
+                    self._hit_way[obj] = way  # the CRM holds numbers this way: ask it first next time
                 break
         if not rows:
             return None

@@ -40,8 +40,10 @@ Requests
     placeholders of ``proprietary`` in names or values; it is split into pairs
     first and the values put in afterwards, so a value containing ``&`` or
     ``=`` stays one value. Lookups use ``lookup_form`` for numbers and typed
-    keys alike: ``{search_field}={key}`` searches ``phone_field`` with the number,
-    or ``key_field`` (``id`` when empty) with the typed digits.
+    keys alike: ``{search_field}={key}`` searches ``phone_field`` with the number
+    (each field of a list such as ``phone,mobile`` in turn: such back ends take
+    one criterion per search), or ``key_field`` (``id`` when empty) with the
+    typed digits.
 
 Modules, phone forms, pick and answers: as ``proprietary`` (``phone_forms``
 tried in order until one finds a record; ``records_path``, ``id_path``,

@@ -45,6 +45,10 @@ Finding a record
     key), the results checked for an exact match.
     Several matches: ``match_pick`` on ``updated_at``; ``Record.matches`` is the
     search's ``count`` (all pages).
+    Requests per uncached call: users 1 (the search answers every user field);
+    organizations 2, the search and then the organization, because organizations
+    hold no phone and reference section 10 documents no way to get the organization
+    in the search answer.
 
 Reading fields
     Standard properties at the top level (``name``, ``email``, ``external_id``,

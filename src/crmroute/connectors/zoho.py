@@ -36,9 +36,22 @@ Finding a record
     unconfirmed (reference section 11, "Phone matching"), so per the
     reference's appendix ("E.164, then national") the forms are tried in
     order, stopping at the first that finds something: E.164
-    (``+14155552671``), the national format (``(415) 555-2671``), the
-    national digits (``4155552671``) — one request for a number stored in
-    E.164, at most three for an unknown caller.
+    (``+14155552671``), then the national format (``(415) 555-2671``) — one
+    request for a number stored in E.164, two for an unknown caller. The
+    national digits (``4155552671``) are not sent as a third form: the
+    reference's summary counts the ``phone`` parameter as Zoho's server-side
+    phone normalisation, and they differ from the national format only in
+    punctuation. The form that last found a
+    record in a module is tried first there (kept per connector, i.e. per
+    integration and rule user): an org that stores its numbers one way —
+    most do — pays one request per found caller after its first hit, not two.
+    Requests per uncached call: 1 for a found caller in the org's usual form
+    (2 for one stored the other way), 2 for an unknown caller (with or
+    without the country code: how Zoho treats it is unconfirmed), plus the
+    token request about once an hour. Zoho's search takes
+    one ``phone`` value per request, and the ``criteria`` alternative compares
+    stored text (``equals``/``starts_with``), so the forms cannot share one
+    request.
     A typed (DTMF) key: ``GET /crm/{v}/{Module}/{id}`` when ``key_field`` is
     empty (digits only), else ``search?criteria=({key_field}:equals:{key})``
     (parentheses, commas and backslashes escaped as Zoho documents), the
@@ -130,6 +143,8 @@ from crmroute.routing.engine import LookupKey
 
 logger = logging.getLogger(__name__)
 
+PHONE_FORM_ORDER = ("e164", "national")  # the reference's phone appendix: "E.164, then national"
+
 DATA_CENTRES: dict[str, tuple[str, str]] = {  # data centre -> (Accounts server, default API domain)
     "us": ("https://accounts.zoho.com", "https://www.zohoapis.com"),
     "eu": ("https://accounts.zoho.eu", "https://www.zohoapis.eu"),
@@ -219,6 +234,7 @@ class ZohoConnector(Connector):
     def __init__(self, settings: ConnectorSettings, http: Any, **kwargs: Any) -> None:
         super().__init__(settings, http, **kwargs)
         self._lookup_modules: dict[tuple[str, str], str | None] = {}
+        self._hit_form: dict[str, str] = {}  # module -> the phone form that last found a record there
 
     # --- auth ---------------------------------------------------------------------------------
 
@@ -298,10 +314,17 @@ class ZohoConnector(Connector):
         if key.source == "dtmf":
             return await self._find_by_key(key.value.strip(), zmodule, wanted, deadline)
         forms = self.phone(key)
-        values = forms.distinct("e164", "national", "national_digits") or ([forms.digits] if forms.digits else [])
-        for value in values:
+        tried: list[tuple[str, str]] = []
+        for name in sorted(PHONE_FORM_ORDER, key=lambda n: n != self._hit_form.get(zmodule)):
+            value = getattr(forms, name)
+            if value and value not in {v for _, v in tried}:
+                tried.append((name, value))
+        if not tried and forms.digits:
+            tried = [("digits", forms.digits)]
+        for name, value in tried:
             rows = await self._search(zmodule, {"phone": value}, wanted, deadline)
             if rows:
+                self._hit_form[zmodule] = name  # this org stores numbers this way: ask that first next time
                 return self._record(zmodule, rows)
         return None
 
