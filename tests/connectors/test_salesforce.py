@@ -669,12 +669,17 @@ class TestSalesforce(ConnectorContract):
 
     # --- limits and errors -------------------------------------------------------------
 
-    async def test_daily_limit_is_rate_limited(self, fake, connector):
+    async def test_daily_limit_is_a_spent_quota(self, fake, connector):
+        connector.budget = self.default_budget(connector)
         await connector.authenticate(deadline=self.deadline())
         fake.fail_next(403, [{"message": "TotalRequests Limit exceeded.", "errorCode": "REQUEST_LIMIT_EXCEEDED"}])
         with pytest.raises(RateLimited) as caught:
             await connector.fetch(LookupKey(CALLER, "caller_id"), "contacts", "Status__c", deadline=self.deadline())
-        assert "TotalRequests Limit exceeded" in str(caught.value) and caught.value.reason == "rate_limited"
+        assert "TotalRequests Limit exceeded" in str(caught.value) and caught.value.reason == "quota_exhausted"
+        sent = len(fake.requests)
+        with pytest.raises(RateLimited) as again:  # the next call does not ask Salesforce at all
+            await connector.fetch(LookupKey(CALLER, "caller_id"), "contacts", "Status__c", deadline=self.deadline())
+        assert again.value.reason == "quota_exhausted" and len(fake.requests) == sent
 
     async def test_api_usage_is_read_from_the_limit_header(self, fake, connector, caplog):
         fake.state["api_total"] = 10

@@ -62,7 +62,7 @@ options ask for it.
 
 Errors: Salesforce answers ``[{"message", "errorCode", "fields"}]``. 403
 ``REQUEST_LIMIT_EXCEEDED`` (the rolling 24-hour API allocation) is
-``RateLimited``; ``INVALID_FIELD`` "No such column 'X' on entity 'Y'" becomes
+``RateLimited`` with reason ``quota_exhausted`` and marks the quota spent; ``INVALID_FIELD`` "No such column 'X' on entity 'Y'" becomes
 "field X does not exist on Y"; 401 ``INVALID_SESSION_ID`` is refreshed once,
 then ``AuthError``; other 401/403 are ``AuthError``; 5xx ``ConnectorUnavailable``.
 
@@ -494,8 +494,12 @@ class SalesforceConnector(Connector):
         code, message = _sf_error(response)
         args = {"kind": self.kind, "operation": operation}
         if code == "REQUEST_LIMIT_EXCEEDED":
+            if self.budget is not None:  # the allocation is spent: no call asks again until it frees up
+                for quota in self.budget.quotas:
+                    if quota.quota.window_s == 86_400:
+                        quota.sync(quota.limit, None)
             return RateLimited(f"Salesforce API request limit exceeded ({operation}): {message}",
-                               reason="rate_limited", **args)  # fmt: skip
+                               reason="quota_exhausted", **args)  # fmt: skip
         if code == "INVALID_FIELD" or code == "INVALID_QUERY_FILTER_OPERATOR":
             missing = _NO_COLUMN.search(message)
             if missing:
