@@ -37,6 +37,7 @@ from crmroute.connectors._http import MAX_CONNECTIONS
 from crmroute.connectors.base import Connector, Record
 from crmroute.connectors.custom import fetch_custom
 from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
+from crmroute.store.credentials import CredentialStore
 from crmroute.deadline import Deadline
 from crmroute.errors import ConnectorError, ConnectorUnavailable, RateLimited
 from crmroute.metrics import Metrics
@@ -200,7 +201,7 @@ class Router:
         self._box = box
         self.http = http
         self.decision_log = decision_log
-        self.pool = ConnectorPool(http, box, settings.default_region)
+        self.pool = ConnectorPool(http, box, settings.default_region, CredentialStore(factory, box))
         self.guards = Guards(settings)
         self.metrics = Metrics()
         self.metrics.track(self.metrics.cache_entries, lambda: len(self.guards.cache))

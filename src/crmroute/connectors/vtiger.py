@@ -234,6 +234,9 @@ class VtigerConnector(Connector):
         logger.debug("vtiger: logged in as %s (Vtiger %s)", username, result.get("vtigerVersion"))
         return Token(session, now + SESSION_LIFE, {"user_id": str(result.get("userId") or "")}, issued_at=now)
 
+    def _adopted(self, token: Token) -> None:
+        self._last_used = time.monotonic()  # another process's session: if it sat idle, Vtiger says so (relogin)
+
     async def _session(self, deadline: Deadline, failed: Token | None = None) -> Token:
         """The session to call with: a new one after ``failed`` was refused or the old one sat idle too long."""
         current = self._token

@@ -17,7 +17,7 @@ from starlette.datastructures import FormData
 
 from crmroute.connectors import registry
 from crmroute.connectors.base import MODULE_NAMES, SettingSpec, setting_specs
-from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
+from crmroute.connectors.pool import ConnectorSpec
 from crmroute.errors import ConfigError, Conflict, ConnectorError
 from crmroute.schemas import CALL_FIELDS, IntegrationIn, LogOptions
 from crmroute.store import calllog, integrations
@@ -134,8 +134,8 @@ def integration_test(request: Request, integration_id: int, principal: FormUser,
     app_router = request.app.state.router
 
     async def run() -> dict:
-        try:  # a fresh connector: the test must log in anew
-            connector = ConnectorPool(app_router.http, box, app_router.settings.default_region).build(spec)
+        try:  # a fresh connector on the shared credential store; credentials refused before are tried once more
+            connector = app_router.pool.build(spec, for_test=True)
         except ConnectorError as exc:
             return {"ok": False, "steps": [], "record": None, "error": {"code": exc.reason, "message": str(exc)}}
         try:
