@@ -271,7 +271,15 @@ class Connector:
             self._refresh_state = str(token.extra.pop("refresh_token") or "")
 
     def _adopted(self, token: Token) -> None:
-        """``token`` came from the credential store (another process's login, or one before a restart)."""
+        """``token`` came from the credential store (another process's login, or one before a restart).
+
+        If the vendor refuses it too, one more renewal is a login of our own (``adopted()``): a stored
+        token can be dead as well, and only a token just issued to us proves the credentials refused.
+        """
+        self._last_adopted = token
+
+    def adopted(self, token: Token | None) -> bool:
+        return token is not None and token is getattr(self, "_last_adopted", None)
 
     def _auth_headers(self, token: Token) -> dict[str, str]:
         return {"Authorization": f"Bearer {token.value}"}
@@ -299,7 +307,10 @@ class Connector:
             if self._token is not None and self._token is not stale and self._token.fresh():
                 return self._token  # another call refreshed it while we waited
             if self.credentials is not None:  # shared with every process: see store/credentials.py
-                self._token = await self.credentials.renew(self, stale, deadline)
+                # The Test action's forced authenticate checks the credentials with the vendor (a new login,
+                # saved for everyone); any other caller takes a newer valid token another process saved.
+                login = force and refused is None and self.credentials.for_test
+                self._token = await self.credentials.renew(self, stale, deadline, login=login)
                 return self._token
             token = await self._login(deadline=deadline)
             self._take_refresh_token(token)
@@ -371,7 +382,7 @@ class Connector:
         **kwargs: Any,
     ) -> CappedResponse:
         """Send one request as this connector; statuses in ``ok`` (beside 2xx) are returned as is."""
-        retried = renewed = False
+        retried = renewed = readopted = False
         given = dict(kwargs.pop("headers", None) or {})  # the caller's own; ours are added per attempt
         while True:
             headers = dict(given)
@@ -397,11 +408,13 @@ class Connector:
                             safe_url(url), status, len(response.content), _ms(started))  # fmt: skip
             if 200 <= status < 300 or status in ok:
                 return response
-            if status == 401 and auth and not retried:
+            if status == 401 and auth and (not retried or (renewed and not readopted and self.adopted(used))):
+                readopted = renewed  # a stored token refused as well: this renewal is a login of our own
                 retried = renewed = True
                 await self.authenticate(deadline=deadline, force=True, refused=used)
                 continue
-            if status == 401 and renewed and self.credentials is not None and used is self._token:
+            if status == 401 and renewed and self.credentials is not None and used is self._token \
+                    and not self.adopted(used):  # fmt: skip
                 # Still 401 with the token just renewed: the credentials themselves are refused.
                 await self.credentials.record_refusal(self, str(self.error_for(response, operation)), deadline)
                 raise self.credentials.refused_error(self)

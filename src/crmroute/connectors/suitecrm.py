@@ -308,13 +308,13 @@ class SuiteCrmConnector(Connector):
     async def _v41(self, method: str, args: dict[str, Any], *, deadline: Deadline, operation: str) -> Any:
         """One v4.1 call with the session first in ``rest_data``; an invalid session logs in again once."""
         refused: Token | None = None
-        for attempt in (1, 2):
-            token = await self.authenticate(deadline=deadline, force=attempt == 2, refused=refused)
+        for attempt in (1, 2, 3):  # 3: only when the session from the credential store was refused too
+            token = await self.authenticate(deadline=deadline, force=attempt > 1, refused=refused)
             refused = token
             body = await self._v41_send(method, {"session": token.value} | args, session=True, deadline=deadline,
                                         operation=operation)  # fmt: skip
             if isinstance(body, dict) and str(body.get("number")) == "11":  # Invalid Session ID
-                if attempt == 1:
+                if attempt == 1 or (attempt == 2 and self.adopted(token)):
                     continue
                 raise AuthError(f"SuiteCRM rejected the session ({operation}): {_v41_error(body)}", kind=self.kind,
                                 operation=operation, reason="auth")  # fmt: skip
