@@ -322,6 +322,22 @@ class SharedCredentials:
             except (SQLAlchemyError, OSError) as exc:  # the lease runs out by itself
                 logger.warning("cannot release the credential lease of %s: %s", connector.kind, type(exc).__name__)
 
+    def preload(self, connector: Connector) -> None:
+        """Blocking, off the call path (start-up, a rule book reload, a dry run before its deadline starts):
+        take the stored token and refusal, so the first call needs no database."""
+        if connector._token is not None:
+            return
+        row = self.store.read(*self.key)
+        if row is None or row.origin != self.origin:
+            return
+        if row.refusal is not None:
+            self.refusal, self._refusal_seen = row.refusal, time.monotonic()
+            return
+        token = self._usable(row, None)
+        if token is not None:
+            connector._token, connector._refresh_state = token, row.refresh_token
+            connector._adopted(token)
+
     def _check(self, connector: Connector, row: Stored | None, stale: Token | None) -> Token | None:
         """The row's valid token, if newer than ``stale``; raises when the row says the credentials were refused."""
         if row is not None and row.origin == self.origin and row.refusal is not None:
