@@ -118,7 +118,8 @@ def test_zoho_twenty_processes_and_the_service_stay_within_ten_tokens(env, tmp_p
 
     with serve_vendor(make_app, tmp_path) as zoho:
         scenario(env, zoho, "zoho", {"accounts_url": zoho.base_url, "client_id": CLIENT_ID},
-                 {"client_secret": CLIENT_SECRET, "refresh_token": REFRESH_TOKEN}, "Customer_Tier", "4150868000000224001")  # fmt: skip
+                 {"client_secret": CLIENT_SECRET, "refresh_token": REFRESH_TOKEN}, "Customer_Tier",
+                 "4150868000000224001")  # fmt: skip
         # One login for the service and the dry runs (the token is stored), one per Test action.
         assert zoho.token_requests <= 1 + TEST_ACTIONS <= 10, zoho.token_requests
 

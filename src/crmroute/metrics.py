@@ -113,8 +113,10 @@ class _RefusedCollector(Collector):
         return iter(())  # not read at registration: the database may not be there yet
 
     def collect(self) -> Iterator[GaugeMetricFamily]:
-        family = GaugeMetricFamily("crmroute_credentials_refused", "1 while the CRM refuses the integration's "
-                                   "credentials (calls fall back with credentials_refused)", labels=["integration"])  # fmt: skip
+        family = GaugeMetricFamily(
+            "crmroute_credentials_refused", "1 while the CRM refuses the integration's credentials (calls fall "
+            "back with credentials_refused)", labels=["integration"],
+        )  # fmt: skip
         try:
             names = list(self.read())
         except Exception:  # the database is away: /healthz says so; the scrape still works

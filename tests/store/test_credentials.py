@@ -72,7 +72,8 @@ def stub(store, integration_id: int, vendor: Vendor, *, principal: str = "", for
     connector = Stub(StubSettings.model_validate(settings), None)  # type: ignore[arg-type]  # no HTTP: the stub
     connector.vendor = vendor
     origin, base = origins("stub", connector.settings, principal, "")
-    shared = SharedCredentials(CredentialStore(store.factory, store.box), integration_id, principal, origin, base, "Stub")
+    db = CredentialStore(store.factory, store.box)
+    shared = SharedCredentials(db, integration_id, principal, origin, base, "Stub")
     shared.retry_refused = shared.for_test = for_test
     connector.credentials = shared
     return connector

@@ -222,7 +222,8 @@ def refused(session: Session, box: SecretBox) -> list[dict[str, Any]]:
         if cls is None:
             continue
         try:
-            settings = cls.Settings.model_validate(dict(integration.settings) | box.decrypt_json(integration.secrets_enc, {}))
+            values = dict(integration.settings) | box.decrypt_json(integration.secrets_enc, {})
+            settings = cls.Settings.model_validate(values)
         except (ValueError, CrmrouteError):
             continue
         if origins(integration.kind, settings)[1] != credential.base_origin:
@@ -280,7 +281,9 @@ class SharedCredentials:
             return None
         return token
 
-    async def renew(self, connector: Connector, stale: Token | None, deadline: Deadline, *, login: bool = False) -> Token:
+    async def renew(
+        self, connector: Connector, stale: Token | None, deadline: Deadline, *, login: bool = False
+    ) -> Token:
         """A token for ``connector`` (called under its auth lock): the stored one if newer and valid, else a login."""
         if self._unsaved is not None and time.monotonic() - self._unsaved_tried > RESAVE_EVERY:
             await self._resave(deadline)
@@ -398,5 +401,6 @@ class SharedCredentials:
             self.refusal = Refusal(message[:500], datetime.now(timezone.utc))
         self._refusal_seen = time.monotonic()
         connector._token = None
-        logger.error("integration %r (%s): the CRM refused the credentials: %s. Calls fall back (credentials_refused) "
-                     "until the credentials are changed or Test succeeds", self.name, connector.title, message)  # fmt: skip
+        logger.error("integration %r (%s): the CRM refused the credentials: %s. Calls fall back "
+                     "(credentials_refused) until the credentials are changed or Test succeeds", self.name,
+                     connector.title, message)  # fmt: skip
