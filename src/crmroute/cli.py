@@ -373,6 +373,7 @@ async def crm_test(settings: Settings, args: argparse.Namespace) -> int:
     from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
     from crmroute.service import Store
     from crmroute.store import integrations
+    from crmroute.store.credentials import CredentialStore
 
     store = Store(settings)
     http = make_client(settings)
@@ -383,7 +384,8 @@ async def crm_test(settings: Settings, args: argparse.Namespace) -> int:
             if row is None:
                 raise ConfigError(f"no integration named {args.name!r}", field="name")
             spec = ConnectorSpec(row.id, row.name, row.kind, True, dict(row.settings), row.secrets_enc)
-        connector = ConnectorPool(http, store.box, settings.default_region).build(spec)
+        credentials = CredentialStore(store.factory, store.box)  # shared with the service: see store/credentials.py
+        connector = ConnectorPool(http, store.box, settings.default_region, credentials).build(spec, for_test=True)
         report = await connector.test(args.key, module=args.module, fields=args.field)
     finally:
         await http.aclose()

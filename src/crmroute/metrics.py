@@ -74,6 +74,13 @@ class Metrics:
         """Have ``gauge`` read its value from ``read`` at scrape time."""
         gauge.set_function(read)
 
+    def track_refused_credentials(self, read: Callable[[], Iterable[str]]) -> None:
+        """``crmroute_credentials_refused{integration}``: 1 per integration whose CRM refused its credentials."""
+        if getattr(self, "_refused", None) is None:
+            self._refused = _RefusedCollector()
+            self.registry.register(self._refused)
+        self._refused.read = read
+
     def track_breakers(self, read: Callable[[], Iterable[tuple[str, CircuitBreaker]]]) -> None:
         """Report each (source name, breaker) ``read`` gives as ``crmroute_circuit_state`` at scrape time."""
         self._breakers.read = read
@@ -129,3 +136,26 @@ class _BreakerCollector(Collector):
             opened.add_metric([name], breaker.opened_total)
         yield state
         yield opened
+
+
+class _RefusedCollector(Collector):
+    """Read at scrape time from the credential store (every process's refusals, not just this one's)."""
+
+    def __init__(self) -> None:
+        self.read: Callable[[], Iterable[str]] = lambda: ()
+
+    def describe(self) -> Iterator[GaugeMetricFamily]:
+        return iter(())  # not read at registration: the database may not be there yet
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily(
+            "crmroute_credentials_refused", "1 while the CRM refuses the integration's credentials (calls fall "
+            "back with credentials_refused)", labels=["integration"],
+        )  # fmt: skip
+        try:
+            names = list(self.read())
+        except Exception:  # the database is away: /healthz says so; the scrape still works
+            names = []
+        for name in names:
+            family.add_metric([name], 1)
+        yield family

@@ -38,7 +38,7 @@ from crmroute.connectors.base import Connector, Record
 from crmroute.connectors.custom import fetch_custom
 from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.deadline import Deadline
-from crmroute.errors import ConnectorError, ConnectorUnavailable, RateLimited
+from crmroute.errors import ConnectorError, ConnectorUnavailable, CrmrouteError, RateLimited
 from crmroute.metrics import Metrics
 from crmroute.resilience import BreakerState, Budget, CircuitBreaker, Quota, SingleFlight, ValueCache
 from crmroute.resilience.budget import QUOTA_WARN
@@ -46,6 +46,7 @@ from crmroute.routing.engine import Fetch, LookupKey, decide, lookup_key
 from crmroute.routing.trace import Decision, Status
 from crmroute.rulebook import CompiledRule, CustomSource, IntegrationSource, RuleBook, load_rulebook
 from crmroute.settings import Settings
+from crmroute.store.credentials import CredentialStore
 from crmroute.store.db import config_version
 from crmroute.store.decisions import CallMeta, DecisionLog
 from crmroute.store.secrets import SecretBox
@@ -53,6 +54,7 @@ from crmroute.store.secrets import SecretBox
 logger = logging.getLogger(__name__)
 
 RELOAD_INTERVAL = 1.0  # seconds between checks of the store's config_version
+PRELOAD_TIMEOUT = 10.0  # seconds to read an integration's stored credentials outside any call
 # A CRM request may outlive the deadline of the call that started it by this much. The call
 # itself falls back at its deadline (the engine stops waiting); the request's own time-out,
 # with its connection teardown, comes after the decisions are out, so a herd of calls meeting
@@ -226,7 +228,7 @@ class Router:
         self._box = box
         self.http = http
         self.decision_log = decision_log
-        self.pool = ConnectorPool(http, box, settings.default_region)
+        self.pool = ConnectorPool(http, box, settings.default_region, CredentialStore(factory, box))
         self.guards = Guards(settings)
         self.metrics = Metrics()
         self.metrics.track(self.metrics.cache_entries, lambda: len(self.guards.cache))
@@ -253,11 +255,26 @@ class Router:
 
         if await asyncio.to_thread(changed):
             await asyncio.to_thread(self.load)
+            if self._task is not None:  # a running service: new or changed integrations
+                await self.preload_credentials()
             return True
         return False
 
+    async def preload_credentials(self, specs: list[ConnectorSpec] | None = None) -> None:
+        """Take the integrations' stored tokens before calls need them (see store/credentials.py); best effort."""
+        if specs is None:
+            specs = [r.source.connector for r in self.book.rules.values() if isinstance(r.source, IntegrationSource)]
+        for spec in {(s.integration_id, s.username): s for s in specs if s.enabled}.values():
+            try:
+                connector = self.pool.get(spec)
+                if connector.credentials is not None and connector._token is None:
+                    await asyncio.wait_for(asyncio.to_thread(connector.credentials.preload, connector), PRELOAD_TIMEOUT)
+            except (ConnectorError, SQLAlchemyError, asyncio.TimeoutError, CrmrouteError) as exc:
+                logger.info("no stored credentials taken for integration %r: %s", spec.name, type(exc).__name__)
+
     async def start(self) -> None:
         await asyncio.to_thread(self.load)
+        await self.preload_credentials()
         if self.decision_log is not None:
             self.decision_log.start()
         self._task = asyncio.create_task(self._watch(), name="rulebook-reload")
@@ -505,6 +522,8 @@ class Router:
         if resolved.refusal is not None or resolved.rule is None:
             decision = resolved.refusal or Decision(Status.NO_RULE)
         else:
+            if isinstance(resolved.rule.source, IntegrationSource):  # before the call's deadline starts
+                await self.preload_credentials([resolved.rule.source.connector])
             decision = await self.decide(resolved.rule, caller_id=caller_id, dtmf=dtmf, did=resolved.did, fresh=True)
         jump = JumpTable.from_settings(self.settings).jump_for(decision.destination)
         return decision.as_dict() | {

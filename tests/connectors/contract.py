@@ -44,7 +44,7 @@ from crmroute.agi.server import AgiServer
 from crmroute.connectors import registry
 from crmroute.connectors._http import make_client
 from crmroute.connectors.base import MODULE_NAMES, CallActivity, Connector, Record, setting_specs
-from crmroute.connectors.pool import ConnectorSpec
+from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorTimeout, ConnectorUnavailable, RateLimited, UnexpectedResponse
 from crmroute.resilience.budget import Budget, Quota
@@ -53,7 +53,9 @@ from crmroute.routing.engine import LookupKey
 from crmroute.schemas import LogOptions
 from crmroute.service import Store, build_router
 from crmroute.settings import Settings
-from crmroute.store.models import DecisionRecord
+from crmroute.store import credentials
+from crmroute.store.credentials import CredentialStore
+from crmroute.store.models import DecisionRecord, Integration
 from tests.agi.fakeasterisk import call_agi
 from tests.connectors.fakecrm import FakeRecord, VendorFake
 
@@ -88,6 +90,7 @@ class ConnectorContract:
     KEY_FIELD: ClassVar[str] = "AccountNumber"  # the field a typed (DTMF) key is looked up by
     CALLER_FORMS: ClassVar[tuple[str, ...]] = (CALLER, "4155552671", "14155552671")
     MOBILE_FIELDS: ClassVar[dict[str, str]] = {}  # module -> the vendor's mobile phone field (absent: none; say why)
+    HANDSHAKE_401: ClassVar[bool] = False  # a 401 at an auth path is part of the login (NTLM), not a refusal
     # Requests one uncached fetch costs in MODULE once signed in, after a first call (found caller, unknown caller);
     # None: not asserted. The same figure is checked through the routing path (the FastAGI test's unknown caller).
     REQUESTS_PER_CALL: ClassVar[tuple[int, int] | None] = None
@@ -435,6 +438,94 @@ class ConnectorContract:
         lines = [r.getMessage() for r in caplog.records if r.name == "crmroute.connectors.base"]
         assert any("HTTP 200" in line and self.kind in line for line in lines), lines
         self.assert_no_secrets("\n".join(lines))
+
+    # --- shared credentials (store/credentials.py): every process, one store ------------------------------
+
+    def shared_settings(self, fake: VendorFake) -> dict[str, Any]:
+        """Settings for the shared-credential tests: a kind whose vendor rotates refresh tokens uses that flow."""
+        return self.settings(fake)
+
+    def shared(self, fake: VendorFake, http: httpx.AsyncClient, store: Store, *, for_test: bool = False) -> Connector:
+        """A connector as another process would build it: its own pool, the one credential store."""
+        values = self.shared_settings(fake)
+        with store.factory() as session, session.begin():
+            row = session.scalar(select(Integration).where(Integration.name == "The CRM"))
+            if row is None:
+                row = Integration(name="The CRM", kind=self.kind, settings=values, secrets_enc="")
+                session.add(row)
+                session.flush()
+            integration_id = row.id
+        spec = ConnectorSpec(integration_id, "The CRM", self.kind, True, values, "")
+        pool = ConnectorPool(http, store.box, "US", CredentialStore(store.factory, store.box))
+        return pool.build(spec, for_test=for_test)
+
+    @staticmethod
+    def auth_requests(fake: VendorFake) -> int:
+        return len(fake.requests) - len(fake.api_requests())
+
+    async def test_shared_a_test_action_then_routing_uses_the_rotated_credentials(self, fake, http, store):
+        fake.records = [self.record()]
+        key = LookupKey(CALLER, "caller_id")
+        routing = self.shared(fake, http, store)
+        assert await routing.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
+        tester = self.shared(fake, http, store, for_test=True)  # the Test button: a fresh connector
+        report = await tester.test(CALLER, module=self.MODULE, fields=[self.FIELD])
+        assert report.ok, report.as_dict()
+        fake.expire_tokens()  # the access tokens die: routing must refresh, with the newest refresh token
+        assert await routing.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
+        later = self.shared(fake, http, store)  # and a restart after that
+        fake.expire_tokens()
+        assert await later.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
+        refused = [r for r in fake.requests if fake._is_auth(r.path) and r.status >= 400
+                   and not (self.HANDSHAKE_401 and r.status == 401)]
+        assert not refused, [(r.path, r.status) for r in refused]  # no dead refresh token was ever presented
+
+    async def test_shared_a_restart_asks_for_no_token_while_the_old_one_is_valid(self, fake, http, store):
+        fake.records = [self.record()]
+        key = LookupKey(CALLER, "caller_id")
+        before = self.shared(fake, http, store)
+        assert await before.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
+        tokens, logins = fake.token_requests, self.auth_requests(fake)
+        assert logins >= 0 and tokens <= 1
+        await before.aclose()
+        for _ in range(3):  # three restarts (or three CLI dry runs)
+            after = self.shared(fake, http, store)
+            assert await after.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
+        assert (fake.token_requests, self.auth_requests(fake)) == (tokens, logins)
+
+    async def test_shared_refused_credentials_fail_at_once_everywhere_until_a_test_succeeds(
+        self, fake, http, store, caplog, monkeypatch
+    ):  # fmt: skip
+        fake.records = [self.record()]
+        fake.reject_credentials = True
+        key = LookupKey(CALLER, "caller_id")
+        first = self.shared(fake, http, store)
+        with caplog.at_level(logging.ERROR, logger="crmroute.store.credentials"):
+            with pytest.raises(AuthError) as caught:
+                await first.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline())
+            assert caught.value.reason == "credentials_refused"
+            sent = len(fake.requests)
+            other = self.shared(fake, http, store)  # another process
+            for connector in (first, first, other, other):
+                with pytest.raises(AuthError) as caught:
+                    await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline())
+                assert caught.value.reason == "credentials_refused"
+                self.assert_no_secrets(str(caught.value))
+            assert len(fake.requests) == sent  # not one more request to the vendor
+        errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "crmroute.store.credentials"]
+        assert len(errors) == 1, [r.getMessage() for r in errors]
+        with store.factory() as session:
+            shown = credentials.refused(session, store.box)
+        assert [(r["integration"], r["principal"]) for r in shown] == [("The CRM", "")] and shown[0]["at"]
+        fake.reject_credentials = False
+        tester = self.shared(fake, http, store, for_test=True)
+        report = await tester.test(CALLER, module=self.MODULE, fields=[self.FIELD])
+        assert report.ok, report.as_dict()
+        with store.factory() as session:
+            assert credentials.refused(session, store.box) == []
+        monkeypatch.setattr(credentials, "REFUSED_RECHECK", 0.0)  # not the 5 s the processes wait to look again
+        for connector in (first, other):
+            assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
 
     # --- end to end ----------------------------------------------------------------------------------
 

@@ -180,7 +180,12 @@ def harness(fake: VendorFake, app: Any) -> Callable:
             replayed = True
             return {"type": "http.request", "body": body, "more_body": False}
 
-        await app(scope, replay, send)
+        async def sent(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                recorded.status = message["status"]
+            await send(message)
+
+        await app(scope, replay, sent)
 
     return asgi
 

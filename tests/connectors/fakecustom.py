@@ -73,6 +73,7 @@ class RecordedRequest:
     param_list: list[tuple[str, str]]
     headers: dict[str, str]
     body: bytes
+    status: int = 0  # the answer's, once sent (vendor fakes record it)
 
     @property
     def params(self) -> dict[str, str]:

@@ -468,12 +468,12 @@ class TestSugarCRM(ConnectorContract):
         await connector.fetch(KEY, "contacts", self.FIELD, deadline=self.deadline())
         token = connector._token
         assert 3500 < token.expires_at - time.monotonic() <= 3600
-        first_refresh = token.extra["refresh_token"]
+        first_refresh = connector._refresh_state  # kept out of the token, for the credential store
         token.issued_at, token.expires_at = time.monotonic() - 3570, time.monotonic() + 30  # inside the margin
         await connector.fetch(KEY, "contacts", self.FIELD, deadline=self.deadline())
         assert fake.state["grants"][1] == {"grant_type": "refresh_token", "refresh_token": first_refresh,
                                            "client_id": "sugar", "client_secret": "", "platform": "crmroute"}  # fmt: skip
-        assert connector._token.extra["refresh_token"] != first_refresh  # rotated, and the newest kept
+        assert connector._refresh_state != first_refresh  # rotated, and the newest kept
         assert all(r.headers["oauth-token"] in fake.tokens for r in fake.api_requests())  # no 401 was needed
 
     async def test_a_short_token_is_refreshed_at_half_its_life(self, fake, connector):

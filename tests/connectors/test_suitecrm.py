@@ -726,7 +726,7 @@ class TestSuiteCrmV8(SuiteContract):
 
     async def test_client_credentials_tokens_have_no_refresh_token(self, fake, connector):
         await connector.authenticate(deadline=self.deadline())
-        assert connector._refresh == ""
+        assert connector._refresh_state == ""
         await connector.authenticate(deadline=self.deadline(), force=True)
         assert [g["grant_type"] for g in fake.state["grants"]] == ["client_credentials", "client_credentials"]
 

@@ -429,6 +429,9 @@ def make_app(fake: VendorFake) -> Starlette:
                 key, user_id = USERS.get(username, ("", ""))
                 expected = hashlib.md5((token + key).encode()).hexdigest()
                 if fake.reject_credentials or not key or params.get("accessKey") != expected:
+                    # Also what a login answered with a challenge another getchallenge replaced gets: Vtiger
+                    # keeps one live challenge per user.
+                    fake.state["login_failures"] = fake.state.get("login_failures", 0) + 1
                     return failure("INVALID_USER_CREDENTIALS", "Invalid username or password")
                 fake.state.setdefault("logins", []).append(username)
                 return ok({"sessionName": fake.issue_token("vt"), "userId": user_id, "version": "0.22",

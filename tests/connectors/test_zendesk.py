@@ -409,6 +409,9 @@ class TestZendesk(ConnectorContract):
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return oauth_settings(fake)
 
+    def shared_settings(self, fake: VendorFake) -> dict[str, Any]:  # Zendesk rotates refresh tokens: the hard case
+        return oauth_settings(fake, auth="refresh_token", refresh_token=REFRESH_TOKEN)
+
     def searches(self, fake: VendorFake) -> list[dict[str, str]]:
         return [r.params for r in fake.api_requests() if r.path == "/api/v2/search.json"]
 

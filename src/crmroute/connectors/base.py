@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
 from types import UnionType
-from typing import Any, ClassVar, Literal, Union, get_args, get_origin
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_origin
 
 import httpx
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
@@ -64,6 +64,9 @@ from crmroute.errors import (
 )
 from crmroute.resilience.budget import Budget, Quota
 from crmroute.routing.engine import LookupKey
+
+if TYPE_CHECKING:
+    from crmroute.store.credentials import SharedCredentials
 
 logger = logging.getLogger(__name__)
 
@@ -264,6 +267,10 @@ class Connector:
         self._auth_lock = asyncio.Lock()
         self.log_requests = False  # set by the pool when the integration's log level is debug
         self.budget: Budget | None = None  # set by the router for calls: the integration's rate budget
+        # The credential store's row for this integration and principal (set by the pool; None: memory only)
+        # and the refresh token to log in with: the vendor's latest (rotated) one, else empty.
+        self.credentials: SharedCredentials | None = None
+        self._refresh_state = ""
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(<settings hidden>)"
@@ -271,8 +278,33 @@ class Connector:
     # --- to implement ----------------------------------------------------------
 
     async def _login(self, *, deadline: Deadline) -> Token:
-        """Get a new token from the vendor; ``AuthError`` when refused."""
+        """Get a new token from the vendor; ``AuthError`` when refused.
+
+        A kind whose vendor issues refresh tokens logs in with ``self.refresh_token(configured)`` (the latest
+        rotated one, shared through the credential store) and returns the new one as
+        ``Token.extra["refresh_token"]``: it is taken out of the token and saved before the token is used.
+        """
         raise NotImplementedError
+
+    def refresh_token(self, configured: str = "") -> str:
+        """The refresh token to use now: the latest the vendor issued (stored), else the configured one."""
+        return self._refresh_state or configured
+
+    def _take_refresh_token(self, token: Token) -> None:
+        """Move a refresh token the login returned out of the token (an empty one: single-use, now spent)."""
+        if "refresh_token" in token.extra:
+            self._refresh_state = str(token.extra.pop("refresh_token") or "")
+
+    def _adopted(self, token: Token) -> None:
+        """``token`` came from the credential store (another process's login, or one before a restart).
+
+        If the vendor refuses it too, one more renewal is a login of our own (``adopted()``): a stored
+        token can be dead as well, and only a token just issued to us proves the credentials refused.
+        """
+        self._last_adopted = token
+
+    def adopted(self, token: Token | None) -> bool:
+        return token is not None and token is getattr(self, "_last_adopted", None)
 
     def _auth_headers(self, token: Token) -> dict[str, str]:
         return {"Authorization": f"Bearer {token.value}"}
@@ -319,7 +351,15 @@ class Connector:
         async with self._auth_lock:
             if self._token is not None and self._token is not stale and self._token.fresh():
                 return self._token  # another call refreshed it while we waited
-            self._token = await self._login(deadline=deadline)
+            if self.credentials is not None:  # shared with every process: see store/credentials.py
+                # The Test action's forced authenticate checks the credentials with the vendor (a new login,
+                # saved for everyone); any other caller takes a newer valid token another process saved.
+                login = force and refused is None and self.credentials.for_test
+                self._token = await self.credentials.renew(self, stale, deadline, login=login)
+                return self._token
+            token = await self._login(deadline=deadline)
+            self._take_refresh_token(token)
+            self._token = token
             return self._token
 
     async def read_field(self, record: Record, api_name: str, *, deadline: Deadline) -> str | None:
@@ -389,7 +429,7 @@ class Connector:
         **kwargs: Any,
     ) -> CappedResponse:
         """Send one request as this connector; statuses in ``ok`` (beside 2xx) are returned as is."""
-        retried = False
+        retried = renewed = readopted = False
         given = dict(kwargs.pop("headers", None) or {})  # the caller's own; ours are added per attempt
         while True:
             headers = dict(given)
@@ -415,10 +455,16 @@ class Connector:
                             safe_url(url), status, len(response.content), _ms(started))  # fmt: skip
             if 200 <= status < 300 or status in ok:
                 return response
-            if status == 401 and auth and not retried:
-                retried = True
+            if status == 401 and auth and (not retried or (renewed and not readopted and self.adopted(used))):
+                readopted = renewed  # a stored token refused as well: this renewal is a login of our own
+                retried = renewed = True
                 await self.authenticate(deadline=deadline, force=True, refused=used)
                 continue
+            if status == 401 and renewed and self.credentials is not None and used is self._token \
+                    and not self.adopted(used):  # fmt: skip
+                # Still 401 with the token just renewed: the credentials themselves are refused.
+                await self.credentials.record_refusal(self, str(self.error_for(response, operation)), deadline)
+                raise self.credentials.refused_error(self)
             if status == 429 or (status == 503 and "retry-after" in response.headers):
                 wait = retry_after_seconds(response)
                 if self.budget is not None:

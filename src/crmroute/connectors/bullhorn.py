@@ -192,7 +192,6 @@ class BullhornConnector(Connector):
         super().__init__(*args, **kwargs)
         self.rate_limit: tuple[int, int] | None = None  # (remaining, limit) from the ratelimit-* headers
         self._endpoints: tuple[str, str] | None = None  # (oauth url, rest login url)
-        self._refresh = ""  # the current single-use refresh token: memory only
         self._unknown: set[tuple[str, str]] = set()  # (entity, field) an entity was found to lack
 
     # --- auth ----------------------------------------------------------------------------------
@@ -210,8 +209,9 @@ class BullhornConnector(Connector):
 
     async def _login(self, *, deadline: Deadline) -> Token:
         access, refused = "", None
-        if self._refresh:
-            refresh, self._refresh = self._refresh, ""
+        refresh = self.refresh_token()  # the current single-use refresh token, shared through the store
+        if refresh:
+            self._refresh_state = ""
             try:
                 access = await self._oauth_token({"grant_type": "refresh_token", "refresh_token": refresh},
                                                  deadline=deadline)  # fmt: skip
@@ -297,7 +297,7 @@ class BullhornConnector(Connector):
             else:
                 text = f"Bullhorn refused the {grant['grant_type']} token request: {why}"
             raise AuthError(text, kind=self.kind, operation="authenticate", reason="auth")
-        self._refresh = str(body.get("refresh_token") or "")
+        self._refresh_state = str(body.get("refresh_token") or "")  # saved with the session, before it is used
         return str(body["access_token"])
 
     async def _rest_login(self, access_token: str, *, deadline: Deadline) -> Token:

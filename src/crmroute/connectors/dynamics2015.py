@@ -243,7 +243,7 @@ class Dynamics2015Connector(Connector):
     async def _login(self, *, deadline: Deadline) -> Token:
         if self.ntlm:
             return await self._ntlm_login(deadline=deadline)
-        remembered = self._token.extra.get("refresh_token") if self._token else None
+        remembered = self.refresh_token()  # the one the last sign-in returned, shared through the store
         if remembered and remembered != _plain(self.settings.refresh_token):
             try:  # the refresh token the last sign-in returned (Azure AD rotates them)
                 return await self._oauth(

@@ -231,7 +231,6 @@ class PipedriveConnector(Connector):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self._refresh_token = ""  # the newest one Pipedrive handed out
         self._catalogues: dict[str, tuple[float, dict[str, str]]] = {}
         self._budget_warned = -BUDGET_WARN_EVERY  # object -> (read at, {key|folded name: key})
 
@@ -274,7 +273,7 @@ class PipedriveConnector(Connector):
 
     async def _refresh(self, *, deadline: Deadline) -> Token:
         credentials = f"{self.settings.client_id}:{_plain(self.settings.client_secret)}".encode()
-        refresh = self._refresh_token or _plain(self.settings.refresh_token)
+        refresh = self.refresh_token(_plain(self.settings.refresh_token))
         form = {"grant_type": "refresh_token", "refresh_token": refresh}
         basic = {"Authorization": f"Basic {base64.b64encode(credentials).decode()}"}
         response = await self._send("POST", f"{self.settings.oauth_url}/oauth/token", deadline=deadline, data=form,
@@ -287,15 +286,16 @@ class PipedriveConnector(Connector):
         if not isinstance(access, str) or not access:
             raise UnexpectedResponse("Pipedrive answered the token request without an access token", kind=self.kind,
                                      operation="authenticate", reason="bad_token")  # fmt: skip
-        if isinstance(body.get("refresh_token"), str) and body["refresh_token"]:
-            self._refresh_token = body["refresh_token"]
         expires_in = body.get("expires_in")
         expires_at = time.monotonic() + float(expires_in) if isinstance(expires_in, (int, float)) else None
         api_domain = body.get("api_domain") if isinstance(body.get("api_domain"), str) else ""
         if not api_domain.lower().startswith("https://"):
             api_domain = ""
         logger.debug("pipedrive: access token refreshed, expires in %s s", expires_in)
-        return Token(access, expires_at, {"flow": "oauth", "api_domain": api_domain.rstrip("/")})
+        extra: dict[str, Any] = {"flow": "oauth", "api_domain": api_domain.rstrip("/")}
+        if isinstance(body.get("refresh_token"), str) and body["refresh_token"]:  # rotated: saved before use
+            extra["refresh_token"] = body["refresh_token"]
+        return Token(access, expires_at, extra)
 
     def _token_error(self, response: CappedResponse, data: Any) -> ConnectorError:
         message = self.vendor_message(response)

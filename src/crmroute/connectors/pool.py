@@ -1,7 +1,10 @@
 """One live connector per integration (and per rule-level credentials), rebuilt when settings change.
 
 Connectors keep their tokens and share the one HTTP client, so a call never
-pays for a login the previous call already made.
+pays for a login the previous call already made. With a ``CredentialStore``
+(the router's, the Test action's, the CLI's) the tokens, sessions and rotated
+refresh tokens are also shared with every other process: see
+``store/credentials.py``.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from crmroute.connectors import registry
 from crmroute.connectors.base import Connector
 from crmroute.errors import ConnectorUnavailable
 from crmroute.schemas import problems
+from crmroute.store.credentials import CredentialStore, SharedCredentials, origins
 from crmroute.store.secrets import SecretBox
 
 logger = logging.getLogger(__name__)
@@ -44,10 +48,13 @@ class ConnectorSpec:
 
 
 class ConnectorPool:
-    def __init__(self, http: httpx.AsyncClient, box: SecretBox, region: str = "US") -> None:
+    def __init__(
+        self, http: httpx.AsyncClient, box: SecretBox, region: str = "US", credentials: CredentialStore | None = None
+    ) -> None:
         self.http = http
         self.box = box
         self.region = region
+        self.credentials = credentials  # None: tokens in this process's memory only
         self._live: dict[tuple[int, str], tuple[str, Connector]] = {}
 
     def get(self, spec: ConnectorSpec) -> Connector:
@@ -63,7 +70,8 @@ class ConnectorPool:
         self._live[key] = (spec.fingerprint, connector)
         return connector
 
-    def build(self, spec: ConnectorSpec) -> Connector:
+    def build(self, spec: ConnectorSpec, *, for_test: bool = False) -> Connector:
+        """A new connector; ``for_test``: the Test action's, which tries credentials recorded as refused once more."""
         cls = registry().get(spec.kind)
         if cls is None:
             raise ConnectorUnavailable(f"no connector for CRM kind {spec.kind!r}", kind=spec.kind,
@@ -77,6 +85,11 @@ class ConnectorPool:
                                        operation="connect", reason="misconfigured") from None  # fmt: skip
         connector = cls(settings, self.http, region=self.region, username=spec.username, password=spec.password)
         connector.log_requests = spec.log_level == "debug"
+        if self.credentials is not None:
+            origin, base = origins(spec.kind, settings, spec.username, spec.password)
+            shared = SharedCredentials(self.credentials, spec.integration_id, spec.username, origin, base, spec.name)
+            shared.retry_refused = shared.for_test = for_test
+            connector.credentials = shared
         return connector
 
     async def aclose(self) -> None:

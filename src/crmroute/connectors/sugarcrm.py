@@ -230,8 +230,9 @@ class SugarCRMConnector(Connector):
 
     async def _login(self, *, deadline: Deadline) -> Token:
         previous = self._token
-        refresh = previous.extra.get("refresh_token") if previous is not None else None
-        if refresh and time.monotonic() < previous.extra.get("refresh_expires_at", math.inf):  # type: ignore[union-attr]
+        refresh = self.refresh_token()  # the latest one, shared through the credential store
+        refresh_until = previous.extra.get("refresh_expires_wall", math.inf) if previous is not None else math.inf
+        if refresh and time.time() < refresh_until:
             try:
                 return await self._grant({"grant_type": "refresh_token", "refresh_token": refresh}, "refresh_token",
                                          deadline)  # fmt: skip
@@ -261,7 +262,7 @@ class SugarCRMConnector(Connector):
         if data.get("refresh_token"):
             extra["refresh_token"] = str(data["refresh_token"])
             if isinstance(refresh_in, (int, float)) and not isinstance(refresh_in, bool):
-                extra["refresh_expires_at"] = now + float(refresh_in) - 60
+                extra["refresh_expires_wall"] = time.time() + float(refresh_in) - 60  # wall clock: stored
         expires_at = now + float(expires_in) if isinstance(expires_in, (int, float)) and expires_in > 0 else None
         logger.debug("sugarcrm: access token from the %s grant, valid %s s", flow, expires_in)
         return Token(str(data["access_token"]), expires_at, extra, issued_at=now)

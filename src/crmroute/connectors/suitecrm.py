@@ -211,7 +211,6 @@ class SuiteCrmConnector(Connector):
         self.token_url = f"{root}/Api/access_token"
         self.api_url = f"{root}/Api/V8"
         self.rest_url = f"{root}/service/v4_1/rest.php"
-        self._refresh: str = ""  # the V8 refresh token (rotated by SuiteCRM): memory only
         # the token the current task last sent: concurrent requests refused together log in once
 
     @property
@@ -233,8 +232,8 @@ class SuiteCrmConnector(Connector):
         if self.v41:
             return await self._v41_login(deadline=deadline)
         refused: AuthError | None = None
-        if self._refresh:
-            refresh, self._refresh = self._refresh, ""
+        refresh = self.refresh_token()  # the V8 refresh token (rotated by SuiteCRM), shared through the store
+        if refresh:
             try:
                 return await self._grant({"grant_type": "refresh_token", "refresh_token": refresh}, deadline=deadline)
             except AuthError as exc:
@@ -263,9 +262,8 @@ class SuiteCrmConnector(Connector):
         expires = body.get("expires_in")
         lifetime = float(expires) if isinstance(expires, (int, float)) or str(expires).isdigit() else None
         expires_at = time.monotonic() + lifetime if lifetime else None
-        self._refresh = str(body.get("refresh_token") or "")
         logger.debug("suitecrm: token from the %s grant", grant["grant_type"])
-        return Token(str(body["access_token"]), expires_at)
+        return Token(str(body["access_token"]), expires_at, {"refresh_token": str(body.get("refresh_token") or "")})
 
     def _grant_error(self, response: CappedResponse, body: Any, grant: str) -> AuthError:
         if response.status_code == 200:  # a 200 without a token: not SuiteCRM's token endpoint
@@ -319,13 +317,13 @@ class SuiteCrmConnector(Connector):
     async def _v41(self, method: str, args: dict[str, Any], *, deadline: Deadline, operation: str) -> Any:
         """One v4.1 call with the session first in ``rest_data``; an invalid session logs in again once."""
         refused: Token | None = None
-        for attempt in (1, 2):
-            token = await self.authenticate(deadline=deadline, force=attempt == 2, refused=refused)
+        for attempt in (1, 2, 3):  # 3: only when the session from the credential store was refused too
+            token = await self.authenticate(deadline=deadline, force=attempt > 1, refused=refused)
             refused = token
             body = await self._v41_send(method, {"session": token.value} | args, session=True, deadline=deadline,
                                         operation=operation)  # fmt: skip
             if isinstance(body, dict) and str(body.get("number")) == "11":  # Invalid Session ID
-                if attempt == 1:
+                if attempt == 1 or (attempt == 2 and self.adopted(token)):
                     continue
                 raise AuthError(f"SuiteCRM rejected the session ({operation}): {_v41_error(body)}", kind=self.kind,
                                 operation=operation, reason="auth")  # fmt: skip

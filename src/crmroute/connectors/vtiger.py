@@ -235,6 +235,10 @@ class VtigerConnector(Connector):
         logger.debug("vtiger: logged in as %s (Vtiger %s)", username, result.get("vtigerVersion"))
         return Token(session, now + SESSION_LIFE, {"user_id": str(result.get("userId") or "")}, issued_at=now)
 
+    def _adopted(self, token: Token) -> None:
+        super()._adopted(token)
+        self._last_used = time.monotonic()  # another process's session: if it sat idle, Vtiger says so (relogin)
+
     async def _session(self, deadline: Deadline, failed: Token | None = None) -> Token:
         """The session to call with: a new one after ``failed`` was refused or the old one sat idle too long."""
         current = self._token
@@ -255,7 +259,7 @@ class VtigerConnector(Connector):
                     operation: str) -> Any:  # fmt: skip
         """One webservice operation with the session; a session Vtiger refused is renewed once."""
         failed: Token | None = None
-        for attempt in (1, 2):
+        for attempt in (1, 2, 3):  # 3: only when the session from the credential store was refused too
             token = await self._session(deadline, failed)
             payload = {"operation": name, "sessionName": token.value, **params}
             if method == "GET":
@@ -269,7 +273,7 @@ class VtigerConnector(Connector):
                 self._last_used = time.monotonic()
                 return data.get("result")
             code, _ = _vt_error(data)
-            if code in SESSION_ERRORS and attempt == 1:
+            if code in SESSION_ERRORS and (attempt == 1 or (attempt == 2 and self.adopted(token))):
                 logger.info("vtiger: the session was refused (%s); logging in again", code)
                 failed = token
                 continue

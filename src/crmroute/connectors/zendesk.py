@@ -205,7 +205,6 @@ class ZendeskConnector(Connector):
 
     def __init__(self, settings: ConnectorSettings, http: Any, **kwargs: Any) -> None:
         super().__init__(settings, http, **kwargs)
-        self._refresh_token = _secret(self.settings.refresh_token)  # rotated on every refresh
         self._keys: dict[str, tuple[float, set[str]]] = {}  # custom field keys per module, with when they were read
 
     # --- auth ---------------------------------------------------------------------------------
@@ -228,19 +227,20 @@ class ZendeskConnector(Connector):
         if s.auth == "client_credentials":
             body |= {"grant_type": "client_credentials", "scope": s.scope}
         else:
-            body |= {"grant_type": "refresh_token", "refresh_token": self._refresh_token}
+            body |= {"grant_type": "refresh_token", "refresh_token": self.refresh_token(_secret(s.refresh_token))}
         response = await self.request("POST", f"{s.base_url}/oauth/tokens", json=body, auth=False,
                                       ok=(400, 401, 403), deadline=deadline, operation="authenticate")  # fmt: skip
         data = self.json_of(response, "authenticate")
         data = data if isinstance(data, dict) else {}
         if response.status_code >= 400 or not data.get("access_token"):
             raise self._token_error(data, response.status_code)
-        if s.auth == "refresh_token" and data.get("refresh_token"):
-            self._refresh_token = str(data["refresh_token"])
         expires_in = data.get("expires_in")
         expires_at = time.monotonic() + float(expires_in) if isinstance(expires_in, (int, float)) else None
         logger.debug("zendesk: OAuth access token issued (%s), valid %s s", s.auth, expires_in or "until revoked")
-        return Token(str(data["access_token"]), expires_at, {"scheme": "Bearer"})
+        extra: dict[str, Any] = {"scheme": "Bearer"}
+        if s.auth == "refresh_token" and data.get("refresh_token"):  # rotated: saved before the token is used
+            extra["refresh_token"] = str(data["refresh_token"])
+        return Token(str(data["access_token"]), expires_at, extra)
 
     async def verify(self, *, deadline: Deadline) -> str:
         """``GET /api/v2/users/me.json``: Zendesk answers a credential it does not know with the anonymous user."""

@@ -265,3 +265,25 @@ class AgentIdentity(Base):
 
     agent: Mapped[Agent] = relationship(back_populates="identities")
     integration: Mapped[Integration] = relationship()
+
+
+class ConnectorCredential(Base):
+    """A connector's live credentials (access token, session, rotated refresh token), shared by every process.
+
+    ``state_enc`` is encrypted JSON (see ``store/credentials.py``); ``origin`` fingerprints the credentials as
+    configured, so a rotated refresh token is dropped when an admin pastes new ones. ``lease_*``: the one
+    process renewing the credentials right now (an atomic ``UPDATE ... WHERE lease_until < now``).
+    """
+
+    __tablename__ = "connector_credentials"
+    integration_id: Mapped[int] = mapped_column(ForeignKey("integrations.id", ondelete="CASCADE"), primary_key=True)
+    principal: Mapped[str] = mapped_column(String(255), primary_key=True, default="")  # a rule's CRM username, or ""
+    origin: Mapped[str] = mapped_column(String(64), default="")
+    base_origin: Mapped[str] = mapped_column(String(64), default="")  # the integration's part of ``origin``
+    state_enc: Mapped[str] = mapped_column(Text, default="")
+    version: Mapped[int] = mapped_column(Integer, default=0)
+    refused_at: Mapped[datetime | None] = mapped_column(nullable=True)
+    refused_message: Mapped[str] = mapped_column(Text, default="")
+    lease_owner: Mapped[str] = mapped_column(String(128), default="")
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow)

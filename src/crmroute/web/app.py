@@ -25,6 +25,7 @@ from crmroute.errors import ConfigError, Conflict, NotFound
 from crmroute.metrics import CONTENT_TYPE
 from crmroute.schemas import error_problems
 from crmroute.settings import Settings
+from crmroute.store import credentials
 from crmroute.web.deps import ApiUser, CsrfFailed, LoginRequired, check_bearer, signed_in
 from crmroute.web.proxies import ForwardedHeaders
 from crmroute.web.security_headers import SecurityHeaders
@@ -76,6 +77,7 @@ def create_app(
     app.state.metrics = router.metrics
     app.state.call_logger = call_logger
     install_metrics(router.metrics, store.factory, call_logger)
+    router.metrics.track_refused_credentials(lambda: _refused_names(store))
     app.state.throttle = LoginThrottle()
     install_error_handlers(app)
     app.add_middleware(SecurityHeaders)
@@ -107,6 +109,15 @@ def create_app(
             body["crm_circuits"] = router.guards.circuits()  # an open one is the CRM's trouble, not ours: no 503
             body["crm_quotas"] = router.guards.quotas()  # 80 % used or more; spent ones make calls fall back
         body["ami"] = call_logger.status() if call_logger is not None else off_status(settings)  # the call logger
+        if body["database"] == "ok":  # refused CRM credentials: calls fall back until an admin fixes them
+            try:
+                with store.factory() as session:
+                    body["credentials_refused"] = [
+                        {k: r[k] for k in ("integration", "principal", "message", "at")}
+                        for r in credentials.refused(session, store.box)
+                    ]  # fmt: skip
+            except SQLAlchemyError as exc:
+                body["credentials_refused"] = f"error: {type(exc).__name__}"
         healthy = body["database"] == "ok" and body["agi"] != "down"
         body["status"] = "ok" if healthy else "degraded"
         if not signed_in(request):  # names of rules, integrations and the AMI user are for admins only
@@ -125,6 +136,11 @@ def create_app(
         return Response(app.state.metrics.render(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _refused_names(store: Store) -> list[str]:
+    with store.factory() as session:
+        return sorted({r["integration"] for r in credentials.refused(session, store.box)})
 
 
 def problem_list(problems: list[tuple[str, str]]) -> list[dict[str, str]]:

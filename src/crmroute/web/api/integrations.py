@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Body, Request, Response
 from fastapi.concurrency import run_in_threadpool
 
-from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
+from crmroute.connectors.pool import ConnectorSpec
 from crmroute.errors import ConnectorError
 from crmroute.schemas import IntegrationIn, IntegrationPage, IntegrationPublic, IntegrationTestIn
 from crmroute.store import integrations
@@ -63,8 +63,8 @@ async def test_integration(
     row = await run_in_threadpool(integrations.get, session, integration_id)
     spec = ConnectorSpec(row.id, row.name, row.kind, True, dict(row.settings), row.secrets_enc)
     router = request.app.state.router
-    try:  # a fresh connector: the test must log in anew
-        connector = ConnectorPool(router.http, box, router.settings.default_region).build(spec)
+    try:  # a fresh connector on the shared credential store; credentials refused before are tried once more
+        connector = router.pool.build(spec, for_test=True)
     except ConnectorError as exc:
         return {"ok": False, "steps": [], "record": None, "error": {"code": exc.reason, "message": str(exc)}}
     try:

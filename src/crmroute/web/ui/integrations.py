@@ -17,9 +17,10 @@ from starlette.datastructures import FormData
 
 from crmroute.connectors import registry
 from crmroute.connectors.base import MODULE_NAMES, SettingSpec, setting_specs
-from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
+from crmroute.connectors.pool import ConnectorSpec
 from crmroute.errors import ConfigError, Conflict, ConnectorError
 from crmroute.schemas import CALL_FIELDS, IntegrationIn, LogOptions
+from crmroute.store import credentials
 from crmroute.store import calllog, integrations
 from crmroute.store.secrets import MASK
 from crmroute.web.deps import FormUser, PageUser, Principal, SessionDep
@@ -60,8 +61,15 @@ def integration_list(request: Request, principal: PageUser, session: SessionDep,
     page = Page(total, offset, PAGE_SIZE, filters(search=search))
     guards = request.app.state.router.guards  # serving calls in this process: each integration's circuit
     circuits = {row.id: guards.circuit(f"integration:{row.id}") for row in rows}
+    refused = refused_credentials(request, session)
     return render(request, "integrations/list.html", principal, rows=rows, search=search, page=page,
-                  titles=kind_titles(), circuits=circuits)  # fmt: skip
+                  titles=kind_titles(), circuits=circuits, refused=refused,
+                  refused_by_id={r["integration_id"]: r for r in refused})  # fmt: skip
+
+
+def refused_credentials(request: Request, session: Any) -> list[dict[str, Any]]:
+    """Integrations whose credentials the CRM refused (every process's calls fall back until fixed)."""
+    return credentials.refused(session, request.app.state.store.box)
 
 
 @router.get("/integrations/new", response_class=HTMLResponse)
@@ -134,8 +142,8 @@ def integration_test(request: Request, integration_id: int, principal: FormUser,
     app_router = request.app.state.router
 
     async def run() -> dict:
-        try:  # a fresh connector: the test must log in anew
-            connector = ConnectorPool(app_router.http, box, app_router.settings.default_region).build(spec)
+        try:  # a fresh connector on the shared credential store; credentials refused before are tried once more
+            connector = app_router.pool.build(spec, for_test=True)
         except ConnectorError as exc:
             return {"ok": False, "steps": [], "record": None, "error": {"code": exc.reason, "message": str(exc)}}
         try:
@@ -204,6 +212,10 @@ def form_page(request: Request, principal: Principal, values: dict[str, Any], *,
         errors = {"name": str(failure)}
     stored_secrets = set(stored["secrets"]) if stored else set()
     deliveries = recent_deliveries(request, stored["id"]) if stored else []
+    refused: list[dict[str, Any]] = []
+    if stored:
+        with request.app.state.store.factory() as session:
+            refused = [r for r in refused_credentials(request, session) if r["integration_id"] == stored["id"]]
     return render(request, "integrations/form.html", principal, deliveries=deliveries, status_code=422 if failure else 200,
                   integration_id=stored["id"] if stored else None, original_name=stored["name"] if stored else "",
                   stored_kind=stored["kind"] if stored else "", stored_secrets=stored_secrets,
@@ -212,4 +224,4 @@ def form_page(request: Request, principal: Principal, values: dict[str, Any], *,
                   call_fields=CALL_FIELDS,
                   modules=[(m, m.capitalize()) for m in MODULE_NAMES], report=report,
                   asked=asked or {"key": "", "module": "contacts", "fields": ""},
-                  retype_secrets=bool(failure))  # fmt: skip
+                  retype_secrets=bool(failure), refused=refused)  # fmt: skip
