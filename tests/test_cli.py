@@ -228,9 +228,11 @@ def test_crm_test_runs_the_integrations_test_action(env, tmp_path):
         text = run(env, "crm", "test", "Zoho EU", "--key", CALLER, "--field", "Customer_Tier")
         assert "ok  authenticate" in text.stdout and "Customer_Tier: GOLD" in text.stdout
         assert CLIENT_SECRET not in text.stdout + text.stderr
-        zoho.reject_credentials = True
+        assert zoho.token_requests == 1, "each run took the stored access token"
+        zoho.reject_credentials = True  # the refresh token is revoked and the access token with it
+        zoho.expire_tokens()
         failed = run(env, "crm", "test", "Zoho EU")
-        assert failed.returncode == 1 and "FAIL authenticate" in failed.stdout
+        assert failed.returncode == 1 and "FAIL verify credentials" in failed.stdout
     missing = run(env, "crm", "test", "Nope")
     assert missing.returncode == 2 and "name: no integration named 'Nope'" in missing.stderr
 

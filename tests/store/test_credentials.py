@@ -74,7 +74,7 @@ def stub(store, integration_id: int, vendor: Vendor, *, principal: str = "", for
     origin, base = origins("stub", connector.settings, principal, "")
     db = CredentialStore(store.factory, store.box)
     shared = SharedCredentials(db, integration_id, principal, origin, base, "Stub")
-    shared.retry_refused = shared.for_test = for_test
+    shared.retry_refused = for_test
     connector.credentials = shared
     return connector
 

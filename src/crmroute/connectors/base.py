@@ -352,10 +352,8 @@ class Connector:
             if self._token is not None and self._token is not stale and self._token.fresh():
                 return self._token  # another call refreshed it while we waited
             if self.credentials is not None:  # shared with every process: see store/credentials.py
-                # The Test action's forced authenticate checks the credentials with the vendor (a new login,
-                # saved for everyone); any other caller takes a newer valid token another process saved.
-                login = force and refused is None and self.credentials.for_test
-                self._token = await self.credentials.renew(self, stale, deadline, login=login)
+                # a newer valid token another process saved is taken; else one login, saved for everyone
+                self._token = await self.credentials.renew(self, stale, deadline)
                 return self._token
             token = await self._login(deadline=deadline)
             self._take_refresh_token(token)

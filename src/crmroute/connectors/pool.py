@@ -88,7 +88,7 @@ class ConnectorPool:
         if self.credentials is not None:
             origin, base = origins(spec.kind, settings, spec.username, spec.password)
             shared = SharedCredentials(self.credentials, spec.integration_id, spec.username, origin, base, spec.name)
-            shared.retry_refused = shared.for_test = for_test
+            shared.retry_refused = for_test
             connector.credentials = shared
         return connector
 

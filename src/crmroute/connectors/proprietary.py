@@ -630,7 +630,8 @@ class TemplateConnector(Connector):
         module = next((m for m in self.MODULES if getattr(self.settings, f"{m}_module", "")), "contacts")
         obj = self.vendor_module(module)
         form = (self._phone_values(PROBE_NUMBER) or [PROBE_NUMBER])[0]
-        values = {"module": obj, "field": "", "phone": form, "key": form, "search_field": self.settings.phone_field}
+        field = self.settings.phone_field.split(",")[0]  # one field is enough to prove the credentials
+        values = {"module": obj, "field": "", "phone": form, "key": form, "search_field": field}
         response, _ = await self._exchange("lookup", values, {"field": []}, deadline=deadline,
                                            operation=f"verify ({obj} lookup)", ok=(404,))  # fmt: skip
         return f"the {obj} lookup answered HTTP {response.status_code} with these credentials"

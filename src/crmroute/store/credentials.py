@@ -252,7 +252,6 @@ class SharedCredentials:
         self.refusal: Refusal | None = None
         self._refusal_seen = 0.0  # monotonic: when the row last said "refused"
         self.retry_refused = False  # the Test action: try once more although refused
-        self.for_test = False  # the Test action's connector: a forced authenticate logs in (see Connector.authenticate)
         self._unsaved: tuple[Token | None, str] | None = None
         self._unsaved_tried = 0.0
 
@@ -281,9 +280,7 @@ class SharedCredentials:
             return None
         return token
 
-    async def renew(
-        self, connector: Connector, stale: Token | None, deadline: Deadline, *, login: bool = False
-    ) -> Token:
+    async def renew(self, connector: Connector, stale: Token | None, deadline: Deadline) -> Token:
         """A token for ``connector`` (called under its auth lock): the stored one if newer and valid, else a login."""
         if self._unsaved is not None and time.monotonic() - self._unsaved_tried > RESAVE_EVERY:
             await self._resave(deadline)
@@ -291,7 +288,7 @@ class SharedCredentials:
                 and time.monotonic() - self._refusal_seen < REFUSED_RECHECK):  # fmt: skip
             raise self.refused_error(connector)
         try:
-            return await self._renew(connector, stale, deadline, login)
+            return await self._renew(connector, stale, deadline)
         except (SQLAlchemyError, asyncio.TimeoutError, OSError) as exc:
             if deadline.remaining() <= 0:
                 raise connector.timeout_error("authenticate") from None
@@ -299,11 +296,11 @@ class SharedCredentials:
                            connector.kind)  # fmt: skip
             return await self._login(connector, deadline, save=False)
 
-    async def _renew(self, connector: Connector, stale: Token | None, deadline: Deadline, login: bool) -> Token:
+    async def _renew(self, connector: Connector, stale: Token | None, deadline: Deadline) -> Token:
         while True:
             row = await self._db(self.store.read, *self.key, deadline=deadline)
             token = self._check(connector, row, stale)
-            if token is not None and not login:
+            if token is not None:
                 return token
             seconds = min(max(deadline.remaining(), 1.0), LEASE_MAX) + 2.0
             if await self._db(self.store.try_lease, *self.key, self.owner, seconds, deadline=deadline):
@@ -315,7 +312,7 @@ class SharedCredentials:
         try:
             row = await self._db(self.store.read, *self.key, deadline=deadline)  # again, under the lease
             token = self._check(connector, row, stale)
-            if token is not None and not login:
+            if token is not None:
                 return token
             connector._refresh_state = row.refresh_token if row is not None and row.origin == self.origin else ""
             return await self._login(connector, deadline, save=True)
