@@ -44,7 +44,7 @@ from crmroute.connectors.suitecrm import CALL_IDS, SuiteCrmSettings, like_patter
 from crmroute.errors import AuthError, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
 from crmroute.schemas import LogOptions
-from tests.connectors.contract import CALLER, ConnectorContract
+from tests.connectors.contract import CALLER, DECOY_PHONE, STORED_FORMATS, ConnectorContract
 from tests.connectors.fakecrm import FakeRecord, VendorFake, vendor_fixtures
 
 CLIENT_ID = "a4f0026f-7587-c416-4ae8-5d3796013a4e"
@@ -802,6 +802,17 @@ class TestSuiteCrmV8(SuiteContract):
         assert await connector.fetch(key, "contacts", "tier_c", deadline=self.deadline()) == "GOLD"
         later = fake.api_requests()[len(first):]
         assert len(later) == 9 and all("filter[phone_work][eq]" in r.params for r in later)  # like not asked again
+
+    @pytest.mark.parametrize("version", [(7, 11, 18), (7, 14, 6)])
+    async def test_the_shared_formats_are_found_before_and_after_7_11_19(self, fake, connector, version):
+        fake.state["version"] = version
+        for style, (phone, mobile, caller) in STORED_FORMATS.items():
+            found = self.record(0, phone=phone, fields={"tier_c": "GOLD", "phone_mobile": mobile})
+            fake.records = [self.record(1, phone=DECOY_PHONE, fields={"tier_c": "DECOY"}), found]
+            value = await connector.fetch(LookupKey(caller, "caller_id"), "contacts", "tier_c", deadline=self.deadline())
+            assert value == "GOLD", (version, style)
+        asked = {k.rsplit("[", 1)[1] for r in fake.api_requests() for k in r.params if k.startswith("filter[phone_")}
+        assert asked == ({"like]", "eq]"} if version < (7, 11, 19) else {"like]"})
 
     async def test_like_mode_on_an_old_suitecrm_says_what_to_do(self, fake, http):
         connector = self.build(fake, http, phone_match="like")

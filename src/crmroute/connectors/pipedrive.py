@@ -62,7 +62,7 @@ Finding a record
     last digits is never taken). How the search treats punctuation inside a stored
     phone custom value is **unconfirmed**, as for person phones.
     Requests per uncached call: one for an unknown caller, two for a known one
-    (measured 1.75 on a mix). One answer cannot carry both: the search endpoints
+    (issue 12 measured 1.75 on a mix of both). One answer cannot carry both: the search endpoints
     return summary items (id, name, phones, emails, organization, owner, and only
     the custom values that matched the term), never the record's other fields, and
     the list endpoints that return full records (``GET /api/v2/persons``,
