@@ -44,9 +44,9 @@ Finding a record: one ``POST /crm/v3/objects/{object}/search``
                 props"; public integrations query them the same way); their
                 exact rules are **unconfirmed**, so the stored string is also
                 compared.
-      companies have no calculated phone properties (HubSpot documents them for
-                contacts only; the company property list has ``phone`` alone), so
-                one group: ``phone`` IN the written forms (``_phone.written_forms``:
+      companies: no calculated phone property is documented for companies (the
+                reference and HubSpot's docs name them on contacts only; filtering
+                on a property a portal lacks is an error), so one group: ``phone`` IN the written forms (``_phone.written_forms``:
                 E.164 ``+14155552671``, ``(415) 555-2671``, ``+1 415-555-2671``,
                 ``415-555-2671``, ``14155552671``, ``4155552671``, ``415.555.2671``,
                 ``1-415-555-2671``, ``+1 (415) 555-2671``, ``1 (415) 555-2671``,

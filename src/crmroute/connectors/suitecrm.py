@@ -90,8 +90,9 @@ Errors: V8 answers ``{"errors": {"status", "title", "detail"}}`` with HTTP 400 f
 everything. "The following field in Contact module is not found: x" and "Filter field x in
 Contact module is not found" become "field x does not exist on Contacts"; "Filter operator
 like is invalid" turns ``auto`` to the exact forms, and in ``like`` mode says to set
-``phone_match`` to ``exact`` or ``auto``. OAuth errors are ``{"error", "message"|"error_description", "hint"}``. v4.1 errors are ``{"name", "number",
-"description"}`` inside HTTP 200.
+``phone_match`` to ``exact`` or ``auto``. OAuth errors are ``{"error",
+"message"|"error_description", "hint"}``. v4.1 errors are ``{"name", "number", "description"}``
+inside HTTP 200.
 
 Limits: SuiteCRM has no rate limiting of its own; ``requests_per_second`` is a courtesy
 budget for a self-hosted PHP server. Unconfirmed: V8 date attributes are read as ISO-8601
