@@ -20,7 +20,7 @@ from starlette.routing import Route
 
 from crmroute.connectors.base import CallActivity, Record, setting_specs
 from crmroute.connectors.hubspot import HubSpotConnector, HubSpotSettings, phone_groups
-from crmroute.connectors._phone import phone_forms
+from crmroute.connectors._phone import phone_forms, written_forms
 from crmroute.errors import AuthError, RateLimited, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
 from crmroute.schemas import LogOptions
@@ -135,8 +135,8 @@ def matches(item: dict[str, Any], flt: dict[str, Any]) -> bool:
         return text == str(flt["value"]).casefold()
     if op == "NEQ":
         return text != str(flt["value"]).casefold()
-    if op in ("IN", "NOT_IN"):
-        inside = text in {str(v).casefold() for v in flt["values"]}
+    if op in ("IN", "NOT_IN"):  # string values must be lowercase (the search guide): the stored text is lowered
+        inside = text in {str(v) for v in flt["values"]}
         return inside if op == "IN" else not inside
     if op in ("CONTAINS_TOKEN", "NOT_CONTAINS_TOKEN"):
         tokens = text.replace("-", " ").split()
@@ -218,6 +218,10 @@ def make_app(fake: VendorFake) -> Starlette:
                 needs_value = flt["operator"] not in ("HAS_PROPERTY", "NOT_HAS_PROPERTY", "IN", "NOT_IN")
                 if needs_value and not isinstance(flt.get("value"), (str, int, float, bool)):
                     return error(400, f"filter on {flt['propertyName']} needs a value")
+                listed = flt.get("values")
+                if flt["operator"] in ("IN", "NOT_IN") and (not isinstance(listed, list) or not listed or
+                                                            not all(isinstance(v, str) for v in listed)):
+                    return error(400, f"filter on {flt['propertyName']} needs a list of values")
         if total > 25:
             return error(400, "There was a problem with the request.", errors=[{"message": "Too many filters (25 max)",
                          "code": "TOO_MANY_FILTERS"}])  # fmt: skip
@@ -420,6 +424,7 @@ class TestHubSpot(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("30101", "30102", "30103")
     KEY_FIELD = "account_number"
+    MOBILE_FIELDS = {"contacts": "mobilephone", "leads": "mobilephone"}  # companies have no mobile property
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return {"api_url": fake.base_url, "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
@@ -569,13 +574,14 @@ async def test_contact_search_is_one_request_with_every_phone_form(fake, client)
     assert obj == "contacts"
     request = [r for r in fake.api_requests() if r.path.endswith("/search")][0]
     assert request.path == "/crm/v3/objects/contacts/search" and request.method == "POST"
+    written = written_forms(phone_forms(CALLER))
     assert [g["filters"] for g in body["filterGroups"]] == [
         [{"propertyName": "hs_searchable_calculated_phone_number", "operator": "EQ", "value": "4155552671"}],
         [{"propertyName": "hs_searchable_calculated_mobile_number", "operator": "EQ", "value": "4155552671"}],
-        [{"propertyName": "phone", "operator": "EQ", "value": "+14155552671"}],
-        [{"propertyName": "mobilephone", "operator": "EQ", "value": "+14155552671"}],
-        [{"propertyName": "phone", "operator": "EQ", "value": "(415) 555-2671"}],
+        [{"propertyName": "phone", "operator": "IN", "values": written}],
+        [{"propertyName": "mobilephone", "operator": "IN", "values": written}],
     ]  # fmt: skip
+    assert {"+14155552671", "(415) 555-2671", "415.555.2671", "1-415-555-2671", "+1 (415) 555-2671"} <= set(written)
     assert "crm_status" in body["properties"] and "lastmodifieddate" in body["properties"]
     assert body["sorts"] == [{"propertyName": "lastmodifieddate", "direction": "DESCENDING"}]
     assert body["limit"] == 10
@@ -598,6 +604,7 @@ def test_phone_groups_stay_within_hubspots_limits():
         for obj in ("contacts", "companies"):
             groups = phone_groups(obj, phone_forms(number, "US"))
             assert len(groups) <= 5 and all(len(g) == 1 for g in groups)
+            assert all(g[0]["operator"] != "IN" or all(v == v.lower() for v in g[0]["values"]) for g in groups)
 
 
 async def test_oldest_pick_sorts_ascending_and_first_does_not_sort(fake, client):
@@ -624,13 +631,21 @@ async def test_accounts_are_companies_searched_on_the_stored_phone(fake, client)
     connector = oauth(fake, client)
     record = await connector.find_record(KEY, "accounts", fields=["crm_status"], deadline=D())
     assert record.module == "companies" and record.fields["crm_status"] == "GOLD"
-    obj, body = searches(fake)[0]
-    assert obj == "companies"
-    props = {f["propertyName"] for g in body["filterGroups"] for f in g["filters"]}
-    assert props == {"phone"}
-    assert [g["filters"][0]["value"] for g in body["filterGroups"]] == \
-        ["+14155552671", "(415) 555-2671", "4155552671", "14155552671", "+1 415-555-2671"]  # fmt: skip
+    [(obj, body)] = searches(fake)
+    assert obj == "companies" and len(fake.api_requests()) == 1
+    assert body["filterGroups"] == [{"filters": [{"propertyName": "phone", "operator": "IN",
+                                                  "values": written_forms(phone_forms(CALLER))}]}]  # fmt: skip
     assert body["sorts"][0]["propertyName"] == "hs_lastmodifieddate"
+
+
+@pytest.mark.parametrize("stored", ["+14155552671", "(415) 555-2671", "415-555-2671", "415.555.2671", "4155552671",
+                                    "14155552671", "1-415-555-2671", "+1 (415) 555-2671", "+1 415-555-2671",
+                                    "415 555 2671"])  # fmt: skip
+async def test_a_company_number_in_any_common_format_is_found(fake, client, stored):
+    fake.records = [contact(module="accounts", phone=stored, name="Acme Corp"),
+                    contact(1, module="accounts", phone="(415) 999-2671", name="Decoy Ltd")]  # fmt: skip
+    record = await oauth(fake, client).find_record(KEY, "accounts", fields=["crm_status"], deadline=D())
+    assert record is not None and record.id == "30101" and record.matches == 1
 
 
 async def test_leads_are_contacts_in_the_lead_lifecycle_stage(fake, client):

@@ -21,7 +21,7 @@ from crmroute.connectors._http import make_client
 from crmroute.connectors._phone import digits_of
 from crmroute.connectors.base import CallActivity, Record, setting_specs
 from crmroute.connectors.pipedrive import PipedriveConnector, PipedriveSettings
-from crmroute.errors import AuthError, ConnectorUnavailable, RateLimited, UnexpectedResponse
+from crmroute.errors import AuthError, ConnectorError, ConnectorUnavailable, RateLimited, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
 from crmroute.schemas import LogOptions
 from crmroute.settings import Settings
@@ -36,7 +36,10 @@ STATUS = "d4de1c1518b4531717c676029a45911c340390a6"  # custom field "Status" (va
 ACCOUNT_NO = "5e2b7a9c1d3f4e6a8b0c2d4e6f8a0b1c3d5e7f9a"  # custom field "Account number" (varchar)
 LEVEL = "8f1e2d3c4b5a69788796a5b4c3d2e1f0a9b8c7d6"  # custom field "Level" (enum)
 LEVEL_OPTIONS = {31: "Gold", 32: "Silver"}
-CUSTOM_FIELDS = {STATUS: ("Status", "varchar"), ACCOUNT_NO: ("Account number", "varchar"), LEVEL: ("Level", "enum")}
+ORG_PHONE = "0c5a7e9b1d3f5a7c9e1b3d5f7a9c1e3b5d7f9a1c"  # custom field "Phone" (phone), on organizations
+CUSTOM_FIELDS = {STATUS: ("Status", "varchar"), ACCOUNT_NO: ("Account number", "varchar"), LEVEL: ("Level", "enum"),
+                 ORG_PHONE: ("Phone", "phone")}  # fmt: skip
+SEARCHABLE_TYPES = {"address", "varchar", "text", "varchar_auto", "double", "monetary", "phone"}  # the search docs
 STANDARD_FIELDS = {
     "persons": {"name": "Name", "first_name": "First name", "last_name": "Last name", "phone": "Phone",
                 "email": "Email", "org_id": "Organization", "owner_id": "Owner", "add_time": "Person created",
@@ -100,8 +103,9 @@ class Store:
         for index, rec in enumerate(fake.records):
             custom = {k: v for k, v in rec.fields.items() if is_custom(k)}
             standard = {k: v for k, v in rec.fields.items() if not is_custom(k)}
-            if rec.module == "accounts":
-                self.orgs[int(rec.id)] = self._org(int(rec.id), rec.name, rec.modified, custom)
+            if rec.module == "accounts":  # the organization's number lives in its phone custom field
+                self.orgs[int(rec.id)] = self._org(int(rec.id), rec.name, rec.modified,
+                                                   {ORG_PHONE: rec.phone or None} | custom)  # fmt: skip
                 continue
             person_id = int(rec.id) if rec.module == "contacts" else 9000 + index
             org = standard.get("org_id")
@@ -116,7 +120,8 @@ class Store:
                       "org_id": int(org) if org is not None else None, "add_time": "2024-01-01T00:00:00Z",
                       "update_time": rec.modified, "emails": [], "is_deleted": False, "visible_to": 3,
                       "label_ids": [], "picture_id": None,
-                      "phones": [{"label": "work", "value": p, "primary": i == 0} for i, p in enumerate(phones)]}  # fmt: skip
+                      "phones": [{"label": "mobile" if p == standard.get("mobile") else "work", "value": p,
+                                  "primary": i == 0} for i, p in enumerate(phones)]}  # fmt: skip
             if rec.module == "leads":
                 self.persons[person_id] = person | {"custom_fields": self._custom({})}
                 self.leads[rec.id] = {"id": rec.id, "title": f"{rec.name} lead", "owner_id": 9, "creator_id": 9,
@@ -249,7 +254,8 @@ def make_app(fake: VendorFake) -> Starlette:
                 texts += [e["value"] for e in row.get("emails", [])]
             custom = row.get("custom_fields", row) if obj != "leads" else {k: v for k, v in row.items() if is_custom(k)}
             matched_custom = [v for k, v in custom.items() if "custom_fields" in fields and is_custom(k)
-                              and CUSTOM_FIELDS[k][1] == "varchar" and hit(v)]  # fmt: skip
+                              and CUSTOM_FIELDS[k][1] in SEARCHABLE_TYPES and v is not None
+                              and (phone_hit(v) if CUSTOM_FIELDS[k][1] == "phone" else hit(v))]  # fmt: skip
             phones = [p["value"] for p in row.get("phones", [])]
             phone_matched = "phone" in fields and any(phone_hit(p) for p in phones)
             if any(hit(t) for t in texts) or matched_custom or phone_matched:
@@ -462,10 +468,11 @@ class TestPipedrive(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = ("101", "102", "103")
     KEY_FIELD = ACCOUNT_NO
+    MOBILE_FIELDS = {"contacts": "mobile", "leads": "mobile"}  # a person's second phone, labelled mobile
 
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return {"api_url": fake.base_url, "oauth_url": fake.base_url, "client_id": CLIENT_ID,
-                "client_secret": CLIENT_SECRET, "refresh_token": REFRESH_TOKEN}  # fmt: skip
+                "client_secret": CLIENT_SECRET, "refresh_token": REFRESH_TOKEN, "org_phone_field": ORG_PHONE}  # fmt: skip
 
 
 # --- Pipedrive's own behaviour -----------------------------------------------------------------------
@@ -684,17 +691,51 @@ async def test_an_organization_custom_field_through_the_person(fake, client):
 # modules
 
 
-async def test_accounts_are_the_callers_organizations(fake, client):
-    fake.records = [FakeRecord(module="accounts", id="300", name="Acme Corp", fields={STATUS: "KEY ACCOUNT"}),
-                    person(fields={STATUS: "GOLD", "org_id": 300})]  # fmt: skip
+async def test_accounts_are_organizations_found_by_their_phone_field(fake, client):
+    fake.records = [FakeRecord(module="accounts", id="300", name="Acme Corp", phone="+1 (415) 555-2671",
+                               fields={STATUS: "KEY ACCOUNT"}),
+                    FakeRecord(module="accounts", id="301", name="Decoy Ltd", phone="(415) 999-2671",
+                               fields={STATUS: "DECOY", ACCOUNT_NO: "A-4155552671-9"}),
+                    person(fields={STATUS: "GOLD"})]  # fmt: skip
     connector = oauth(fake, client)
     record = await connector.find_record(KEY, "accounts", fields=[STATUS], deadline=D())
-    assert record.module == "organizations" and record.id == "300"
+    assert record.module == "organizations" and record.id == "300" and record.matches == 1
     assert await connector.read_field(record, STATUS, deadline=D()) == "KEY ACCOUNT"
-    assert paths(fake) == ["/api/v2/persons/search", "/api/v2/organizations"]
-    fake.records = [person()]  # a person without organization
-    fake.records[0].fields = {STATUS: "GOLD"}
-    assert await connector.find_record(KEY, "accounts", deadline=D()) is None
+    search, read = fake.api_requests()
+    assert search.path == "/api/v2/organizations/search"
+    assert search.params == {"term": "4155552671", "fields": "custom_fields", "limit": "50"}
+    assert read.path == "/api/v2/organizations" and read.params["ids"] == "300"  # 301 matched another field only
+
+
+async def test_the_org_phone_field_by_its_name(fake, client):
+    fake.records = [FakeRecord(module="accounts", id="300", name="Acme Corp", phone="415.555.2671")]
+    connector = oauth(fake, client, org_phone_field="phone")
+    assert (await connector.find_record(KEY, "accounts", deadline=D())).id == "300"
+    assert (await connector.find_record(KEY, "accounts", deadline=D())).id == "300"
+    assert fake.state["catalogue_reads"] == 1
+
+
+async def test_accounts_without_org_phone_field_name_the_setting(fake, client):
+    fake.records = [FakeRecord(module="accounts", id="300", name="Acme Corp", phone="+14155552671")]
+    connector = oauth(fake, client, org_phone_field="")
+    await connector.authenticate(deadline=D())
+    with pytest.raises(ConnectorError, match="set org_phone_field") as caught:
+        await connector.find_record(KEY, "accounts", deadline=D())
+    assert caught.value.reason == "misconfigured" and fake.api_requests() == []
+    assert await connector.fetch(KEY, "contacts", STATUS, deadline=D()) is None  # persons need no setting
+
+
+def test_org_phone_field_is_explained():
+    spec = {s.name: s for s in setting_specs(PipedriveSettings)}["org_phone_field"]
+    assert "Copy API key" in spec.help and "Phone" in spec.help and not spec.secret
+
+
+async def test_requests_per_uncached_call(fake, client):
+    fake.records = [person(0, phone="(415) 555-0001", fields={STATUS: "GOLD"})]
+    connector = oauth(fake, client)
+    for caller in ("+14155550001", "+14155550002"):
+        await connector.fetch(LookupKey(caller, "caller_id"), "contacts", STATUS, deadline=D())
+    assert paths(fake) == ["/api/v2/persons/search", "/api/v2/persons", "/api/v2/persons/search"]  # found: 2, not: 1
 
 
 async def test_leads_are_the_callers_persons_leads(fake, client):
@@ -824,7 +865,7 @@ async def test_a_similar_call_id_is_not_the_same_call(fake, client):
 
 
 async def test_organization_and_lead_links(fake, client):
-    fake.records = [FakeRecord(module="accounts", id="300", name="Acme Corp"),
+    fake.records = [FakeRecord(module="accounts", id="300", name="Acme Corp", phone="+14155552671"),
                     person(0, fields={STATUS: "GOLD", "org_id": 300}),
                     person(1, module="leads", id=LEAD_IDS[0], phone="+1 212 555 0100")]  # fmt: skip
     connector = oauth(fake, client)

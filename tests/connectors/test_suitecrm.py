@@ -5,8 +5,10 @@ section 8, checked against ``Api/V8`` in salesagility/SuiteCRM):
 ``POST /Api/access_token`` (league/oauth2-server: client_credentials, password and
 refresh_token grants; refresh tokens rotate; errors ``{"error", "error_description",
 "message", "hint"}``), ``GET /Api/V8/module/{Module}`` (``filter[operator]``,
-``filter[field][op]`` with ``eq``/``neq``/``gt``/``gte``/``lt``/``lte``/``like``, one value
-per field and operator, ANDed with ``deleted = 0``; ``fields[Module]``, ``page``, ``sort``),
+``filter[field][op]`` with ``eq``/``neq``/``gt``/``gte``/``lt``/``lte``/``like`` (SQL LIKE, ``%``
+and ``_``, case-insensitive; refused as "Filter operator like is invalid" when
+``fake.state["version"]`` is before 7.11.19), one value per field and operator, ANDed with
+``deleted = 0``; ``fields[Module]``, ``page``, ``sort``),
 ``GET /Api/V8/module/{Module}/{id}``, ``GET .../{id}/relationships/{link}``,
 ``POST /Api/V8/module`` (client ids allowed, a duplicate id refused),
 ``POST .../{id}/relationships``, and ``POST /service/v4_1/rest.php`` (``login`` with an MD5
@@ -38,11 +40,11 @@ from starlette.routing import Route
 
 from crmroute.connectors._phone import digits_of, phone_forms
 from crmroute.connectors.base import CrmUser, Record
-from crmroute.connectors.suitecrm import CALL_IDS, SuiteCrmSettings, stored_forms
+from crmroute.connectors.suitecrm import CALL_IDS, SuiteCrmSettings, like_pattern, stored_forms
 from crmroute.errors import AuthError, UnexpectedResponse
 from crmroute.routing.engine import LookupKey
 from crmroute.schemas import LogOptions
-from tests.connectors.contract import CALLER, ConnectorContract
+from tests.connectors.contract import CALLER, DECOY_PHONE, STORED_FORMATS, ConnectorContract
 from tests.connectors.fakecrm import FakeRecord, VendorFake, vendor_fixtures
 
 CLIENT_ID = "a4f0026f-7587-c416-4ae8-5d3796013a4e"
@@ -71,6 +73,7 @@ SCHEMA = {
 }  # fmt: skip
 PRIMARY_PHONE = {"Contacts": "phone_work", "Leads": "phone_work", "Accounts": "phone_office"}
 OPERATORS = {"eq", "neq", "gt", "gte", "lt", "lte", "like"}
+LIKE_SINCE = (7, 11, 19)  # SuiteCRM PR #9093 ("Add additional api filter option like"), the 7.11.19 release notes
 GET_OPTIONS = {"fields", "page", "sort", "filter"}
 
 
@@ -231,7 +234,10 @@ def make_app(fake: VendorFake) -> Starlette:
                 "relationships": {"AOS_Contracts": {"links": {"related": f"/V8/module/{module}/{record_id}/relationships/aos_contracts"}}}}  # fmt: skip
 
     def condition(module: str, field: str, op: str, value: Any) -> tuple[Any, Response | None]:
-        if op.upper() not in {o.upper() for o in OPERATORS}:
+        known = {o.upper() for o in OPERATORS}
+        if tuple(fake.state.get("version", LIKE_SINCE)) < LIKE_SINCE:
+            known.discard("LIKE")  # Repository/Filter.php before PR #9093: no OP_LIKE constant
+        if op.upper() not in known:
             return None, errors(f"Filter operator {op} is invalid")
         if isinstance(value, dict):
             return None, errors("Database failure. Please refer to suitecrm.log for details.")
@@ -243,7 +249,7 @@ def make_app(fake: VendorFake) -> Starlette:
                 return stored.lower() == str(value).lower()
             if o == "neq":
                 return stored.lower() != str(value).lower()
-            if o == "like":
+            if o == "like":  # SQL LIKE as MySQL's default collation runs it: % and _, case-insensitive
                 return like(str(value), stored)
             return {"gt": stored > value, "gte": stored >= value, "lt": stored < value, "lte": stored <= value}[o]
 
@@ -634,6 +640,7 @@ class SuiteContract(ConnectorContract):
     NESTED_VALUE = "Acme Corp"
     IDS = CONTACT_IDS
     KEY_FIELD = "account_number_c"
+    MOBILE_FIELDS = {"contacts": "phone_mobile", "leads": "phone_mobile"}  # Accounts: office and alternate only
 
 
 class TestSuiteCrmV8(SuiteContract):
@@ -730,7 +737,8 @@ class TestSuiteCrmV8(SuiteContract):
         await connector.authenticate(deadline=self.deadline(), force=True)
         assert [g["grant_type"] for g in fake.state["grants"]] == ["client_credentials", "client_credentials"]
 
-    async def test_concurrent_refusals_log_in_once(self, fake, connector):
+    async def test_concurrent_refusals_log_in_once(self, fake, http):
+        connector = self.build(fake, http, phone_match="exact")
         fake.records = [self.record()]
         key = LookupKey(CALLER, "caller_id")
         await connector.fetch(key, "contacts", "tier_c", deadline=self.deadline())
@@ -740,53 +748,89 @@ class TestSuiteCrmV8(SuiteContract):
 
     # --- search shapes ----------------------------------------------------------------------------------
 
-    async def test_one_or_request_per_stored_format(self, fake, connector):
+    async def test_like_is_one_request_with_the_digits_in_order(self, fake, connector):
+        fake.records = [self.record()]
+        assert await connector.fetch(LookupKey(CALLER, "caller_id"), "contacts", "tier_c", deadline=self.deadline()) == "GOLD"  # fmt: skip
+        [search] = fake.api_requests()
+        assert search.method == "GET" and search.path == "/Api/V8/module/Contacts"
+        assert search.headers["authorization"].startswith("Bearer eyJ")
+        assert search.headers["accept"] == "application/vnd.api+json"
+        pattern = "%4%1%5%5%5%5%2%6%7%1"
+        assert search.param_list == [
+            ("filter[operator]", "or"), ("filter[phone_work][like]", pattern), ("filter[phone_mobile][like]", pattern),
+            ("filter[phone_home][like]", pattern), ("filter[phone_other][like]", pattern),
+            ("fields[Contacts]", "first_name,last_name,date_modified,phone_work,phone_mobile,phone_home,phone_other,"
+                                 "tier_c"),
+            ("page[size]", "20"), ("page[number]", "1"), ("sort", "-date_modified")]  # fmt: skip
+
+    async def test_one_request_per_uncached_call(self, fake, connector):
+        callers = [f"+1415555{n:04d}" for n in range(10)]
+        fake.records = [self.record(0, phone="(415) 555-0003"), self.record(1, phone="415.555.0007")]
+        values = [await connector.fetch(LookupKey(c, "caller_id"), "contacts", "tier_c", deadline=self.deadline())
+                  for c in callers]  # fmt: skip
+        assert values.count("GOLD") == 2
+        assert len(fake.api_requests()) == len(callers) and fake.token_requests == 1  # <= 1.1 per call, auth aside
+
+    @pytest.mark.parametrize("stored", ["+14155552671", "(415) 555-2671", "+1 415-555-2671", "415-555-2671",
+                                        "14155552671", "4155552671", "415.555.2671", "1-415-555-2671",
+                                        "+1 (415) 555-2671", "415 555 2671", "+1.415.555.2671", "001 415 555 2671"])
+    async def test_like_finds_any_punctuation_and_prefix(self, fake, connector, stored):
+        fake.records = [self.record(phone="", fields={"tier_c": "GOLD", "phone_mobile": stored})]
+        assert await connector.fetch(LookupKey(CALLER, "caller_id"), "contacts", "tier_c", deadline=self.deadline()) == "GOLD"  # fmt: skip
+
+    async def test_exact_mode_asks_each_of_nine_stored_forms(self, fake, http):
+        connector = self.build(fake, http, phone_match="exact")
         fake.records = [self.record()]
         await connector.fetch(LookupKey(CALLER, "caller_id"), "contacts", "tier_c", deadline=self.deadline())
         searches = fake.api_requests()
-        forms = ["+14155552671", "(415) 555-2671", "+1 415-555-2671", "415-555-2671", "14155552671", "4155552671"]
+        forms = ["+14155552671", "(415) 555-2671", "+1 415-555-2671", "415-555-2671", "14155552671", "4155552671",
+                 "415.555.2671", "1-415-555-2671", "+1 (415) 555-2671"]  # fmt: skip
         assert sorted(r.params["filter[phone_work][eq]"] for r in searches) == sorted(forms)
         for search in searches:
-            assert search.method == "GET" and search.path == "/Api/V8/module/Contacts"
-            assert search.headers["authorization"].startswith("Bearer eyJ")
-            assert search.headers["accept"] == "application/vnd.api+json"
             form = search.params["filter[phone_work][eq]"]
-            assert search.param_list == [
-                ("filter[operator]", "or"), ("filter[phone_work][eq]", form), ("filter[phone_mobile][eq]", form),
-                ("filter[phone_home][eq]", form), ("filter[phone_other][eq]", form),
-                ("fields[Contacts]", "first_name,last_name,date_modified,phone_work,phone_mobile,phone_home,"
-                                     "phone_other,tier_c"),
-                ("page[size]", "20"), ("page[number]", "1"), ("sort", "-date_modified")]  # fmt: skip
-
-    async def test_each_stored_format_is_found(self, fake, connector):
-        key = LookupKey(CALLER, "caller_id")
-        for stored in ["+14155552671", "(415) 555-2671", "+1 415-555-2671", "415-555-2671", "14155552671",
-                       "4155552671"]:  # fmt: skip
+            assert [k for k, _ in search.param_list if k.startswith("filter")] == [
+                "filter[operator]", "filter[phone_work][eq]", "filter[phone_mobile][eq]", "filter[phone_home][eq]",
+                "filter[phone_other][eq]"]  # fmt: skip
+            assert search.params["filter[phone_other][eq]"] == form
+        for stored in forms:
             fake.records = [self.record(phone="", fields={"tier_c": "GOLD", "phone_mobile": stored})]
-            assert await connector.fetch(key, "contacts", "tier_c", deadline=self.deadline()) == "GOLD", stored
+            assert await connector.fetch(LookupKey(CALLER, "caller_id"), "contacts", "tier_c", deadline=self.deadline()) == "GOLD", stored  # fmt: skip
+        fake.records = [self.record(phone="415 555 2671")]  # a format exact mode does not ask
+        assert await connector.fetch(LookupKey(CALLER, "caller_id"), "contacts", "tier_c", deadline=self.deadline()) is None  # fmt: skip
 
-    async def test_a_format_nobody_expects_needs_like_mode(self, fake, http):
-        fake.records = [self.record(phone="415.555.2671")]
-        exact = self.build(fake, http)
-        assert await exact.find_record(LookupKey(CALLER, "caller_id"), "contacts", deadline=self.deadline()) is None
-        fake.requests.clear()
-        connector = self.build(fake, http, phone_match="like")
-        record = await connector.find_record(LookupKey(CALLER, "caller_id"), "contacts", deadline=self.deadline())
-        assert record is not None and record.id == CONTACT_IDS[0]
-        [search] = fake.api_requests()
-        assert search.params["filter[operator]"] == "or" and search.params["filter[phone_home][like]"] == "%2671"
-
-    async def test_like_mode_keeps_only_the_callers_number(self, fake, http):
-        connector = self.build(fake, http, phone_match="like")
-        fake.records = [self.record(0, phone="(212) 555-2671"), self.record(1, phone="415 555 2671")]
+    async def test_like_keeps_only_the_callers_number(self, fake, connector):
+        fake.records = [self.record(0, phone="(212) 555-2671"), self.record(1, phone="415 555 2671"),
+                        self.record(2, phone="(415) 555-2671 x1")]  # fmt: skip
         record = await connector.find_record(LookupKey(CALLER, "caller_id"), "contacts", deadline=self.deadline())
         assert record.id == CONTACT_IDS[1] and record.matches == 1
 
+    async def test_auto_falls_back_to_exact_forms_on_a_suitecrm_before_7_11_19(self, fake, connector, caplog):
+        fake.state["version"] = (7, 11, 18)
+        fake.records = [self.record()]
+        key = LookupKey(CALLER, "caller_id")
+        assert await connector.fetch(key, "contacts", "tier_c", deadline=self.deadline()) == "GOLD"
+        first = fake.api_requests()
+        assert "filter[phone_work][like]" in first[0].params and len(first) == 1 + 9
+        assert "no like filter" in caplog.text
+        assert await connector.fetch(key, "contacts", "tier_c", deadline=self.deadline()) == "GOLD"
+        later = fake.api_requests()[len(first):]
+        assert len(later) == 9 and all("filter[phone_work][eq]" in r.params for r in later)  # like not asked again
+
+    @pytest.mark.parametrize("version", [(7, 11, 18), (7, 14, 6)])
+    async def test_the_shared_formats_are_found_before_and_after_7_11_19(self, fake, connector, version):
+        fake.state["version"] = version
+        for style, (phone, mobile, caller) in STORED_FORMATS.items():
+            found = self.record(0, phone=phone, fields={"tier_c": "GOLD", "phone_mobile": mobile})
+            fake.records = [self.record(1, phone=DECOY_PHONE, fields={"tier_c": "DECOY"}), found]
+            key = LookupKey(caller, "caller_id")
+            assert await connector.fetch(key, "contacts", "tier_c", deadline=self.deadline()) == "GOLD", (version, style)
+        asked = {k.rsplit("[", 1)[1] for r in fake.api_requests() for k in r.params if k.startswith("filter[phone_")}
+        assert asked == ({"like]", "eq]"} if version < (7, 11, 19) else {"like]"})
+
     async def test_like_mode_on_an_old_suitecrm_says_what_to_do(self, fake, http):
         connector = self.build(fake, http, phone_match="like")
-        await connector.authenticate(deadline=self.deadline())
-        fake.fail_next(400, {"errors": {"status": 400, "title": None, "detail": "Filter operator like is invalid"}})
-        with pytest.raises(UnexpectedResponse, match="set phone_match to exact"):
+        fake.state["version"] = (7, 11, 18)
+        with pytest.raises(UnexpectedResponse, match="no like filter.*set phone_match to exact or auto"):
             await connector.find_record(LookupKey(CALLER, "caller_id"), "contacts", deadline=self.deadline())
 
     async def test_an_old_or_filter_that_matches_everything_is_filtered_here(self, fake, connector):
@@ -799,8 +843,8 @@ class TestSuiteCrmV8(SuiteContract):
         connector = self.build(fake, http, phone_fields="mobile2_c")
         fake.records = [self.record(phone="", fields={"tier_c": "GOLD", "mobile2_c": "+1 415-555-2671"})]
         assert await connector.fetch(LookupKey(CALLER, "caller_id"), "contacts", "tier_c", deadline=self.deadline()) == "GOLD"  # fmt: skip
-        assert all(set(k for k, _ in r.param_list if k.startswith("filter[")) == {"filter[operator]", "filter[mobile2_c][eq]"}
-                   for r in fake.api_requests())  # fmt: skip
+        filters = {"filter[operator]", "filter[mobile2_c][like]"}
+        assert all(set(k for k, _ in r.param_list if k.startswith("filter[")) == filters for r in fake.api_requests())
 
     async def test_a_gb_number_stored_with_its_trunk_prefix(self, fake, connector):
         connector.region = "GB"
@@ -817,7 +861,7 @@ class TestSuiteCrmV8(SuiteContract):
                                              deadline=self.deadline())  # fmt: skip
         assert (record.module, record.id, record.fields["tier_c"]) == (name, record_id, "SILVER")
         assert record.url.endswith(f"/index.php?module={name}&action=DetailView&record={record_id}")
-        assert all(r.path == f"/Api/V8/module/{name}" and f"filter[{phone_field}][eq]" in r.params
+        assert all(r.path == f"/Api/V8/module/{name}" and f"filter[{phone_field}][like]" in r.params
                    for r in fake.api_requests())  # fmt: skip
 
     async def test_pick_setting_orders_the_search(self, fake, http):
@@ -1012,7 +1056,9 @@ def v41_args(recorded) -> dict[str, Any]:
 
 def test_stored_forms():
     assert stored_forms(phone_forms("+14155552671")) == ["+14155552671", "(415) 555-2671", "+1 415-555-2671",
-                                                         "415-555-2671", "14155552671", "4155552671"]  # fmt: skip
+                                                         "415-555-2671", "14155552671", "4155552671", "415.555.2671",
+                                                         "1-415-555-2671", "+1 (415) 555-2671"]  # fmt: skip
+    assert like_pattern("4155552671") == "%4%1%5%5%5%5%2%6%7%1"
     assert stored_forms(phone_forms("12")) == ["12"]
     assert digits_of("x") == ""
 

@@ -88,3 +88,27 @@ def phone_forms(number: str, region: str = "US") -> PhoneForms:
         national_digits=national_digits,
         digits=f"{parsed.country_code}{national_digits}",
     )
+
+
+def written_forms(forms: PhoneForms) -> list[str]:
+    """The ways people commonly type ``forms`` into a text field, most common first, without repeats.
+
+    For CRMs whose search compares the stored text exactly (one value per
+    condition): E.164 ``+14155552671``, national ``(415) 555-2671``,
+    international ``+1 415-555-2671``, its national part ``415-555-2671``, the
+    digits with and without country code, dotted ``415.555.2671``, with a
+    leading country code ``1-415-555-2671`` and ``+1 (415) 555-2671``, then
+    spaced variants. An unparsable number gives its raw text and its digits.
+    """
+    if not forms.valid:
+        return [v for v in dict.fromkeys([forms.raw, forms.digits]) if v]
+    country = forms.digits[: len(forms.digits) - len(forms.national_digits)]
+    part = forms.international.split(" ", 1)[1] if " " in forms.international else forms.national_digits
+    spaced = part.replace("-", " ")
+    dotted = spaced.replace(" ", ".")
+    candidates = [
+        forms.e164, forms.national, forms.international, part, forms.digits, forms.national_digits,
+        dotted, f"{country}-{part}", f"+{country} {forms.national}",
+        f"{country} {forms.national}", spaced, f"+{country} {spaced}", f"{country}.{dotted}", f"+{country}.{dotted}",
+    ]  # fmt: skip
+    return [v for v in dict.fromkeys(candidates) if v]

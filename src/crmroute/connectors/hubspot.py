@@ -32,20 +32,26 @@ link to a contact — so it cannot be searched by caller; route on contacts (e.g
 
 Finding a record: one ``POST /crm/v3/objects/{object}/search``
     Phone keys, as OR-ed filter groups (at most 5 groups, 10 filters each, 25 in
-    total since Aug 2024 — confirmed in the changelog):
+    total since Aug 2024 — confirmed in the changelog); ``IN`` takes a ``values``
+    list and compares each with the stored text (the reference's operator list;
+    HubSpot's search guide asks for lowercase values with string properties —
+    digits and punctuation have no case):
       contacts  ``hs_searchable_calculated_phone_number`` EQ national digits,
                 ``hs_searchable_calculated_mobile_number`` EQ national digits,
-                ``phone`` EQ E.164, ``mobilephone`` EQ E.164, ``phone`` EQ the
-                national format (``(415) 555-2671``).
+                ``phone`` IN the written forms, ``mobilephone`` IN the written forms.
                 The calculated properties are HubSpot's own normalisation of
                 whatever was typed (the appendix: "national digits on calculated
                 props"; public integrations query them the same way); their
                 exact rules are **unconfirmed**, so the stored string is also
-                compared (``EQ`` compares the stored text, and HubSpot's
-                phone validation stores E.164).
-      companies have no calculated phone properties: ``phone`` EQ E.164,
-                national format, national digits, digits with country code and
-                the international format.
+                compared.
+      companies: no calculated phone property is documented for companies (the
+                reference and HubSpot's docs name them on contacts only; filtering
+                on a property a portal lacks is an error), so one group: ``phone`` IN the written forms (``_phone.written_forms``:
+                E.164 ``+14155552671``, ``(415) 555-2671``, ``+1 415-555-2671``,
+                ``415-555-2671``, ``14155552671``, ``4155552671``, ``415.555.2671``,
+                ``1-415-555-2671``, ``+1 (415) 555-2671``, ``1 (415) 555-2671``,
+                ``415 555 2671``, ``+1 415 555 2671``, ``1.415.555.2671``,
+                ``+1.415.555.2671``). A company number typed any other way is not found.
     Typed (DTMF) keys: ``key_field`` EQ the digits (``hs_object_id`` when
     ``key_field`` is empty). The leads module adds ``lifecyclestage`` EQ
     ``lead_lifecycle_stage`` to every group.
@@ -122,7 +128,7 @@ from urllib.parse import quote
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crmroute.connectors._http import CappedResponse, send_capped
-from crmroute.connectors._phone import PhoneForms, digits_of
+from crmroute.connectors._phone import PhoneForms, digits_of, written_forms
 from crmroute.connectors.base import (
     CallActivity,
     Connector,
@@ -145,7 +151,6 @@ DEFAULT_API_URL = "https://api.hubapi.com"
 TOKEN_PATH = "/oauth/v1/token"
 ACCOUNT_PATH = "/account-info/v3/details"
 SEARCH_LIMIT = 10  # one page, already sorted by the modified time
-MAX_GROUPS = 5
 LOW_BUDGET = 0.05  # warn when less than this share of the daily quota is left
 BUDGET_WARN_EVERY = 300.0
 
@@ -598,24 +603,23 @@ class HubSpotConnector(Connector):
                                   reason="bad_shape")  # fmt: skip
 
 
-def phone_groups(obj: str, forms: PhoneForms) -> list[list[dict[str, str]]]:
+def phone_groups(obj: str, forms: PhoneForms) -> list[list[dict[str, Any]]]:
     """The OR-ed filter groups (one filter each) that find ``forms`` in ``obj`` (see the module docstring)."""
-    def eq(prop: str, value: str) -> list[dict[str, str]]:
+    def eq(prop: str, value: str) -> list[dict[str, Any]]:
         return [{"propertyName": prop, "operator": "EQ", "value": value}]
 
+    def among(prop: str, values: list[str]) -> list[dict[str, Any]]:
+        return [{"propertyName": prop, "operator": "IN", "values": values}]
+
+    written = written_forms(forms)
     if obj == "contacts":
         national = forms.national_digits or digits_of(forms.raw).lstrip("0")
         if not national:
             return []
-        groups = [eq("hs_searchable_calculated_phone_number", national),
-                  eq("hs_searchable_calculated_mobile_number", national)]  # fmt: skip
-        stored = forms.distinct("e164", "national") if forms.valid else [forms.raw]
-        groups += [eq("phone", value) for value in stored[:1]] + [eq("mobilephone", value) for value in stored[:1]]
-        groups += [eq("phone", value) for value in stored[1:]]
-        return groups[:MAX_GROUPS]
-    values = forms.distinct("e164", "national", "national_digits", "digits", "international") if forms.valid \
-        else [v for v in dict.fromkeys([forms.raw, forms.digits]) if v]  # fmt: skip
-    return [eq("phone", value) for value in values][:MAX_GROUPS]
+        return [eq("hs_searchable_calculated_phone_number", national),
+                eq("hs_searchable_calculated_mobile_number", national),
+                among("phone", written), among("mobilephone", written)]  # fmt: skip
+    return [among("phone", written)] if written else []
 
 
 def _missing_property(data: dict[str, Any]) -> str:

@@ -28,9 +28,13 @@ Authentication (reference section 5)
     Requests then carry ``Authorization: Bearer`` (OAuth) or ``x-api-token``.
 
 Modules: accounts -> ``organizations``, contacts -> ``persons``, leads -> ``leads``.
-Organizations and leads have no phone field of their own, so both are reached
-through the caller's person: accounts are the organizations (``org_id``) of the
-persons whose phone matches, leads are the leads linked to those persons
+Organizations have no built-in phone field, but a custom field of type ``phone``
+is searchable (``GET /api/v2/organizations/search`` searches custom fields of
+the types address, varchar, text, varchar_auto, double, monetary and phone):
+``org_phone_field`` names it (its 40-character API key, or its display name,
+resolved once through ``GET /v1/organizationFields``). Without that setting the
+accounts module fails with a configuration error naming it (before any request).
+Leads have no phone either: they are the leads linked to the caller's persons
 (``GET /v1/leads?person_id=``; leads linked only to an organization are not
 found).
 
@@ -50,6 +54,20 @@ Finding a record
     returns the ``match_pick`` end first; ``pick()`` runs on ``update_time``
     and ``Record.matches`` counts the verified matches. Search items carry only
     summary data (the reference), hence the second request.
+    Organizations: ``GET /api/v2/organizations/search?term=<national digits>&
+    fields=custom_fields`` (hits whose matched custom values are none of them the
+    caller's number are dropped), the rest read as above, and kept only when their
+    ``org_phone_field`` value is the caller's number (``PhoneForms.matches``: the
+    national number after nothing or a known prefix — a number sharing only the
+    last digits is never taken). How the search treats punctuation inside a stored
+    phone custom value is **unconfirmed**, as for person phones.
+    Requests per uncached call: one for an unknown caller, two for a known one
+    (issue 12 measured 1.75 on a mix of both). One answer cannot carry both: the search endpoints
+    return summary items (id, name, phones, emails, organization, owner, and only
+    the custom values that matched the term), never the record's other fields, and
+    the list endpoints that return full records (``GET /api/v2/persons``,
+    ``/organizations``) filter by ids, owner or a saved filter, not by a phone
+    value. So the second request stays; it is one request for all matches.
     Typed (DTMF) keys: ``key_field`` (a field key, or a field's display name
     resolved through the fields API) searched with ``exact_match=true`` in
     ``custom_fields`` (or in ``name``/``email``/``notes``/``title`` when the key
@@ -197,6 +215,11 @@ class PipedriveSettings(ConnectorSettings):
     activity_type: str = Field(
         "call", description="key_string of the activity type logged calls get (GET /v1/activityTypes); call is built in"
     )
+    org_phone_field: str = Field(
+        "", description="Organizations have no phone field of their own: the organization custom field of type Phone "
+        "that holds the number, for the accounts module. Its API key (Company settings > Data fields > Organization, "
+        "the field's ... menu > Copy API key: 40 characters) or its name as shown in Pipedrive"
+    )  # fmt: skip
 
     @field_validator("api_url", "oauth_url")
     @classmethod
@@ -357,21 +380,18 @@ class PipedriveConnector(Connector):
         if key.source == "dtmf":
             rows, matches = await self._by_key(obj, key.value.strip(), deadline=deadline)
         else:
-            persons = await self._persons_by_phone(self.phone(key), deadline=deadline)
-            if not persons:
-                return None
-            if obj == "persons":
-                ids = [p["id"] for p in persons]
-            elif obj == "organizations":
-                ids = [lookup_path(p, "organization.id") for p in persons]
-            else:
-                ids = []
-            ids = list(dict.fromkeys(i for i in ids if isinstance(i, (int, str)) and str(i)))
-            if obj == "leads":
-                rows = await self._leads_of([p["id"] for p in persons], deadline=deadline)
+            forms = self.phone(key)
+            if obj == "organizations":
+                rows = await self._organizations_by_phone(forms, deadline=deadline)
                 matches = len(rows)
             else:
-                rows, matches = await self._fetch(obj, ids, deadline=deadline), len(ids)
+                persons = await self._persons_by_phone(forms, deadline=deadline)
+                if obj == "leads":
+                    rows = await self._leads_of([p["id"] for p in persons], deadline=deadline) if persons else []
+                    matches = len(rows)
+                else:
+                    ids = list(dict.fromkeys(p["id"] for p in persons if isinstance(p["id"], (int, str))))
+                    rows, matches = await self._fetch(obj, ids, deadline=deadline), len(ids)
         if not rows:
             return None
         chosen, count = self.pick(rows, "update_time")
@@ -394,6 +414,35 @@ class PipedriveConnector(Connector):
             if isinstance(item, dict) and item.get("id") is not None and self._same_number(item.get("phones"), forms):
                 found.append(item)
         return found
+
+    async def _organizations_by_phone(self, forms: PhoneForms, *, deadline: Deadline) -> list[dict[str, Any]]:
+        name = self.settings.org_phone_field.strip()
+        if not name:
+            raise ConnectorError("Pipedrive organizations have no phone field of their own: set org_phone_field (the "
+                                 "organization custom field of type Phone holding the number) to find accounts by "
+                                 "the caller's number", kind=self.kind, operation="find_record",
+                                 reason="misconfigured")  # fmt: skip
+        field = name if _HASH_KEY.match(name) else await self._field_key("organizations", name, deadline=deadline)
+        term = forms.national_digits or forms.digits.lstrip("0")
+        if len(term) < 2:
+            return []
+        params = {"term": term, "fields": "custom_fields", "limit": SEARCH_LIMIT}
+        _, data = await self._api("GET", "/api/v2/organizations/search", params=params, deadline=deadline,
+                                  operation="search organizations")  # fmt: skip
+        items = lookup_path(data, "data.items")
+        if not isinstance(items, list):
+            raise self._shape("search organizations", "a search answer without data.items")
+        ids = []
+        for entry in items:
+            item = entry.get("item") if isinstance(entry, dict) else None
+            if not isinstance(item, dict) or not isinstance(item.get("id"), (int, str)):
+                continue
+            matched = [v for v in item.get("custom_fields") or [] if isinstance(v, str)]
+            if matched and not any(forms.matches(v) for v in matched):
+                continue  # the digits were in another custom field
+            ids.append(item["id"])
+        rows = await self._fetch("organizations", list(dict.fromkeys(ids)), deadline=deadline)
+        return [row for row in rows if forms.matches(_phone_text(flatten(row).get(field)))]
 
     def _same_number(self, phones: Any, forms: PhoneForms) -> bool:
         wanted = forms.national_digits or forms.digits
@@ -708,6 +757,13 @@ def _text(value: Any) -> str | None:
     if isinstance(value, list) and value and all(isinstance(v, dict) and "label" in v for v in value):
         return ", ".join(str(v["label"]) for v in value)
     return field_text(value)
+
+
+def _phone_text(value: Any) -> str:
+    """A phone custom field's value: a string, or ``{"value": ...}`` in some answers."""
+    if isinstance(value, dict):
+        value = value.get("value")
+    return value if isinstance(value, str) else ""
 
 
 def _int(value: Any) -> int | None:

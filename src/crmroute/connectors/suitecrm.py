@@ -33,24 +33,31 @@ Authentication
 Modules: accounts -> ``Accounts``, contacts -> ``Contacts``, leads -> ``Leads``.
 
 Finding a record
-    Phone keys. V8 filters compare with SQL ``=`` on the stored text, no normalisation
-    (reference section 8 and the phone appendix: "every stored format, one value per
-    condition"). The V8 filter takes one value per field and operator
-    (``Api/V8/JsonApi/Repository/Filter.php`` quotes a scalar; the ``[eq][]=`` array
-    form of the reference needs a patch, SuiteCRM issue #9744), so ``phone_match``:
-      ``exact`` (default, every V8 version) one request per stored form, sent at once,
-                ``filter[operator]=or&filter[phone_work][eq]=<form>&filter[phone_mobile][eq]=...``
-                over the module's phone fields (Contacts/Leads ``phone_work``, ``phone_mobile``,
-                ``phone_home``, ``phone_other``; Accounts ``phone_office``, ``phone_alternate``;
-                fax numbers are not callers; ``phone_fields`` overrides). The forms: E.164
-                ``+14155552671``, national ``(415) 555-2671``, international ``+1 415-555-2671``,
-                its national part ``415-555-2671``, and the digits with and without the country
-                code ``14155552671``/``4155552671``.
-      ``like``  (``like`` was added to the V8 filter by SuiteCRM PR #9093, April 2021: 7.12+, 8.x) one
-                request, ``filter[<field>][like]=%<last 4 digits>`` on every phone field (the
-                only digits contiguous in every way people type a number).
-    Either way each candidate is kept only when one of its phone fields has the caller's
-    digits (national significant number, with or without country code or trunk prefix):
+    Phone keys. V8 filters compare the stored text in SQL (no normalisation), one value per
+    field and operator (``Api/V8/JsonApi/Repository/Filter.php`` quotes a scalar; the
+    ``[eq][]=`` array form needs a patch, SuiteCRM issue #9744). ``phone_match``:
+      ``auto``  (default) ``like``, and on an install that refuses it the ``exact`` forms from then on
+                (this connector's lifetime: one refused request, a warning in the log).
+      ``like``  one request: ``filter[operator]=or&filter[<field>][like]=%5%5%5%1%2%3%0%0%0%4`` on every
+                phone field — the national number's digits in order with SQL's ``%`` between and before
+                them, so any punctuation or prefix typed around or inside the number matches
+                (``555.123.0004``, ``1-555-123-0008``, ``+1 (555) 123-0009``...). The operator came
+                with SuiteCRM PR #9093, released in 7.11.19 (28 April 2021; the 7.11.x release
+                notes) and in every 7.12+ and 8.x; older installs answer "Filter operator like is
+                invalid" — there is no documented way to ask the V8 API for the version beforehand
+                (v4.1 ``get_server_info`` names it only from 7.11.21), so ``auto`` learns it from that
+                answer.
+      ``exact`` one request per stored form, sent at once (nine: E.164 ``+14155552671``, national
+                ``(415) 555-2671``, international ``+1 415-555-2671``, ``415-555-2671``,
+                ``14155552671``, ``4155552671``, ``415.555.2671``, ``1-415-555-2671``, ``+1 (415)
+                555-2671``; ``_phone.written_forms``), each
+                ``filter[operator]=or&filter[phone_work][eq]=<form>&filter[phone_mobile][eq]=...``.
+                Numbers typed any other way (``415 555 2671``) are not found in this mode.
+    The phone fields: Contacts/Leads ``phone_work``, ``phone_mobile``, ``phone_home``,
+    ``phone_other``; Accounts ``phone_office``, ``phone_alternate`` (fax numbers are not
+    callers; ``phone_fields`` overrides). Either way each candidate is kept only when one of
+    its phone fields is the caller's number (``PhoneForms.matches``: the national number,
+    after nothing or a known prefix), so a record sharing the last digits is never taken;
     this also guards installs older than SuiteCRM PR #8492 (January 2020), whose OR filter
     ignored every condition. v4.1 sends one ``get_entry_list`` whose ``query`` compares each
     phone column with its formatting characters stripped (``REPLACE`` of space, ``-``, ``(``,
@@ -82,9 +89,10 @@ up in Contacts, Leads, then Accounts; an unknown caller becomes a Lead (or a Con
 Errors: V8 answers ``{"errors": {"status", "title", "detail"}}`` with HTTP 400 for almost
 everything. "The following field in Contact module is not found: x" and "Filter field x in
 Contact module is not found" become "field x does not exist on Contacts"; "Filter operator
-like is invalid" says to use ``phone_match: exact``. OAuth errors are
-``{"error", "message"|"error_description", "hint"}``. v4.1 errors are ``{"name", "number",
-"description"}`` inside HTTP 200.
+like is invalid" turns ``auto`` to the exact forms, and in ``like`` mode says to set
+``phone_match`` to ``exact`` or ``auto``. OAuth errors are ``{"error",
+"message"|"error_description", "hint"}``. v4.1 errors are ``{"name", "number", "description"}``
+inside HTTP 200.
 
 Limits: SuiteCRM has no rate limiting of its own: no pace, only the concurrency limit. Unconfirmed: V8 date attributes are read as ISO-8601
 (the fake's shape; other formats sort as oldest), and whether client_credentials tokens
@@ -107,7 +115,7 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, field_validator, model_validator
 
 from crmroute.connectors._http import CappedResponse
-from crmroute.connectors._phone import PhoneForms, digits_of, phone_forms
+from crmroute.connectors._phone import PhoneForms, digits_of, phone_forms, written_forms
 from crmroute.connectors.base import CallActivity, Connector, ConnectorSettings, Record, Token, https_url, lookup_path
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorError, UnexpectedResponse
@@ -119,6 +127,7 @@ logger = logging.getLogger(__name__)
 JSON_API = "application/vnd.api+json"
 CALL_IDS = uuid.UUID("5b0c9f0e-7a43-4f1e-9b4a-0c0ffee5c0de")  # namespace of Calls ids derived from call ids
 PAGE_SIZE = 20  # V8 candidates per request
+EXACT_FORMS = 9  # stored forms asked in exact mode, one request each
 V41_MAX_RESULTS = 50
 MODIFIED = "date_modified"
 LOOKUP_ORDER = ("contacts", "leads", "accounts")  # which module wins when a call is logged by number
@@ -155,9 +164,10 @@ class SuiteCrmSettings(ConnectorSettings):
     client_secret: SecretStr | None = Field(None, description="V8: the OAuth2 client's secret")
     username: str = Field("", description="SuiteCRM user for the password grant and v4_1 (a rule's CRM Username wins)")
     password: SecretStr | None = Field(None, description="That user's password (a rule's CRM Password wins)")
-    phone_match: Literal["exact", "like"] = Field(
-        "exact", description="exact: one request per stored phone format (every version); like: one request "
-        "matching the last digits (SuiteCRM 7.12+ and 8)"
+    phone_match: Literal["auto", "like", "exact"] = Field(
+        "auto", description="auto: like, or exact on an install that refuses it; like: one request matching the "
+        "number's digits whatever the punctuation (SuiteCRM 7.11.19+, 7.12+ and 8); exact: nine requests, one per "
+        "common stored format (any V8 version)"
     )  # fmt: skip
     phone_fields: str = Field(
         "", description="Comma-separated phone fields to search instead of the module's standard ones "
@@ -211,6 +221,7 @@ class SuiteCrmConnector(Connector):
         self.token_url = f"{root}/Api/access_token"
         self.api_url = f"{root}/Api/V8"
         self.rest_url = f"{root}/service/v4_1/rest.php"
+        self._like_refused = False  # phone_match auto: this install answered "Filter operator like is invalid"
         # the token the current task last sent: concurrent requests refused together log in once
 
     @property
@@ -375,22 +386,33 @@ class SuiteCrmConnector(Connector):
             column = {f: f"{table}_cstm.{f}" if f.endswith("_c") else f"{table}.{f}" for f in phones}
             query = " OR ".join(f"{_stripped_sql(column[f])} LIKE '%{wanted[-1]}'" for f in phones)
             rows = await self._v41_list(name, f"({query})", plain, links, deadline=deadline)
-        elif self.settings.phone_match == "like":
-            tail = wanted[-1][-4:]
-            params = {"filter[operator]": "or"} | {f"filter[{f}][like]": f"%{tail}" for f in phones}
-            rows = await self._v8_list(name, params, plain, deadline=deadline)
         else:
-            batches = await _first_error([
-                self._v8_list(name, {"filter[operator]": "or"} | {f"filter[{f}][eq]": form for f in phones}, plain,
-                              deadline=deadline)
-                for form in stored_forms(forms)
-            ])  # fmt: skip
-            seen: dict[str, dict[str, Any]] = {}
-            for batch in batches:
-                for row in batch:
-                    seen.setdefault(row["id"], row)
-            rows = list(seen.values())
+            rows = await self._v8_by_phone(name, forms, wanted[-1], phones, plain, deadline=deadline)
         return [r for r in rows if any(forms.matches(r.get(f)) for f in phones)]
+
+    async def _v8_by_phone(self, name: str, forms: PhoneForms, digits: str, phones: Sequence[str],
+                           plain: Sequence[str], *, deadline: Deadline) -> list[dict[str, Any]]:  # fmt: skip
+        mode = self.settings.phone_match
+        if mode == "like" or (mode == "auto" and not self._like_refused):
+            params = {"filter[operator]": "or"} | {f"filter[{f}][like]": like_pattern(digits) for f in phones}
+            try:
+                return await self._v8_list(name, params, plain, deadline=deadline)
+            except UnexpectedResponse as exc:
+                if mode == "like" or exc.reason != "no_like":
+                    raise
+                self._like_refused = True
+                logger.warning("suitecrm: this install has no like filter (before 7.11.19): phone numbers are "
+                               "matched in the %d exact forms from now on", EXACT_FORMS)  # fmt: skip
+        batches = await _first_error([
+            self._v8_list(name, {"filter[operator]": "or"} | {f"filter[{f}][eq]": form for f in phones}, plain,
+                          deadline=deadline)
+            for form in stored_forms(forms)
+        ])  # fmt: skip
+        seen: dict[str, dict[str, Any]] = {}
+        for batch in batches:
+            for row in batch:
+                seen.setdefault(row["id"], row)
+        return list(seen.values())
 
     async def _by_key(self, name: str, value: str, plain: Sequence[str], links: Sequence[tuple[str, str]], *,
                       deadline: Deadline) -> list[dict[str, Any]]:  # fmt: skip
@@ -659,23 +681,19 @@ class SuiteCrmConnector(Connector):
                 return UnexpectedResponse(f"field {found[1]} does not exist on {_OBJECTS.get(found[2], found[2])}",
                                           reason="unknown_field", **args)  # fmt: skip
             if (found := _BAD_OPERATOR.search(detail)) and found[1].lower() == "like":
-                return UnexpectedResponse("this SuiteCRM does not support the like filter (7.12+); set phone_match "
-                                          "to exact", reason="no_like", **args)  # fmt: skip
+                return UnexpectedResponse("this SuiteCRM has no like filter (it came in 7.11.19); set "
+                                          "phone_match to exact or auto", reason="no_like", **args)  # fmt: skip
         return super().error_for(response, operation)
 
 
 def stored_forms(forms: PhoneForms) -> list[str]:
-    """The ways a number is commonly typed into SuiteCRM, most likely first."""
-    if not forms.valid:
-        return [forms.raw] if forms.raw else []
-    national_part = forms.international.split(" ", 1)[1] if " " in forms.international else ""
-    candidates = [forms.e164, forms.national, forms.international, national_part, forms.digits,
-                  forms.national_digits]  # fmt: skip
-    seen: list[str] = []
-    for value in candidates:
-        if value and value not in seen:
-            seen.append(value)
-    return seen
+    """The ways a number is commonly typed into SuiteCRM, most likely first (exact mode asks each)."""
+    return written_forms(forms)[:EXACT_FORMS]
+
+
+def like_pattern(digits: str) -> str:
+    """``%5%5%5%1%2%3%0%0%0%4``: the digits in order, anything (punctuation, a prefix) before and between."""
+    return "".join(f"%{d}" for d in digits)
 
 
 def wanted_digits(forms: PhoneForms) -> list[str]:
