@@ -398,18 +398,22 @@ class PipedriveConnector(Connector):
         return Record(module=obj, id=str(chosen["id"]), fields=flatten(chosen), matches=max(count, matches),
                       url=self._record_url(obj, str(chosen["id"])))  # fmt: skip
 
-    async def _persons_by_phone(self, forms: PhoneForms, *, deadline: Deadline) -> list[dict[str, Any]]:
+    async def _search(self, obj: str, fields: str, forms: PhoneForms, *, deadline: Deadline) -> list[Any]:
+        """The items of ``/api/v2/{obj}/search`` for the caller's national number in ``fields``."""
         term = forms.national_digits or forms.digits.lstrip("0")
         if len(term) < 2:
             return []
-        params = {"term": term, "fields": "phone", "limit": SEARCH_LIMIT}
-        _, data = await self._api("GET", "/api/v2/persons/search", params=params, deadline=deadline,
-                                  operation="search persons")  # fmt: skip
+        params = {"term": term, "fields": fields, "limit": SEARCH_LIMIT}
+        _, data = await self._api("GET", f"/api/v2/{obj}/search", params=params, deadline=deadline,
+                                  operation=f"search {obj}")  # fmt: skip
         items = lookup_path(data, "data.items")
         if not isinstance(items, list):
-            raise self._shape("search persons", "a search answer without data.items")
+            raise self._shape(f"search {obj}", "a search answer without data.items")
+        return items
+
+    async def _persons_by_phone(self, forms: PhoneForms, *, deadline: Deadline) -> list[dict[str, Any]]:
         found = []
-        for entry in items:
+        for entry in await self._search("persons", "phone", forms, deadline=deadline):
             item = entry.get("item") if isinstance(entry, dict) else None
             if isinstance(item, dict) and item.get("id") is not None and self._same_number(item.get("phones"), forms):
                 found.append(item)
@@ -423,17 +427,8 @@ class PipedriveConnector(Connector):
                                  "the caller's number", kind=self.kind, operation="find_record",
                                  reason="misconfigured")  # fmt: skip
         field = name if _HASH_KEY.match(name) else await self._field_key("organizations", name, deadline=deadline)
-        term = forms.national_digits or forms.digits.lstrip("0")
-        if len(term) < 2:
-            return []
-        params = {"term": term, "fields": "custom_fields", "limit": SEARCH_LIMIT}
-        _, data = await self._api("GET", "/api/v2/organizations/search", params=params, deadline=deadline,
-                                  operation="search organizations")  # fmt: skip
-        items = lookup_path(data, "data.items")
-        if not isinstance(items, list):
-            raise self._shape("search organizations", "a search answer without data.items")
         ids = []
-        for entry in items:
+        for entry in await self._search("organizations", "custom_fields", forms, deadline=deadline):
             item = entry.get("item") if isinstance(entry, dict) else None
             if not isinstance(item, dict) or not isinstance(item.get("id"), (int, str)):
                 continue
