@@ -385,7 +385,8 @@ async def crm_test(settings: Settings, args: argparse.Namespace) -> int:
                 raise ConfigError(f"no integration named {args.name!r}", field="name")
             spec = ConnectorSpec(row.id, row.name, row.kind, True, dict(row.settings), row.secrets_enc)
         credentials = CredentialStore(store.factory, store.box)  # shared with the service: see store/credentials.py
-        connector = ConnectorPool(http, store.box, settings.default_region, credentials).build(spec, for_test=True)
+        pool = ConnectorPool(http, store.box, settings.default_region, credentials, data_dir=settings.data_dir)
+        connector = pool.build(spec, for_test=True)
         report = await connector.test(args.key, module=args.module, fields=args.field)
     finally:
         await http.aclose()
