@@ -385,7 +385,8 @@ class DirectoryConnector(Connector):
         by_fields = {id(e.fields): e for e in found}
         chosen, matches = self.pick([e.fields for e in found], "modified")
         entry = by_fields[id(chosen)]
-        return Record(module, entry.id, entry.fields, matches)
+        where = self.file.name if self.file is not None else "table"  # the trace reads "directory.csv line 4"
+        return Record(where, entry.id, entry.fields, matches)
 
     async def read_field(self, record: Record, api_name: str, *, deadline: Deadline) -> str | None:
         """A column by its name (any case, dots included), else a dotted path into a JSON file's objects."""
