@@ -1,5 +1,9 @@
 """``ConnectorContract``: the tests every CRM connector passes against its vendor fake.
 
+Its first part, ``RecordContract`` (finding records by every phone format and by a typed key, the pick,
+fields, nested fields), is what a record source without a network passes too: the directory kind
+(``test_directory.py``, whose fake writes the records to the file or table the connector reads).
+
 A vendor's ``test_<kind>.py`` subclasses it next to its fake (see
 ``fakecrm.py``) and fills in the class data and ``settings()``::
 
