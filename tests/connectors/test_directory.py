@@ -119,12 +119,14 @@ class DirectoryContract(RecordContract):
         yield None  # no network: the directory is a file or a table
 
     def settings(self, fake: DirectoryFake) -> dict[str, Any]:
-        return {"path": str(fake.path)}
+        return {"path": fake.path.name}
 
     def build(self, fake: DirectoryFake, http: Any, **overrides: Any) -> Any:
         if fake.form == "table":
             return LazyTable(fake, overrides)
-        return super().build(fake, http, **overrides)
+        connector = super().build(fake, http, **overrides)
+        connector.data_dir = fake.path.parent  # what the pool sets: the file is in the data directory
+        return connector
 
     @pytest.fixture
     async def connector(self, fake: DirectoryFake, http: Any):
@@ -161,8 +163,11 @@ def test_kind_describes_itself():
 
 
 def connector_for(path: Path, **settings: Any) -> DirectoryConnector:
+    """A connector reading ``path``, whose folder is the data directory."""
     cls = registry()["directory"]
-    return cls(cls.Settings.model_validate({"path": str(path)} | settings), None, region="US")
+    connector = cls(cls.Settings.model_validate({"path": path.name} | settings), None, region="US")
+    connector.data_dir = path.parent
+    return connector
 
 
 def write_csv(path: Path, text: str) -> None:
@@ -349,6 +354,9 @@ async def test_a_directory_logs_no_calls(tmp_path):
     ({"path": "a.csv", "entries": [{"phone": "1"}]}, "give a file (path) or a table (entries), not both"),
     ({"entries": [{"phone": "5551230001"}, {"phone": "call me"}]}, "row 2: phone 'call me' is not a phone number"),
     ({"path": "callers.xlsx"}, "must be a .csv, .tsv, .txt or .json file"),
+    ({"path": "/etc/shadow.csv"}, "must be a file in the data directory, e.g. callers.csv (link other files there)"),
+    ({"path": "../secret.json"}, "must be a file in the data directory"),
+    ({"path": "~root/x.csv"}, "must be a file in the data directory"),
     ({"phone_columns": " , "}, "name at least one column"),
 ])  # fmt: skip
 def test_settings_are_checked_when_saved(settings, expected):

@@ -30,7 +30,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
@@ -67,8 +67,8 @@ class DirectoryError(ConnectorUnavailable):
 
 class DirectorySettings(ConnectorSettings):
     path: str = Field(
-        "", description="CSV or JSON file of caller records (columns phone, name, owner, any fields); a relative "
-        "path is in the data directory; empty: the table (entries)"
+        "", description="CSV or JSON file of caller records (columns phone, name, owner, any fields), in the data "
+        "directory (link other files there); empty: the table (entries)"
     )  # fmt: skip
     phone_columns: str = Field("phone,mobile", description="Columns holding phone numbers, comma separated")
     entries: list[dict[str, Any]] = Field(
@@ -83,7 +83,14 @@ class DirectorySettings(ConnectorSettings):
     @field_validator("path")
     @classmethod
     def _path(cls, value: str) -> str:
-        if value and Path(value).suffix.lower() not in (".csv", ".tsv", ".txt", ".json"):
+        """Inside the data directory: whoever may edit integrations must not read the server's other files
+        through Test (an operator who wants another file links it there)."""
+        if not value:
+            return value
+        path = PurePosixPath(value.replace("\\", "/"))
+        if path.is_absolute() or ".." in path.parts or value.startswith("~"):
+            raise ValueError("must be a file in the data directory, e.g. callers.csv (link other files there)")
+        if path.suffix.lower() not in (".csv", ".tsv", ".txt", ".json"):
             raise ValueError("must be a .csv, .tsv, .txt or .json file")
         return value
 
@@ -286,10 +293,10 @@ class DirectoryConnector(Connector):
 
     @property
     def file(self) -> Path | None:
+        """The file in the data directory (the working directory when the pool gave none)."""
         if not self.settings.path:
             return None
-        path = Path(self.settings.path).expanduser()
-        return path if path.is_absolute() or self.data_dir is None else Path(self.data_dir) / path
+        return Path(self.data_dir or ".").resolve() / self.settings.path
 
     # --- the index ------------------------------------------------------------------
 

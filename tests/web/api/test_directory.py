@@ -58,11 +58,11 @@ def test_a_bad_row_is_refused_naming_it(api):
     assert list(fields(response)) == ["settings.entries[0]"]
 
 
-def test_a_missing_file_falls_back_with_its_name(seeded, tmp_path):
-    create(seeded, "integrations", {"name": "Front desk", "kind": "directory",
-                                    "settings": {"path": str(tmp_path / "gone.csv")}})  # fmt: skip
+def test_a_missing_file_falls_back_with_its_name(web, seeded):
+    create(seeded, "integrations", {"name": "Front desk", "kind": "directory", "settings": {"path": "gone.csv"}})
     create(seeded, "rules", RULE)
     create(seeded, "dids", {"number": "5551000", "rule": "By directory"})
     trace = route(seeded, "+15551230001")
     assert trace["status"] == "fallback" and trace["reason"] == "bad_directory"
-    assert f"directory file {tmp_path / 'gone.csv'}" in trace["error"]
+    data_dir = web.app.state.settings.data_dir.resolve()  # a relative path is in the data directory
+    assert f"directory file {data_dir / 'gone.csv'}: No such file or directory" in trace["error"]
