@@ -31,7 +31,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -280,6 +280,8 @@ class DirectoryConnector(Connector):
     MODULES = {"accounts": "accounts", "contacts": "contacts", "leads": "leads"}
     limits_source = "none: crmroute's own memory"
     max_concurrency = 1_000
+    # The owner column: what owner routing (the `owner` destination) resolves to an agent by user id or e-mail.
+    owner_field: ClassVar[str] = "owner"
     settings: DirectorySettings
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
