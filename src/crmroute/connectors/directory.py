@@ -24,7 +24,6 @@ import csv
 import io
 import json
 import logging
-import os
 import time
 import weakref
 from collections.abc import Iterable, Sequence

@@ -50,8 +50,8 @@ def test_a_bad_row_is_refused_naming_it(api):
     response = api.post("/api/v1/integrations", json={"name": "Front desk", "kind": "directory",
                                                       "settings": {"entries": bad}})  # fmt: skip
     assert fields(response) == {"settings.entries": "row 3: phone 'ask Bob' is not a phone number"}
-    response = api.post("/api/v1/integrations", json={"name": "Front desk", "kind": "directory",
-                                                      "settings": {"entries": TABLE, "path": "callers.csv"}})  # fmt: skip
+    both = {"entries": TABLE, "path": "callers.csv"}
+    response = api.post("/api/v1/integrations", json={"name": "Front desk", "kind": "directory", "settings": both})
     assert fields(response) == {"settings": "give a file (path) or a table (entries), not both"}
     response = api.post("/api/v1/integrations", json={"name": "Front desk", "kind": "directory",
                                                       "settings": {"entries": [["555"]]}})  # fmt: skip
