@@ -29,6 +29,7 @@ import weakref
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import cached_property
 from pathlib import Path, PurePosixPath
 from typing import Any, ClassVar
 
@@ -292,7 +293,7 @@ class DirectoryConnector(Connector):
         self._loading: asyncio.Task | None = None
         self._watcher: asyncio.Task | None = None
 
-    @property
+    @cached_property  # the pool sets data_dir before the first use; resolved once, not on every call
     def file(self) -> Path | None:
         """The file in the data directory (the working directory when the pool gave none)."""
         if not self.settings.path:
