@@ -126,3 +126,10 @@ def test_make_run_on_a_fresh_clone_routes_a_fastagi_call_by_the_embedded_directo
         output = again.stop()
     assert "nothing imported (--if-empty)" in output and "created" not in output, output
     assert "SILVER" in (data / "directory.csv").read_text()
+
+
+def test_the_readme_shows_the_sample_directory_as_shipped():
+    text = (ROOT / "README.md").read_text()
+    start = text.index("```csv\n") + len("```csv\n")
+    shown = [line.strip() for line in text[start:text.index("```", start)].splitlines() if line.strip()]
+    assert shown == (ROOT / "examples/quickstart/directory.csv").read_text().splitlines()
