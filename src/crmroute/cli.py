@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="path to the file, or - for standard input")
     imp.add_argument("--format", choices=("yaml", "json"), help="default: by file extension, else YAML")
     imp.add_argument("--check", action="store_true", help="validate only; change nothing")
+    imp.add_argument("--if-empty", action="store_true",
+                     help="import only into a store with no configuration yet (what make run seeds)")
     exp = rules.add_parser("export", help="print everything configured as a rules file (secrets masked)")
     exp.add_argument("--format", choices=("yaml", "json"), default="yaml")
     exp.add_argument("--output", "-o", help="write to this file instead of standard output")
@@ -172,6 +174,13 @@ def cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
                 sys.stdout.write(text)
             return 0
         source = rules_source(args.file)
+        if args.if_empty and not args.check:
+            from crmroute.store import seed
+
+            with store.factory() as session:
+                if not seed.is_empty(session):
+                    print("the database already holds a configuration: nothing imported (--if-empty)")
+                    return 0
         if args.check:
             with store.factory() as session:
                 problems = rulesfile.check_references(session, data)
@@ -385,7 +394,8 @@ async def crm_test(settings: Settings, args: argparse.Namespace) -> int:
                 raise ConfigError(f"no integration named {args.name!r}", field="name")
             spec = ConnectorSpec(row.id, row.name, row.kind, True, dict(row.settings), row.secrets_enc)
         credentials = CredentialStore(store.factory, store.box)  # shared with the service: see store/credentials.py
-        connector = ConnectorPool(http, store.box, settings.default_region, credentials).build(spec, for_test=True)
+        pool = ConnectorPool(http, store.box, settings.default_region, credentials, data_dir=settings.data_dir)
+        connector = pool.build(spec, for_test=True)
         report = await connector.test(args.key, module=args.module, fields=args.field)
     finally:
         await http.aclose()

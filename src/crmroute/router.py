@@ -228,7 +228,8 @@ class Router:
         self._box = box
         self.http = http
         self.decision_log = decision_log
-        self.pool = ConnectorPool(http, box, settings.default_region, CredentialStore(factory, box))
+        self.pool = ConnectorPool(http, box, settings.default_region, CredentialStore(factory, box),
+                                  data_dir=settings.data_dir)  # fmt: skip
         self.guards = Guards(settings)
         self.metrics = Metrics()
         self.metrics.track(self.metrics.cache_entries, lambda: len(self.guards.cache))

@@ -29,7 +29,7 @@ from crmroute.routing.compare import Operator, check_operand, parse_operator
 from crmroute.routing.trace import ROW_DEST_TYPES
 
 CRM_KINDS = (
-    "bullhorn", "dynamics2015", "hubspot", "pipedrive", "proprietary", "proprietary1",
+    "bullhorn", "directory", "dynamics2015", "hubspot", "pipedrive", "proprietary", "proprietary1",
     "salesforce", "sugarcrm", "suitecrm", "vtiger", "zendesk", "zoho",
 )  # fmt: skip
 CRM_MODULES = ("accounts", "contacts", "leads")

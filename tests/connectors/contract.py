@@ -1,5 +1,9 @@
 """``ConnectorContract``: the tests every CRM connector passes against its vendor fake.
 
+Its first part, ``RecordContract`` (finding records by every phone format and by a typed key, the pick,
+fields, nested fields), is what a record source without a network passes too: the directory kind
+(``test_directory.py``, whose fake writes the records to the file or table the connector reads).
+
 A vendor's ``test_<kind>.py`` subclasses it next to its fake (see
 ``fakecrm.py``) and fills in the class data and ``settings()``::
 
@@ -79,7 +83,9 @@ STORED_FORMATS: dict[str, tuple[str, str, str]] = {
 DECOY_PHONE = "(555) 987-0001"  # shares the last four digits of "parentheses"
 
 
-class ConnectorContract:
+class RecordContract:
+    """Finding records and reading fields: what every record source passes, HTTP or not (the directory kind)."""
+
     kind: ClassVar[str]
     MODULE: ClassVar[str] = "contacts"
     FIELD: ClassVar[str] = "Status"  # a custom field's API name
@@ -130,18 +136,6 @@ class ConnectorContract:
     @staticmethod
     def deadline(seconds: float = 5.0) -> Deadline:
         return Deadline.after_ms(seconds * 1000)
-
-    # --- class data --------------------------------------------------------------------
-
-    def test_kind_is_discovered_and_describes_itself(self):
-        cls = registry()[self.kind]
-        assert cls.title and cls.docs_url.startswith("https://")
-        assert set(cls.MODULES) <= set(MODULE_NAMES) and cls.MODULES
-        assert cls.requests_per_second is None or cls.requests_per_second > 0
-        assert cls.limits_source, "where the default limits come from"
-        specs = {s.name: s for s in setting_specs(cls.Settings)}
-        assert any(s.secret for s in specs.values()), "a CRM connection has at least one secret"
-        assert all(s.help for s in specs.values()), "every setting explains itself"
 
     # --- finding records --------------------------------------------------------------
 
@@ -229,6 +223,22 @@ class ConnectorContract:
         value = await connector.fetch(LookupKey("12345", "dtmf"), self.MODULE, self.FIELD, deadline=self.deadline())
         assert value == "GOLD"
         assert await connector.fetch(LookupKey("99999", "dtmf"), self.MODULE, self.FIELD, deadline=self.deadline()) is None
+
+
+class ConnectorContract(RecordContract):
+    """The whole contract of a vendor connector: records, auth, faults, limits, Test, call logging, credentials."""
+
+    # --- class data --------------------------------------------------------------------
+
+    def test_kind_is_discovered_and_describes_itself(self):
+        cls = registry()[self.kind]
+        assert cls.title and cls.docs_url.startswith("https://")
+        assert set(cls.MODULES) <= set(MODULE_NAMES) and cls.MODULES
+        assert cls.requests_per_second is None or cls.requests_per_second > 0
+        assert cls.limits_source, "where the default limits come from"
+        specs = {s.name: s for s in setting_specs(cls.Settings)}
+        assert any(s.secret for s in specs.values()), "a CRM connection has at least one secret"
+        assert all(s.help for s in specs.values()), "every setting explains itself"
 
     # --- auth ---------------------------------------------------------------------------
 

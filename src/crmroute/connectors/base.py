@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_origin
 
@@ -112,7 +113,7 @@ class SettingSpec:
     """One setting as ``crm kinds`` and the UI form show it."""
 
     name: str
-    type: str  # string, url, secret, integer, number, boolean, choice
+    type: str  # string, url, secret, integer, number, boolean, choice, table
     required: bool
     secret: bool
     help: str
@@ -139,6 +140,8 @@ def setting_specs(model: type[BaseModel]) -> list[SettingSpec]:
             kind, choices = "choice", tuple(str(a) for a in get_args(annotation))
         elif annotation is SecretStr:
             kind = "secret"
+        elif get_origin(annotation) is list:
+            kind = "table"  # rows of column: value (the directory kind's entries)
         else:
             kind = {bool: "boolean", int: "integer", float: "number"}.get(annotation, "string")  # type: ignore[arg-type]
             if kind == "string" and name.endswith(("_url", "_domain")):
@@ -271,6 +274,7 @@ class Connector:
         # and the refresh token to log in with: the vendor's latest (rotated) one, else empty.
         self.credentials: SharedCredentials | None = None
         self._refresh_state = ""
+        self.data_dir: Path | None = None  # set by the pool: where a relative file setting is (the directory kind)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(<settings hidden>)"

@@ -183,6 +183,11 @@ def read_form(form: FormData, stored: dict | None) -> tuple[dict[str, Any], dict
                 secrets[spec.name] = MASK
         elif spec.type == "boolean":
             settings[spec.name] = shown[spec.name] = checked(form, name.replace(".", "-"))
+        elif spec.type == "table":
+            rows = read_table(form, name.replace(".", "-"))
+            shown[spec.name] = rows
+            if rows:
+                settings[spec.name] = rows
         else:
             value = text(form, name.replace(".", "-"))
             shown[spec.name] = value
@@ -198,6 +203,23 @@ def read_form(form: FormData, stored: dict | None) -> tuple[dict[str, Any], dict
     data = {"name": values["name"], "kind": kind, "enabled": values["enabled"], "settings": settings,
             "secrets": secrets, "log_options": log_options}  # fmt: skip
     return data, values
+
+
+def read_table(form: FormData, prefix: str) -> list[dict[str, str]]:
+    """A table setting's grid (``prefix-col-J`` headers, ``prefix-I-J`` cells): the rows with a value, not removed."""
+    try:
+        row_count, column_count = (min(int(n), 10_000) for n in text(form, f"{prefix}-size").split(","))
+    except ValueError:
+        return []
+    names = [text(form, f"{prefix}-col-{j}") for j in range(column_count)]
+    rows = []
+    for i in range(row_count):
+        if checked(form, f"{prefix}-{i}-remove"):
+            continue
+        row = {name: value for j, name in enumerate(names) if name and (value := text(form, f"{prefix}-{i}-{j}"))}
+        if row:
+            rows.append(row)
+    return rows
 
 
 def form_page(request: Request, principal: Principal, values: dict[str, Any], *, stored: dict | None = None,
