@@ -71,8 +71,9 @@ def test_rules_import_errors_list_every_field_and_change_nothing(env, tmp_path):
     path.write_text(bad)
     result = run(env | SECRETS, "rules", "import", str(path))
     assert result.returncode == 2
-    assert "rules[0].custom_url: must start with https://" in result.stderr
-    assert "rules[1].crm_module: must be one of" in result.stderr
+    # the admin's words (rules counted from 1, fields by their label), then the path in the file
+    assert "Rule 1, CRM URL: must start with https:// (rules[0].custom_url)" in result.stderr
+    assert "Rule 2, CRM Modules: must be one of accounts, contacts or leads (rules[1].crm_module)" in result.stderr
     assert "Traceback" not in result.stderr
     assert run(env, "rules", "export", "--format", "json").stdout.count('"name"') == 0
 

@@ -22,6 +22,7 @@ from starlette.routing import Match, Mount
 
 from crmroute import __version__
 from crmroute.errors import ConfigError, Conflict, NotFound
+from crmroute.fieldlabels import explain
 from crmroute.metrics import CONTENT_TYPE
 from crmroute.schemas import error_problems
 from crmroute.settings import Settings
@@ -144,7 +145,8 @@ def _refused_names(store: Store) -> list[str]:
 
 
 def problem_list(problems: list[tuple[str, str]]) -> list[dict[str, str]]:
-    return [{"field": field, "message": message} for field, message in problems]
+    """``field`` the machine's path (``rows[1].option``), ``message`` the admin's words ("Row 2, ...: ...")."""
+    return [{"field": field, "message": explain(field, message)} for field, message in problems]
 
 
 def install_error_handlers(app: FastAPI) -> None:

@@ -17,6 +17,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
 
 from crmroute import __version__
+from crmroute.fieldlabels import describe
 from crmroute.web.deps import Principal
 
 FLASH_COOKIE = "crmroute_flash"
@@ -38,6 +39,7 @@ def describedby(ident: str, hint: Any = "", error: Any = "") -> str:
 templates.env.globals["fid"] = field_id
 templates.env.filters["format_field"] = lambda name: "{" + name + "}"
 templates.env.globals["describedby"] = describedby
+templates.env.globals["field_label"] = describe
 
 
 def redirect(url: str, message: str = "", *, error: bool = False) -> RedirectResponse:
