@@ -269,6 +269,7 @@ def cmd_license(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 found = licensing.parse_license(text)
                 print("note: no CRMROUTE_LICENSE_KEY is configured, so licenses are not enforced", file=sys.stderr)
+            licensing.check_current(found, date.today())
             with transaction(store.factory) as session:
                 session.add(License(text=text))
                 bump_config_version(session)
