@@ -313,7 +313,10 @@ def license_notice(state: LicenseState, today: date) -> tuple[str, str] | None:
     """What every admin page says about the license: ``("error", text)`` while CRM routing is off,
     ``("warning", text)`` when the license expires within ``EXPIRY_WARNING_DAYS``, else ``None``."""
     if not state.routing_enabled:
-        return "error", f"CRM routing is not licensed: calls get status unlicensed. {state.message}"
+        why = {STATUS_MISSING: "No license is installed.", STATUS_INVALID: "The license or the key is invalid.",
+               STATUS_EXPIRED: f"The license expired on {_day(state)}."}.get(
+            state.status, f"The license does not include {FEATURE_CRM_ROUTING}.")  # fmt: skip
+        return "error", f"CRM routing is off: every call gets status unlicensed (the dialplan's own fallback). {why}"
     expires = state.license.expires if state.license else None
     if expires is not None:
         days = (expires - today).days
@@ -322,3 +325,8 @@ def license_notice(state: LicenseState, today: date) -> tuple[str, str] | None:
             return "warning", (f"The license expires {when} (last day {expires.isoformat()}); "
                                "install a renewed one before then, or CRM routing stops.")  # fmt: skip
     return None
+
+
+def _day(state: LicenseState) -> str:
+    expires = state.license.expires if state.license else None
+    return expires.isoformat() if expires else "?"

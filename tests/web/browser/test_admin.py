@@ -60,7 +60,7 @@ def test_license_banner_appears_and_disappears(sized: Page, tmp_path):
     page.goto("/rules")
     banner = page.locator("#license-banner")
     expect(banner).to_be_visible()
-    expect(banner).to_contain_text("CRM routing is not licensed: calls get status unlicensed")
+    expect(banner).to_contain_text("CRM routing is off: every call gets status unlicensed")
     assert page.evaluate("document.documentElement.scrollWidth") <= page.viewport_size["width"]
     shot(page, tmp_path, "rules-unlicensed")
     page.goto("/license")
