@@ -136,6 +136,15 @@ def test_license_install_and_show(env, tmp_path):
     assert refused.returncode == 1 and "signature" in refused.stderr
 
 
+def test_license_install_refuses_an_expired_license(env, tmp_path):
+    expired = date.today() - timedelta(days=3)
+    public, path = make_license(tmp_path, expires=expired)
+    env = env | {"CRMROUTE_LICENSE_KEY": public}
+    refused = run(env, "license", "install", str(path))
+    assert refused.returncode == 1 and f"this license expired on {expired.isoformat()}" in refused.stderr
+    assert "license: missing" in run(env, "license", "show").stdout  # nothing was installed
+
+
 def test_serve_opens_both_ports(env, tmp_path):
     agi_port, http_port = free_port(), free_port()
     env = env | {"CRMROUTE_AGI_PORT": str(agi_port), "CRMROUTE_HTTP_PORT": str(http_port)}
