@@ -306,7 +306,7 @@ def check_current(license: License, today: date) -> None:
                            "installing it would leave CRM routing disabled. Ask for a renewed license.")  # fmt: skip
     if license.issued is not None and license.issued > today:
         raise LicenseError(f"this license is issued for {license.issued.isoformat()}, after today "
-                           f"({today.isoformat()}); check this server's clock, or install it from that day")  # fmt: skip
+                           f"({today.isoformat()}); check this server's clock, or install it from that day")
 
 
 def license_notice(state: LicenseState, today: date) -> tuple[str, str] | None:

@@ -84,7 +84,8 @@ def delete(session: Session, rule_id: int) -> None:
 
 
 def upsert(session: Session, box: SecretBox, data: RuleIn, integrations: dict[str, Integration]) -> Rule:
-    """Create or update by name, compared ignoring case and spacing (the rules file); references are checked by the caller."""
+    """Create or update by name, compared ignoring case and spacing (the rules file); references are checked
+    by the caller."""
     row = session.scalar(select(Rule).where(Rule.name_key == name_key(data.name)).options(selectinload(Rule.rows)))
     if row is None:
         row = Rule(name=data.name)

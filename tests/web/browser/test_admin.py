@@ -140,7 +140,8 @@ def test_decision_log_shows_the_reason(sized: Page, site, tmp_path):
     with transaction(site.store.factory) as session:
         decision = Decision(Status.FALLBACK, rule="VIP", destination=Destination(DestType.EXTENSION, "100"),
                             reason="timeout", error="the CRM did not answer in 2000 ms", total_ms=2001.0)  # fmt: skip
-        session.add(to_record(decision, CallMeta(call_id=f"reason-{sized.size}", caller="+15550001", did="5551000")))  # type: ignore[attr-defined]
+        meta = CallMeta(call_id=f"reason-{sized.size}", caller="+15550001", did="5551000")  # type: ignore[attr-defined]
+        session.add(to_record(decision, meta))
     sized.goto("/decisions")
     cell = sized.locator("#decisions-table tbody tr").first.locator('[data-label="Reason"]')
     expect(cell).to_have_text("timeout")

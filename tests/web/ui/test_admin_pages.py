@@ -25,7 +25,8 @@ def test_unknown_page_is_a_404_page_in_the_layout(web, admin):
     assert "Page not found" in response.text and 'aria-label="Main"' in response.text  # the menu is there
     assert "Sign out" in response.text and '"detail"' not in response.text
     anonymous = web.client().get("/no-such-page")
-    assert anonymous.status_code == 404 and "Page not found" in anonymous.text and 'aria-label="Main"' not in anonymous.text
+    assert anonymous.status_code == 404 and "Page not found" in anonymous.text
+    assert 'aria-label="Main"' not in anonymous.text
     missing = admin.get("/rules/999999")
     assert missing.status_code == 404 and 'aria-label="Main"' in missing.text
 
@@ -77,7 +78,8 @@ def test_no_banner_when_licenses_are_not_enforced(admin):
 def test_banner_while_unlicensed_then_gone_once_licensed(admin):
     for page in ("/rules", "/dids", "/decisions", "/users"):
         text = banner(admin.get(page).text)
-        assert "CRM routing is off: every call gets status unlicensed" in text and "No license is installed." in text and 'role="alert"' in text
+        assert "CRM routing is off: every call gets status unlicensed" in text and 'role="alert"' in text
+        assert "No license is installed." in text
     follow(admin, post(admin, "/license", {"license_text": license_text()}))  # valid for 30 more days
     assert banner(admin.get("/rules").text) == ""
 
@@ -102,7 +104,8 @@ def test_expired_or_future_license_is_refused_in_red(web, admin):
     later = (date.today() + timedelta(days=60)).isoformat()
     response = post(admin, "/license", {"license_text": license_text(issued=issued, expires=later)})
     assert response.status_code == 422 and f"issued for {issued}, after today" in response.text
-    api = web.api().post("/api/v1/license", content=license_text(expires=expired), headers={"content-type": "text/plain"})
+    api = web.api().post("/api/v1/license", content=license_text(expires=expired),
+                         headers={"content-type": "text/plain"})
     assert api.status_code == 422
     assert api.json()["detail"] == [{"field": "license", "message": f"License: this license expired on {expired}; "
                                      "installing it would leave CRM routing disabled. Ask for a renewed license."}]
