@@ -71,8 +71,9 @@ def test_rules_import_errors_list_every_field_and_change_nothing(env, tmp_path):
     path.write_text(bad)
     result = run(env | SECRETS, "rules", "import", str(path))
     assert result.returncode == 2
-    assert "rules[0].custom_url: must start with https://" in result.stderr
-    assert "rules[1].crm_module: must be one of" in result.stderr
+    # the admin's words (rules counted from 1, fields by their label), then the path in the file
+    assert "Rule 1, CRM URL: must start with https:// (rules[0].custom_url)" in result.stderr
+    assert "Rule 2, CRM Modules: must be one of accounts, contacts or leads (rules[1].crm_module)" in result.stderr
     assert "Traceback" not in result.stderr
     assert run(env, "rules", "export", "--format", "json").stdout.count('"name"') == 0
 
@@ -133,6 +134,15 @@ def test_license_install_and_show(env, tmp_path):
     other, forged = make_license(tmp_path / "..")
     refused = run(env, "license", "install", str(forged))
     assert refused.returncode == 1 and "signature" in refused.stderr
+
+
+def test_license_install_refuses_an_expired_license(env, tmp_path):
+    expired = date.today() - timedelta(days=3)
+    public, path = make_license(tmp_path, expires=expired)
+    env = env | {"CRMROUTE_LICENSE_KEY": public}
+    refused = run(env, "license", "install", str(path))
+    assert refused.returncode == 1 and f"this license expired on {expired.isoformat()}" in refused.stderr
+    assert "license: missing" in run(env, "license", "show").stdout  # nothing was installed
 
 
 def test_serve_opens_both_ports(env, tmp_path):

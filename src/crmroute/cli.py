@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from crmroute import __version__, logs
 from crmroute.errors import ConfigError, CrmrouteError, LicenseError
+from crmroute.fieldlabels import explain
 from crmroute.settings import Settings
 
 if TYPE_CHECKING:
@@ -101,7 +102,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: invalid {exc.source}:" if exc.source else "error: invalid configuration:", file=sys.stderr)
         for field, message in exc.problems:
-            print(f"  {field}: {message}" if field else f"  {message}", file=sys.stderr)
+            where = f" ({field})" if exc.source and field else ""  # a file's path, to find the spot in it
+            print(f"  {explain(field, message)}{where}", file=sys.stderr)
         return 2
     except CrmrouteError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -276,6 +278,7 @@ def cmd_license(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 found = licensing.parse_license(text)
                 print("note: no CRMROUTE_LICENSE_KEY is configured, so licenses are not enforced", file=sys.stderr)
+            licensing.check_current(found, date.today())
             with transaction(store.factory) as session:
                 session.add(License(text=text))
                 bump_config_version(session)

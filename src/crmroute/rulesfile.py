@@ -25,6 +25,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute import textfile
 from crmroute.errors import ConfigError
+from crmroute.fieldlabels import describe
+from crmroute.names import name_key
 from crmroute.schemas import RulesFile, problems
 from crmroute.store import agents, assignments, destinations, integrations, licenses, rules
 from crmroute.store.db import bump_config_version, transaction
@@ -116,12 +118,13 @@ def check_references(session: Session, data: RulesFile) -> list[tuple[str, str]]
         first: dict[Any, int] = {}
         for i, key in enumerate(keys):
             if key in first:
-                found.append((f"{section}[{i}].{what}", f"duplicate of {section}[{first[key]}]"))
+                # counted from 1 as the CLI shows items; rule and integration names match ignoring case and spacing
+                found.append((f"{section}[{i}].{what}", f"the same as {describe(f'{section}[{first[key]}]')}"))
             first.setdefault(key, i)
 
-    unique("integrations", [i.name for i in data.integrations], "name")
+    unique("integrations", [name_key(i.name) for i in data.integrations], "name")
     unique("destinations", [(d.type, d.ref) for d in data.destinations], "number")
-    unique("rules", [r.name for r in data.rules], "name")
+    unique("rules", [name_key(r.name) for r in data.rules], "name")
     unique("dids", [d.number for d in data.dids], "number")
     unique("ivrs", [i.number for i in data.ivrs], "number")
     unique("agents", [a.name for a in data.agents], "name")

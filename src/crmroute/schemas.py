@@ -24,6 +24,7 @@ from pydantic import (
 )
 
 from crmroute.connectors.custom import validate_custom_url, validate_header
+from crmroute.names import name_problem, tidy
 from crmroute.routing.patterns import compile_pattern
 from crmroute.routing.compare import Operator, check_operand, parse_operator
 from crmroute.routing.trace import ROW_DEST_TYPES
@@ -35,7 +36,8 @@ CRM_KINDS = (
 CRM_MODULES = ("accounts", "contacts", "leads")
 DESTINATION_TYPES = ("extension", "queue", "ivr", "recording")
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
+# Any script's letters and digits (the document's pattern; ``names.name_problem`` also allows combining marks).
+NAME_PATTERN = re.compile(r"^[^\W_][\w .\-]*$")
 FIELD_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-:]*$")  # API names, dotted for lookups
 NUMBER_PATTERN = re.compile(r"^[0-9A-Za-z*#+_.\-]+$")  # extension/queue/IVR numbers
 DID_PATTERN = re.compile(r"^(\+?[0-9*#]+|_[0-9A-Za-z*#+\[\]\-.!]+)$")  # a number or an Asterisk pattern
@@ -59,8 +61,10 @@ def _text(**constraints: Any) -> dict[str, Any]:
 
 
 def _name(value: str) -> str:
-    if not NAME_PATTERN.match(value):
-        raise ValueError("use letters, digits, spaces and - _ . only")
+    value = tidy(value)
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -536,10 +540,45 @@ def error_problems(errors: Sequence[Any], prefix: str = "", *, request: bool = F
         elif item.get("type") == "extra_forbidden":
             message = "unknown field"
         elif item.get("type") == "literal_error":
-            expected = str(item.get("ctx", {}).get("expected", "")).removeprefix("'', ")  # "" (any) goes unsaid
+            expected = str(item.get("ctx", {}).get("expected", ""))
+            expected = expected.removeprefix("'', ").removesuffix(" or ''").replace(", '',", ",")  # "" goes unsaid
+            if " or " not in expected and ", " in expected:
+                head, _, last = expected.rpartition(", ")
+                expected = f"{head} or {last}"
             message = "must be one of " + expected.replace("'", "")
+        else:
+            message = plain_message(item.get("type", ""), item.get("ctx") or {}, message)
         found.append((path, message))
     return found
+
+
+# pydantic's messages in the admin's words, by error type ({name} from the error's ctx).
+PLAIN_MESSAGES = {
+    "string_too_long": "must be at most {max_length} characters",
+    "too_long": "at most {max_length} items",
+    "too_short": "at least {min_length} items",
+    "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number", "float_parsing": "must be a number", "float_type": "must be a number",
+    "greater_than_equal": "must be {ge} or more", "less_than_equal": "must be {le} or less",
+    "greater_than": "must be more than {gt}", "less_than": "must be less than {lt}",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "string_type": "must be text", "list_type": "must be a list", "dict_type": "must be an object (key: value)",
+    "model_type": "must be an object (key: value)", "model_attributes_type": "must be an object (key: value)",
+    "string_pattern_mismatch": "holds characters that are not allowed here",
+}  # fmt: skip
+
+
+def plain_message(kind: str, ctx: dict[str, Any], message: str) -> str:
+    if kind == "string_too_short":
+        length = ctx.get("min_length", 1)
+        return "required" if length == 1 else f"must be at least {length} characters"
+    template = PLAIN_MESSAGES.get(kind)
+    if template is None:
+        return message
+    try:
+        return template.format(**ctx)
+    except (KeyError, IndexError):
+        return message
 
 
 def format_path(loc: tuple[Any, ...], prefix: str = "") -> str:
@@ -751,7 +790,8 @@ class RouteIn(Strict):
     def _one_target(self) -> "RouteIn":
         given = [name for name in ("did", "ivr", "rule") if getattr(self, name)]
         if len(given) != 1:
-            raise _FieldError(given[1] if len(given) > 1 else "did", "give exactly one of did, ivr or rule")
+            raise _FieldError(given[1] if len(given) > 1 else "did",
+                              "give exactly one of a DID number, an IVR number or a rule")
         return self
 
 

@@ -6,7 +6,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from crmroute.names import name_key
 
 
 def utcnow() -> datetime:
@@ -40,8 +42,10 @@ class Destination(Base):
 
 class Integration(Base):
     __tablename__ = "integrations"
+    __table_args__ = (UniqueConstraint("name_key", name="uq_integrations_name_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    name_key: Mapped[str] = mapped_column(Text)  # names.name_key(name), set with the name: unique
     kind: Mapped[str] = mapped_column(String(32))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -52,11 +56,18 @@ class Integration(Base):
     # Read-only views of what points here (the deletion policy refuses to break them).
     rules: Mapped[list[Rule]] = relationship(viewonly=True, order_by="Rule.name")
 
+    @validates("name")
+    def _keyed(self, _key: str, name: str) -> str:
+        self.name_key = name_key(name)
+        return name
+
 
 class Rule(Base):
     __tablename__ = "rules"
+    __table_args__ = (UniqueConstraint("name_key", name="uq_rules_name_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    name_key: Mapped[str] = mapped_column(Text)  # names.name_key(name), set with the name: unique
     crm_field: Mapped[str] = mapped_column(String(255))
     location: Mapped[str] = mapped_column(String(8))
     greeting: Mapped[str] = mapped_column(String(255), default="")
@@ -84,6 +95,11 @@ class Rule(Base):
     )
     dids: Mapped[list[Did]] = relationship(viewonly=True, order_by="Did.number")
     ivrs: Mapped[list[Ivr]] = relationship(viewonly=True, order_by="Ivr.number")
+
+    @validates("name")
+    def _keyed(self, _key: str, name: str) -> str:
+        self.name_key = name_key(name)
+        return name
 
 
 class RuleRow(Base):

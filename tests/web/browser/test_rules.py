@@ -159,7 +159,7 @@ def test_server_error_next_to_its_field_with_typed_values_kept(page: Page, site)
     error = page.locator("#custom_url-error")
     expect(error).to_contain_text("https://")
     assert "custom_url-error" in url.get_attribute("aria-describedby")
-    expect(page.get_by_role("alert").first).to_contain_text("custom_url")
+    expect(page.get_by_role("alert").first).to_contain_text("CRM URL")  # the field's label, not its path
     expect(page.get_by_label("Rule Name")).to_have_value("Plain http")
     expect(page.locator("#rows-0-value")).to_have_value("^VIP")
     expect(page.locator("#rows-0-option")).to_have_value("5")

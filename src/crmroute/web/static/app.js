@@ -25,6 +25,11 @@ document.addEventListener("DOMContentLoaded", () => {
     destinationOptions(form);
   });
 
+  // Copy buttons (a new API token): the text of the element named by data-copy, to the clipboard.
+  document.querySelectorAll("button[data-copy]").forEach((button) => {
+    button.addEventListener("click", () => copyText(button.dataset.copy));
+  });
+
   // A form re-shown with errors: bring the list of problems into view.
   const summary = document.getElementById("error-summary");
   if (summary) summary.focus();
@@ -147,4 +152,30 @@ function destinationOptions(form) {
     const row = event.target.closest && event.target.closest("[data-item]");
     if (row) filter(row);
   });
+}
+
+// Copy the text of element `id`; say whether it worked next to the button (data-copy-status).
+async function copyText(id) {
+  const source = document.getElementById(id);
+  const status = document.querySelector(`[data-copy-status="${id}"]`);
+  if (!source) return;
+  const text = source.textContent.trim();
+  let copied = false;
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+      copied = true;
+    }
+  } catch (error) {
+    copied = false;
+  }
+  if (!copied) {  // plain http: select the text so Ctrl+C copies it
+    const range = document.createRange();
+    range.selectNodeContents(source);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    copied = document.execCommand && document.execCommand("copy");
+  }
+  if (status) status.textContent = copied ? "Copied." : "Selected: press Ctrl+C (or ⌘C) to copy.";
 }
