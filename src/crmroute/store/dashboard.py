@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import BigInteger, Integer, case, cast, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,42 +32,70 @@ from crmroute.store.models import DecisionRecord, DecisionStat, Integration, Met
 logger = logging.getLogger(__name__)
 
 WATERMARK = "dashboard_rolled_id"
-CHUNK = 100_000  # decisions counted per transaction
+CHUNK = 200_000  # decision ids counted per transaction
 MINUTE, HOUR = 60, 3600
-MINUTE_KEEP = 2 * 86_400  # per-minute counts serve the last hour; older ones are dropped
+MINUTE_KEEP = 3 * 3600  # per-minute counts serve the last hour; older ones are not kept
 LATENCY_BOUNDS = (10, 25, 50, 100, 200, 300, 500, 750, 1000, 1500, 2000, 2500, 3000, 5000, 10_000)
 OVER = "inf"
 STATUSES = ("matched", "default", "fallback", "error")  # the chart's series; no_rule/unlicensed count as error
 WINDOWS = {"hour": (MINUTE, 60), "day": (HOUR, 24), "week": (HOUR, 168)}  # bucket span, buckets shown
 
 
-def latency_bucket(ms: float) -> str:
-    return next((str(bound) for bound in LATENCY_BOUNDS if ms <= bound), OVER)
-
-
 def _epoch(at: datetime) -> int:
     return int((at if at.tzinfo else at.replace(tzinfo=timezone.utc)).timestamp())
 
 
-def count(rows: list[Any], integration_of: dict[str, str]) -> Counter[tuple[str, int, int, str, str, str]]:
-    """Counts keyed by (metric, span, bucket, k1, k2, k3) for decision rows (calls only, not dry runs)."""
+def _minute_sql(dialect: str) -> Any:
+    """The decision's minute (epoch seconds), computed by the database."""
+    if dialect == "postgresql":
+        seconds = cast(func.floor(func.extract("epoch", DecisionRecord.created_at)), BigInteger)
+    else:
+        seconds = cast(func.strftime("%s", DecisionRecord.created_at), Integer)
+    return (seconds // MINUTE) * MINUTE
+
+
+def _latency_sql() -> Any:
+    ms = DecisionRecord.crm_ms
+    return case(*[(ms <= bound, str(bound)) for bound in LATENCY_BOUNDS], else_=OVER)
+
+
+def count(session: Session, low: int, high: int, now: float) -> Counter[tuple[str, int, int, str, str, str]]:
+    """Counts keyed by (metric, span, bucket, k1, k2, k3) of the calls with ``low < id <= high`` (not dry runs).
+
+    The database groups the rows per minute; hours are summed here, and minutes kept only for recent calls.
+    """
+    d = DecisionRecord
+    minute = _minute_sql(session.get_bind().dialect.name).label("minute")
+    calls = (d.id > low, d.id <= high, d.source == "agi")
+    looked_up = (*calls, d.cached.is_(False), d.crm_ms.is_not(None))
+    queries = {
+        "status": select(minute, d.status, d.reason, d.cached, func.count()).where(*calls)
+                  .group_by(minute, d.status, d.reason, d.cached),
+        "row": select(minute, d.rule, d.row, literal(""), func.count()).where(*calls).group_by(minute, d.rule, d.row),
+        "hit": select(minute, literal("hit"), literal(""), literal(""), func.count()).where(*calls, d.cached.is_(True))
+               .group_by(minute),
+        "miss": select(minute, literal("miss"), literal(""), literal(""), func.count()).where(*looked_up)
+                .group_by(minute),
+        "latency": select(minute, d.rule, _latency_sql().label("le"), literal(""), func.count()).where(*looked_up)
+                   .group_by(minute, d.rule, "le"),
+    }  # fmt: skip
+    integration_of = integration_names(session)
+    recent = int(now) - MINUTE_KEEP
     counts: Counter[tuple[str, int, int, str, str, str]] = Counter()
-    for row in rows:
-        if row.source != "agi":
-            continue
-        at = _epoch(row.created_at)
-        status = row.status if row.status in STATUSES else "error"
-        keys = [("status", status, row.reason or "", "1" if row.cached else "0"),
-                ("row", row.rule, str(row.row) if row.row else "", "")]  # fmt: skip
-        if row.cached:
-            keys.append(("cache", "hit", "", ""))
-        elif row.crm_ms is not None:
-            keys.append(("cache", "miss", "", ""))
-            keys.append(("latency", integration_of.get(row.rule, row.rule)[:128], latency_bucket(row.crm_ms), ""))
-        for span in (MINUTE, HOUR):
-            bucket = at - at % span
-            for metric, k1, k2, k3 in keys:
-                counts[(metric, span, bucket, k1[:128], k2[:64], k3)] += 1
+    for name, query in queries.items():
+        for at, k1, k2, k3, n in session.execute(query):
+            at = int(at)
+            if name == "status":
+                k1 = k1 if k1 in STATUSES else "error"
+                k2, k3 = k2 or "", "1" if k3 else "0"
+            elif name == "row":
+                k2 = str(k2) if k2 else ""
+            elif name == "latency":
+                k1 = integration_of.get(k1, k1)
+            key = ("cache" if name in ("hit", "miss") else name, str(k1)[:128], str(k2)[:64], k3)
+            counts[(key[0], HOUR, at - at % HOUR, *key[1:])] += n
+            if at >= recent:
+                counts[(key[0], MINUTE, at, *key[1:])] += n
     return counts
 
 
@@ -91,54 +119,51 @@ def _upsert(session: Session, counts: Counter) -> None:
     )
     values = [{"metric": m, "span": s, "bucket": b, "k1": k1, "k2": k2, "k3": k3, "calls": n}
               for (m, s, b, k1, k2, k3), n in sorted(counts.items())]  # fmt: skip (sorted: no deadlock between writers)
-    for start in range(0, len(values), 1000):
-        session.execute(statement, values[start : start + 1000])
+    for start in range(0, len(values), 5000):
+        session.execute(statement, values[start : start + 5000])
 
 
 def roll_up(factory: sessionmaker[Session], *, max_rows: int | None = None, now: float | None = None) -> int:
-    """Count the decisions written since the last roll-up; returns how many rows were read.
+    """Count the decisions written since the last roll-up; returns how many ids it went past.
 
     ``max_rows`` bounds the work of one call (a page view); ``None`` catches up completely.
     """
+    now = now if now is not None else time.time()
     done = 0
     while max_rows is None or done < max_rows:
         chunk = CHUNK if max_rows is None else min(CHUNK, max_rows - done)
         try:
-            read = _roll_up_chunk(factory, chunk)
+            read = _roll_up_chunk(factory, chunk, now)
         except (IntegrityError, OperationalError) as exc:  # another process is rolling up the same rows
             logger.debug("dashboard roll-up skipped: %s", exc)
             break
         done += read
         if read < chunk:
             break
-    _drop_old_minutes(factory, now if now is not None else time.time())
+    _drop_old_minutes(factory, now)
     return done
 
 
-def _roll_up_chunk(factory: sessionmaker[Session], limit: int) -> int:
+def _roll_up_chunk(factory: sessionmaker[Session], limit: int, now: float) -> int:
     with factory() as session, session.begin():
         mark = session.scalar(select(Meta.value).where(Meta.key == WATERMARK))
         if mark is None:
             session.add(Meta(key=WATERMARK, value="0"))
             session.flush()
             mark = "0"
-        start = int(mark or 0)
-        columns = (DecisionRecord.id, DecisionRecord.created_at, DecisionRecord.source, DecisionRecord.status,
-                   DecisionRecord.reason, DecisionRecord.cached, DecisionRecord.rule, DecisionRecord.row,
-                   DecisionRecord.crm_ms)  # fmt: skip
-        rows = session.execute(
-            select(*columns).where(DecisionRecord.id > start).order_by(DecisionRecord.id).limit(limit)
-        ).all()
-        if not rows:
+        low = int(mark or 0)
+        newest = session.scalar(select(func.max(DecisionRecord.id))) or 0
+        high = min(low + limit, newest)
+        if high <= low:
             return 0
         moved = session.execute(
-            update(Meta).where(Meta.key == WATERMARK, Meta.value == mark).values(value=str(rows[-1].id))
+            update(Meta).where(Meta.key == WATERMARK, Meta.value == mark).values(value=str(high))
         ).rowcount
         if moved != 1:  # another process moved it first: its counts stand, ours are dropped
             session.rollback()
             return 0
-        _upsert(session, count(rows, integration_names(session)))
-        return len(rows)
+        _upsert(session, count(session, low, high, now))
+        return high - low
 
 
 def _drop_old_minutes(factory: sessionmaker[Session], now: float) -> None:
