@@ -16,7 +16,8 @@ from markupsafe import Markup
 
 
 def _attrs(**attrs: object) -> str:
-    return "".join(f' {name.replace("_", "-")}="{escape(str(value), quote=True)}"' for name, value in attrs.items())
+    return "".join(f' {name.rstrip("_").replace("_", "-")}="{escape(str(value), quote=True)}"'
+                   for name, value in attrs.items())
 
 
 def _tick(at: int, span: int) -> str:
@@ -67,10 +68,10 @@ def bar_list(items: Sequence[tuple[str, int]], *, chart: str, unit: str = "", cs
         dead = " dead" if value == 0 and dead_note else ""
         note = f' <em class="dead-note">{escape(dead_note)}</em>' if dead else ""
         rows.append(
-            f'<li class="bar-row{dead}"><span class="bar-label">{escape(label)}</span>'
+            f'<li class="bar-row{dead}"><span class="bar-label">{escape(label)}{note}</span>'
             f'<svg viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">'
             f'<rect{_attrs(class_=f"bar {css}".strip(), x=0, y=0, width=round(pct, 3), height=10, data_label=label, data_value=value)}>'
-            f'</rect></svg><span class="bar-value">{value}{escape(unit)}{note}</span></li>'
+            f'</rect></svg><span class="bar-value">{value}{escape(unit)}</span></li>'
         )  # fmt: skip
     return Markup(f'<ul class="bar-list"{_attrs(data_chart=chart, data_items=len(items))}>{"".join(rows)}</ul>')
 
