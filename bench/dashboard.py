@@ -47,7 +47,8 @@ WEEK = 7 * 86_400
 
 # One row per generated number n: spread over the week, status/rule/row/latency derived from n.
 COLUMNS = ("created_at, source, call_id, channel, caller, did, ivr, rule, lookup_key, key_source, value, "
-           "record_module, record_id, row, dest_type, dest, status, reason, error, crm_ms, total_ms, cached, trace")  # fmt: skip
+           "record_module, record_id, row, dest_type, dest, status, reason, error, crm_ms, total_ms, cached, "
+           "trace")  # fmt: skip
 EXPRESSIONS = """
   {at}, 'agi', 'call-' || n, '', '+1555' || (n % 100000), '5551000', '', 'Rule ' || (n % {rules}), '', 'caller_id',
   '', '', '', CASE WHEN n % 10 < 7 THEN 1 + (n % 4) ELSE NULL END, 'queue', '103',

@@ -70,7 +70,8 @@ def bar_list(items: Sequence[tuple[str, int]], *, chart: str, unit: str = "", cs
         rows.append(
             f'<li class="bar-row{dead}"><span class="bar-label">{escape(label)}{note}</span>'
             f'<svg viewBox="0 0 100 10" preserveAspectRatio="none" aria-hidden="true">'
-            f'<rect{_attrs(class_=f"bar {css}".strip(), x=0, y=0, width=round(pct, 3), height=10, data_label=label, data_value=value)}>'
+            f'<rect{_attrs(class_=f"bar {css}".strip(), x=0, y=0, width=round(pct, 3), height=10)}'
+            f'{_attrs(data_label=label, data_value=value)}>'
             f'</rect></svg><span class="bar-value">{value}{escape(unit)}</span></li>'
         )  # fmt: skip
     return Markup(f'<ul class="bar-list"{_attrs(data_chart=chart, data_items=len(items))}>{"".join(rows)}</ul>')
@@ -89,7 +90,8 @@ def latency_bars(latency: Sequence[dict], *, chart: str = "latency") -> Markup:
             value = item[key]
             pct = 100.0 if value == "inf" else float(value or 0) / top * 100
             bars.append(f"<rect{_attrs(class_=f'bar {key}', x=0, y=i * 6, width=round(min(pct, 100.0), 3), height=5)}"
-                        f"{_attrs(data_integration=item['integration'], data_percentile=key, data_ms=value)}></rect>")  # fmt: skip
+                        f"{_attrs(data_integration=item['integration'], data_percentile=key, data_ms=value)}>"
+                        "</rect>")  # fmt: skip
         label = f"≤ {item['p50']} / ≤ {item['p95']} ms"
         rows.append(f'<li class="bar-row"><span class="bar-label">{escape(item["integration"])}'
                     f' <small>({item["calls"]} lookups)</small></span>'
@@ -97,7 +99,8 @@ def latency_bars(latency: Sequence[dict], *, chart: str = "latency") -> Markup:
                     f'<span class="bar-value">{escape(label)}</span></li>')  # fmt: skip
     legend = ('<ul class="legend"><li><span class="swatch p50"></span>p50</li>'
               '<li><span class="swatch p95"></span>p95</li></ul>')  # fmt: skip
-    return Markup(f'<ul class="bar-list"{_attrs(data_chart=chart, data_items=len(latency))}>{"".join(rows)}</ul>{legend}')
+    items = _attrs(data_chart=chart, data_items=len(latency))
+    return Markup(f'<ul class="bar-list"{items}>{"".join(rows)}</ul>{legend}')
 
 
 def ratio_ring(hits: int, misses: int, *, chart: str = "cache") -> Markup:
@@ -108,7 +111,8 @@ def ratio_ring(hits: int, misses: int, *, chart: str = "cache") -> Markup:
             f'{_attrs(data_chart=chart, data_hits=hits, data_misses=misses, data_ratio=round(pct, 1))}>'
             '<circle class="ring-track" cx="21" cy="21" r="15.915" fill="none" stroke-width="6"></circle>'
             f'<circle class="ring-value" cx="21" cy="21" r="15.915" fill="none" stroke-width="6"'
-            f'{_attrs(stroke_dasharray=f"{pct:.2f} {100 - pct:.2f}", stroke_dashoffset=25)}></circle></svg>')  # fmt: skip
+            f'{_attrs(stroke_dasharray=f"{pct:.2f} {100 - pct:.2f}", stroke_dashoffset=25)}>'
+            "</circle></svg>")  # fmt: skip
     text = (f'<p><b class="big">{pct:.0f} %</b><br>{hits} from the cache, {misses} asked the CRM</p>'
             if total else '<p class="hint">No CRM lookups in this period.</p>')  # fmt: skip
     return Markup(f'<div class="ring-chart">{ring}{text}</div>')

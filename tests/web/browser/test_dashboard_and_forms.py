@@ -148,7 +148,8 @@ def test_changing_the_crm_of_an_integration_in_use_asks(screen: Page, site: Site
 
     screen.once("dialog", answer(False))
     screen.get_by_role("button", name="Save").click()
-    assert asked and "Zoho CRM to HubSpot" in asked[0] and f"Uses A {screen.size}" in asked[0]  # type: ignore[attr-defined]
+    assert asked and "Zoho CRM to HubSpot" in asked[0]
+    assert f"Uses A {screen.size}" in asked[0]  # type: ignore[attr-defined]
     screen.wait_for_timeout(200)
     with site.store.factory() as session:
         assert integrations.get(session, integration_id).kind == "zoho"

@@ -22,7 +22,8 @@ def test_each_crm_asks_for_its_sign_in_method_and_shows_that_methods_fields(admi
     assert re.search(r'data-show-when="hubspot-auth_method=private_app"[^>]*>\s*<div class="field">\s*'
                      r'<label for="hubspot-access_token">Access token</label>', hubspot)  # fmt: skip
     assert 'data-show-when="hubspot-auth_method=oauth" data-auth-field="refresh_token"' in hubspot
-    assert 'href="https://developers.hubspot.com/docs/api/private-apps"' in hubspot and "crm.objects.contacts.read" in hubspot
+    assert 'href="https://developers.hubspot.com/docs/api/private-apps"' in hubspot
+    assert "crm.objects.contacts.read" in hubspot
     # credentials before tuning: the cache and rate settings are folded under Advanced, after the sign-in fields
     assert hubspot.index("hubspot-access_token") < hubspot.index("<details class=\"advanced\"") < hubspot.index(
         "Cache values for (seconds)")

@@ -23,7 +23,8 @@ def test_the_option_is_typed_with_suggestions_of_its_type(admin):
     assert re.search(r'<datalist id="dest-options-queue">\s*<option value="103">103 – Sales</option>', html)
     assert '<datalist id="dest-options-recording"><option value="closed-today">' in html
     template = html.split("<template>")[-1]
-    assert re.search(r'<input id="rows-__i__-option" name="rows-__i__-option" value="" list="dest-options-queue"', template)
+    assert re.search(r'<input id="rows-__i__-option" name="rows-__i__-option" value="" '
+                     r'list="dest-options-queue"', template)
 
 
 def test_an_unknown_option_is_added_to_destinations_on_save(web, admin):

@@ -55,7 +55,8 @@ class CrmForm:
     connection: tuple[str, ...] = ()
     options: tuple[str, ...] = ()
     auth_field: str = ""
-    labels: dict[str, tuple[str, str]] = field(default_factory=dict)  # setting -> (label, help); help "" keeps the spec's
+    # setting -> (label, help); an empty help keeps the connector's
+    labels: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def method(self, key: str) -> AuthMethod:
         return next((m for m in self.methods if m.key == key), self.methods[0])
@@ -284,7 +285,8 @@ FORMS: dict[str, CrmForm] = {
         ),
         connection=("lookup_url", "method", "lookup_body"),
         options=("phone_field", "phone_forms", "records_path", "id_path", "fields_path"),
-        labels={"lookup_url": ("Lookup URL", ""), "method": ("Lookup method", ""), "lookup_body": ("Lookup body (POST)", ""),
+        labels={"lookup_url": ("Lookup URL", ""), "method": ("Lookup method", ""),
+                "lookup_body": ("Lookup body (POST)", ""),
                 "token": ("Token or API key", ""), "api_key_header": ("API key header", ""),
                 "token_url": ("Token URL", ""), "client_id": ("Client ID", ""), "client_secret": ("Client secret", ""),
                 "phone_field": ("Phone field", ""), "phone_forms": ("Phone number forms", ""),
@@ -298,7 +300,8 @@ FORMS: dict[str, CrmForm] = {
         methods=(AuthMethod("session", "Session login", ("login_url", "username", "password")),),
         connection=("lookup_url", "method", "lookup_form"),
         options=("phone_field", "phone_forms", "records_path", "id_path", "token_path"),
-        labels={"lookup_url": ("Lookup URL", ""), "method": ("Lookup method", ""), "lookup_form": ("Lookup form fields", ""),
+        labels={"lookup_url": ("Lookup URL", ""), "method": ("Lookup method", ""),
+                "lookup_form": ("Lookup form fields", ""),
                 "login_url": ("Login URL", ""), "username": ("Username", ""), "password": ("Password", ""),
                 "phone_field": ("Phone field", ""), "phone_forms": ("Phone number forms", ""),
                 "records_path": ("Records path", ""), "id_path": ("ID path", ""),
@@ -317,8 +320,8 @@ def layout(kind: str, specs: list[SettingSpec]) -> dict[str, Any]:
     crm = FORMS.get(kind)
     if crm is None:  # a kind without a curated form (a new connector): every field, in the connector's order
         method = AuthMethod("default", "", ())
-        return {"setup_url": "", "setup": "", "auth_field": "", "methods": [method], "method_options": [], "connection": [],
-                "options": specs, "advanced": [], "method_fields": {}}  # fmt: skip
+        return {"setup_url": "", "setup": "", "auth_field": "", "methods": [method], "method_options": [],
+                "connection": [], "options": specs, "advanced": [], "method_fields": {}}  # fmt: skip
     pick = lambda names: [by_name[n] for n in names if n in by_name]  # noqa: E731
     fields: dict[str, list[str]] = {}
     for m in crm.methods:

@@ -40,6 +40,7 @@ async def dashboard_page(request: Request, principal: PageUser, window: str = "h
         calls_chart=charts.stacked_columns(data.buckets, data.span, data.by_status, title=title),
         reasons_chart=charts.bar_list(data.fallback_reasons, chart="fallbacks", css="s-fallback",
                                       empty="No fallbacks in this period."),
-        latency_chart=charts.latency_bars(data.latency), cache_chart=charts.ratio_ring(data.cache_hits, data.cache_misses),
+        latency_chart=charts.latency_bars(data.latency),
+        cache_chart=charts.ratio_ring(data.cache_hits, data.cache_misses),
         rule_charts=rules,
     )  # fmt: skip

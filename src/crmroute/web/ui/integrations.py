@@ -227,7 +227,8 @@ def form_page(request: Request, principal: Principal, values: dict[str, Any], *,
         crm = _crm_forms.form_of(kind)
         for path, message in problems_of(failure).items():  # settings.X / secrets.X: the kind's field X
             head, _, rest = path.partition(".")
-            if crm and rest and rest in (crm.auth_field, *crm.method(values["fields"][kind].get("auth_method", "")).sets):
+            method = crm.method(values["fields"][kind].get("auth_method", "")) if crm else None
+            if crm and method and rest and rest in (crm.auth_field, *method.sets):
                 rest = "auth_method"  # the method's own setting has no input: its chooser has
             errors[f"{kind}.{rest}" if head in ("settings", "secrets") and rest else path] = message
     elif isinstance(failure, Conflict):
@@ -252,7 +253,8 @@ def form_page(request: Request, principal: Principal, values: dict[str, Any], *,
                   integration_id=stored["id"] if stored else None, original_name=stored["name"] if stored else "",
                   stored_kind=stored["kind"] if stored else "", stored_secrets=stored_secrets,
                   used_by=stored["used_by"]["rules"] if stored else [], values=values, errors=errors,
-                  kinds=list(titles.items()), specs=specs, log_flags=LOG_FLAGS, log_levels=LOG_LEVELS, link_choices=LINK_CHOICES,
+                  kinds=list(titles.items()), specs=specs,
+                  log_flags=LOG_FLAGS, log_levels=LOG_LEVELS, link_choices=LINK_CHOICES,
                   call_fields=CALL_FIELDS,
                   modules=[(m, m.capitalize()) for m in MODULE_NAMES], report=report,
                   asked=asked or {"key": "", "module": "contacts", "fields": ""},
