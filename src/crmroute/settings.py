@@ -37,6 +37,9 @@ CALLLOG_PRESETS = ("asterisk", "freepbx")  # contexts and number patterns: crmro
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 
+DEFAULT_SOUNDS_DIR = "/var/lib/asterisk/sounds/en"
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
@@ -76,6 +79,7 @@ class Settings:
     custom_max_concurrency: int = DEFAULT_CUSTOM_MAX_CONCURRENCY
     trusted_proxies: tuple[IpNetwork, ...] = ()  # whose X-Forwarded-For/-Proto are believed; none by default
     metrics_token: str = field(default="", repr=False)  # when set, /metrics needs it as a bearer token
+    sounds_dir: Path = Path(DEFAULT_SOUNDS_DIR)  # Asterisk's sounds of one language: the greeting's suggestions
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -190,6 +194,7 @@ class Settings:
             custom_max_concurrency=integer("CUSTOM_MAX_CONCURRENCY", DEFAULT_CUSTOM_MAX_CONCURRENCY, 1, 100_000),
             trusted_proxies=trusted_proxies,
             metrics_token=get("METRICS_TOKEN"),
+            sounds_dir=Path(get("SOUNDS_DIR", DEFAULT_SOUNDS_DIR)),
         )
         if problems:
             raise ConfigError(problems)

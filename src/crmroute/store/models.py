@@ -303,3 +303,23 @@ class ConnectorCredential(Base):
     lease_owner: Mapped[str] = mapped_column(String(128), default="")
     lease_until: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class DecisionStat(Base):
+    """Decision log counts per time bucket, for the dashboard (``store/dashboard.py`` keeps them).
+
+    ``span`` is the bucket length in seconds (60 or 3600), ``bucket`` its start in epoch seconds; ``metric``
+    says what ``k1``..``k3`` hold: ``status`` (status, reason, cached), ``row`` (rule, row number or ""),
+    ``latency`` (integration, upper bound of a CRM latency bucket in ms) and ``cache`` (hit or miss).
+    """
+
+    __tablename__ = "decision_stats"
+    __table_args__ = (UniqueConstraint("metric", "span", "bucket", "k1", "k2", "k3", name="uq_decision_stats_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    metric: Mapped[str] = mapped_column(String(16))
+    span: Mapped[int] = mapped_column(Integer)
+    bucket: Mapped[int] = mapped_column(Integer)
+    k1: Mapped[str] = mapped_column(String(128), default="")
+    k2: Mapped[str] = mapped_column(String(64), default="")
+    k3: Mapped[str] = mapped_column(String(16), default="")
+    calls: Mapped[int] = mapped_column(Integer, default=0)

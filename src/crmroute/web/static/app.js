@@ -132,20 +132,14 @@ function repeater(box) {
   renumber();
 }
 
-// A rule row's Destination Option lists only destinations of the row's
-// Destination type (queue numbers, IVR numbers or recordings).
+// A rule row's Destination Option suggests only destinations of the row's
+// Destination type (queue numbers, IVR numbers or recordings); any value can be typed.
 function destinationOptions(form) {
   const filter = (row) => {
     const type = row.querySelector("[data-dest-type]");
     const option = row.querySelector("[data-dest-option]");
     if (!type || !option) return;
-    option.querySelectorAll("optgroup").forEach((group) => {
-      const mine = group.dataset.type === type.value;
-      group.hidden = !mine;
-      group.disabled = !mine;
-    });
-    const chosen = option.selectedOptions[0];
-    if (chosen && chosen.parentElement.tagName === "OPTGROUP" && chosen.parentElement.disabled) option.value = "";
+    option.setAttribute("list", `dest-options-${type.value}`);
   };
   form.querySelectorAll("[data-item]").forEach(filter);
   form.addEventListener("change", (event) => {

@@ -12,7 +12,8 @@ from starlette.datastructures import FormData
 
 from crmroute.errors import ConfigError, Conflict
 from crmroute.routing.compare import Operator
-from crmroute.schemas import RuleIn
+from crmroute.schemas import DestinationIn, RuleIn
+from crmroute.sounds import list_sounds
 from crmroute.store import destinations, integrations, rules
 from crmroute.store.secrets import MASK
 from crmroute.web.deps import FormUser, PageUser, SessionDep
@@ -63,12 +64,13 @@ def rule_create(request: Request, principal: FormUser, session: SessionDep, form
     data, values = read_form(form, stored=None)
     box = request.app.state.store.box
     try:
+        added = add_typed_destinations(session, data["rows"])
         rule = rules.create(session, box, RuleIn.model_validate(data), license_key=request.app.state.settings.license_key)
     except (ValidationError, ConfigError, Conflict) as exc:
         session.rollback()
         return form_page(request, principal, session, values=values, failure=exc, status_code=422)
     session.commit()
-    return redirect("/rules", f"Saved the rule {rule.name!r}.")
+    return redirect("/rules", saved_message(rule.name, added))
 
 
 @router.get("/rules/{rule_id}/edit", response_class=HTMLResponse)
@@ -83,12 +85,42 @@ def rule_update(request: Request, rule_id: int, principal: FormUser, session: Se
     stored = rules.to_public(rules.get(session, rule_id), box)
     data, values = read_form(form, stored=stored)
     try:
+        added = add_typed_destinations(session, data["rows"])
         rule = rules.update(session, box, rule_id, RuleIn.model_validate(data))
     except (ValidationError, ConfigError, Conflict) as exc:
         session.rollback()
         return form_page(request, principal, session, values=values, stored=stored, failure=exc, status_code=422)
     session.commit()
-    return redirect("/rules", f"Saved the rule {rule.name!r}.")
+    return redirect("/rules", saved_message(rule.name, added))
+
+
+def add_typed_destinations(session: Session, rows: list[dict[str, str]]) -> list[str]:
+    """Add the destinations rows name that are not stored yet (a typed queue or IVR number, a recording name).
+
+    In the rule's transaction: a rule that is refused adds nothing. An option that is not a valid
+    destination is left for the rule's own check to name.
+    """
+    known = {(d.type, d.ref) for d in destinations.list_all(session)}
+    labels = dict(ROW_DESTINATIONS)
+    added = []
+    for row in rows:
+        kind, option = row.get("destination", ""), row.get("option", "")
+        if kind not in labels or not option or (kind, option) in known:
+            continue
+        try:
+            data = DestinationIn.model_validate({"type": kind, "name" if kind == "recording" else "number": option})
+        except ValidationError:
+            continue
+        destinations.create(session, data)
+        known.add((kind, option))
+        added.append(f"{labels[kind].removeprefix('Play ').lower() if kind == 'recording' else labels[kind]} {option}")
+    return added
+
+
+def saved_message(name: str, added: list[str]) -> str:
+    if not added:
+        return f"Saved the rule {name!r}."
+    return f"Saved the rule {name!r}. Added to Destinations: {', '.join(added)}."
 
 
 # --- the form -------------------------------------------------------------------------
@@ -209,4 +241,5 @@ def form_page(
         operators=[(op.value, OPERATOR_LABELS[op]) for op in Operator], row_destinations=ROW_DESTINATIONS,
         default_deadline_ms=request.app.state.settings.deadline_ms,
         default_cache_ttl_s=request.app.state.settings.cache_ttl_s, keep_company_choices=KEEP_COMPANY,
+        sounds=list_sounds(request.app.state.settings.sounds_dir), sounds_dir=request.app.state.settings.sounds_dir,
     )  # fmt: skip
