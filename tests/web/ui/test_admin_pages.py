@@ -116,10 +116,11 @@ def test_rule_form_errors_name_labels_and_rows_from_one(web, admin):
     form = {"name": "Müller VIP", "crm_field": "Status", "location": "did", "crm_source": "custom",
             "custom_url": "https://crm.example.com/x", "default_destination": "100",
             "rows-0-operator": "=", "rows-0-value": "A", "rows-0-destination": "queue", "rows-0-option": "103",
-            "rows-1-operator": "=", "rows-1-value": "B", "rows-1-destination": "queue", "rows-1-option": "999"}  # fmt: skip
+            "rows-1-operator": "=", "rows-1-value": "B", "rows-1-destination": "queue", "rows-1-option": "1 0 3"}  # fmt: skip
     response = post(admin, "/rules/new", form)
     assert response.status_code == 422
-    assert '<a href="#rows-1-option">Row 2, Destination Option</a>: no queue' in response.text
+    # a number that cannot be a queue (a typed unknown number would be created on save)
+    assert '<a href="#rows-1-option">Row 2, Destination Option</a>: no queue &#39;1 0 3&#39;' in response.text
     assert "rows[1]" not in response.text.split('id="error-summary"', 1)[1].split("</div>", 1)[0]
     form["rows-1-option"] = "103"
     follow(admin, post(admin, "/rules/new", form))
