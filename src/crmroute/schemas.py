@@ -951,6 +951,15 @@ class RouteIn(Strict):
     rule: str | None = Field(None, max_length=128)
     caller: str = Field("", max_length=64)
     dtmf: str = Field("", max_length=64)
+    at: datetime.datetime | None = Field(None, description="the call's instant for schedule conditions, e.g. "
+                                         "2026-03-30T09:15:00+01:00 (an instant without offset is UTC); default: now")
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, value: datetime.datetime | None) -> datetime.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=datetime.timezone.utc)
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> "RouteIn":
