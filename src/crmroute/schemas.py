@@ -107,14 +107,35 @@ def _list_of_text(value: Any) -> Any:
     return value
 
 
+def _condition_schema(schema: dict[str, Any]) -> None:
+    """Exactly one kind, never null; operator and value only with ``field``, checked as a row's are."""
+    for kind in CONDITION_KINDS:
+        prop = schema["properties"][kind]
+        prop["anyOf"] = [a for a in prop.get("anyOf", []) if a.get("type") != "null"]
+        prop.pop("default", None)
+    schema["oneOf"] = [{"required": [kind]} for kind in CONDITION_KINDS]
+    schema["allOf"] = [
+        {"if": {"not": {"required": ["field"]}}, "then": {"properties": {
+            "operator": {"type": "null"}, "value": _text(pattern=r"^\s*$")}}},
+        _when("operator", ["<", ">", "<=", ">="], {"properties": {"value": {"anyOf": [
+            _text(pattern=ORDERING_OPERAND), _text(format="date"), _text(format="date-time")]}}}),
+        _when("operator", ["contains", "starts_with", "regex"], {
+            "required": ["value"], "properties": {"value": _text(pattern=r"\S")}}),
+    ]
+
+
+def _country_codes(schema: dict[str, Any]) -> None:
+    import phonenumbers
+
+    codes = sorted(phonenumbers.SUPPORTED_REGIONS)
+    schema.pop("pattern", None)
+    schema["enum"] = codes + [c.lower() for c in codes]
+
+
 class ConditionIn(Strict):
     """One extra condition of a row (``routing/conditions.py``): exactly one of its kinds, optionally negated."""
 
-    model_config = ConfigDict(populate_by_name=True, json_schema_extra={
-        "oneOf": [{"required": [kind]} for kind in CONDITION_KINDS],
-        "allOf": [_when("operator", ["<", ">", "<=", ">="], {"properties": {"value": {"anyOf": [
-            _text(pattern=ORDERING_OPERAND), _text(format="date"), _text(format="date-time")]}}})],
-    })  # fmt: skip
+    model_config = ConfigDict(populate_by_name=True, json_schema_extra=_condition_schema)
 
     field: str | None = Field(None, min_length=1, max_length=255, description="another CRM field of the record",
                               json_schema_extra={"pattern": FIELD_PATTERN.pattern})  # fmt: skip
@@ -124,7 +145,7 @@ class ConditionIn(Strict):
     did: list[Annotated[str, Field(min_length=1, max_length=64, json_schema_extra={"pattern": DID_PATTERN.pattern})]] \
         | None = Field(None, min_length=1, max_length=100, description="the DID called is one of these numbers or "
                        "_patterns")  # fmt: skip
-    country: list[Annotated[str, Field(min_length=2, max_length=2, json_schema_extra={"pattern": "^[A-Za-z]{2}$"})]] \
+    country: list[Annotated[str, Field(min_length=2, max_length=2, json_schema_extra=_country_codes)]] \
         | None = Field(None, min_length=1, max_length=250, description="the caller's number is from one of these "
                        "countries (ISO 3166 codes such as GB)")  # fmt: skip
     matches: Literal["none", "one", "many"] | None = Field(None, description="how many CRM records matched the key")
@@ -609,6 +630,13 @@ class HolidayIn(Strict):
     date: datetime.date
     name: str = Field("", max_length=128)
 
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date_text(cls, value: Any) -> Any:
+        if not isinstance(value, (str, datetime.date)):
+            raise ValueError("must be a date such as 2026-12-25")
+        return value
+
 
 def _holiday(value: Any) -> Any:
     """The short form: a date alone (YAML reads an unquoted 2026-12-25 as a date)."""
@@ -953,6 +981,13 @@ class RouteIn(Strict):
     dtmf: str = Field("", max_length=64)
     at: datetime.datetime | None = Field(None, description="the call's instant for schedule conditions, e.g. "
                                          "2026-03-30T09:15:00+01:00 (an instant without offset is UTC); default: now")
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, (str, datetime.datetime)):
+            raise ValueError("must be a date and time such as 2026-03-30T09:15:00+01:00")
+        return value
 
     @field_validator("at")
     @classmethod
