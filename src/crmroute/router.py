@@ -344,6 +344,7 @@ class Router:
         fresh: bool = False,
         since: float | None = None,
         at: datetime | None = None,
+        called: str = "",
     ) -> Decision:
         """Ask the rule's CRM under the rule's deadline and pick the destination.
 
@@ -354,7 +355,8 @@ class Router:
         circuit): the AGI script starts the ringing or music on hold then.
         ``fresh`` (dry runs) skips the value cache, single-flight and the
         circuit breaker: the CRM is always asked. ``at`` is the instant the rows'
-        schedule conditions are checked at (default: now).
+        schedule conditions are checked at (default: now); ``called`` the number
+        the rows' DID conditions see when the call came by IVR or rule name (default: ``did``).
         """
         deadline_ms = rule.spec.deadline_ms or self.settings.deadline_ms
         deadline = Deadline.after_ms(deadline_ms - min(ANSWER_RESERVE_MS, deadline_ms / 10), since=since)
@@ -362,7 +364,7 @@ class Router:
         notes = Lookup()
         fetch = self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline, notes=notes, on_crm=on_crm,
                              fresh=fresh)  # fmt: skip
-        facts = CallFacts(at=at or datetime.now(timezone.utc), did=did, caller=caller_id,
+        facts = CallFacts(at=at or datetime.now(timezone.utc), did=did or called, caller=caller_id,
                           region=self.settings.default_region)  # fmt: skip
         decision = await decide(rule.spec, key, fetch, deadline, facts)
         if not decision.key:
