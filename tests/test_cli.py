@@ -112,6 +112,30 @@ def test_route_dry_run(env, custom_crm, tmp_path):  # noqa: F811
     assert nothing["status"] == "no_rule"
 
 
+def test_route_at_a_given_time_checks_schedules(env, custom_crm, tmp_path):  # noqa: F811
+    rules = {
+        "destinations": [{"type": "extension", "number": "100"}, {"type": "queue", "number": "103"},
+                         {"type": "recording", "name": "closed-today"}],
+        "schedules": [{"name": "Office hours", "timezone": "America/New_York", "hours": {"mon-fri": "09:00-17:00"},
+                       "holidays": ["2026-12-25"]}],
+        "rules": [{"name": "VIP", "crm_field": "Status", "location": "did", "crm_source": "custom",
+                   "custom_url": custom_crm.url, "default_destination": "100",
+                   "rows": [{"operator": "=", "value": "GOLD", "destination": "queue", "option": "103",
+                             "conditions": [{"schedule": "Office hours"}]},
+                            {"operator": "=", "value": "GOLD", "destination": "recording", "option": "closed-today"}]}],
+    }  # fmt: skip
+    (tmp_path / "rules.json").write_text(json.dumps(rules))
+    env = env | {"CRMROUTE_CA_BUNDLE": str(custom_crm.ca_path)}
+    assert run(env, "rules", "import", str(tmp_path / "rules.json")).returncode == 0
+    custom_crm.records = {"+15551230001": {"Status": "GOLD"}}
+    route = ("route", "--rule", "VIP", "--caller", "+15551230001", "--json", "--at")
+    assert json.loads(run(env, *route, "2026-03-09T13:00:00Z").stdout)["row"] == 1  # 09:00 EDT
+    held = json.loads(run(env, *route, "2026-12-25T15:00:00Z").stdout)
+    assert held["row"] == 2 and any("is a holiday" in step for step in held["steps"])
+    bad = run(env, *route, "tomorrow")
+    assert bad.returncode == 2 and "--at" in bad.stderr
+
+
 def make_license(tmp_path: Path, features=("crm_routing",), expires=None) -> tuple[str, Path]:
     key = Ed25519PrivateKey.generate()
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()

@@ -56,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--rule", help="a rule by name")
     route.add_argument("--caller", default="", help="the caller's number")
     route.add_argument("--dtmf", default="", help="digits the caller typed")
+    route.add_argument("--at", default="", help="the call's time for schedule conditions, ISO 8601 such as "
+                       "2026-03-30T09:15:00+01:00 (no offset: UTC); default: now")
     route.add_argument("--json", action="store_true", help="print the trace as JSON")
 
     user = sub.add_parser("user", help="web UI users").add_subparsers(dest="user_command", required=True)
@@ -219,13 +221,25 @@ def cmd_route(settings: Settings, args: argparse.Namespace) -> int:
     from crmroute.router import Target
     from crmroute.service import Store, build_router
 
+    at = None
+    if args.at:
+        from pydantic import ValidationError
+
+        from crmroute.schemas import RouteIn
+
+        try:
+            at = RouteIn.model_validate({"rule": "x", "at": args.at}).at
+        except ValidationError:
+            raise ConfigError("must be an ISO 8601 date and time such as 2026-03-30T09:15:00+01:00",
+                              field="--at") from None
+
     async def dry_run() -> dict:
         store = Store(settings)
         router = build_router(store, with_log=False)
         try:
             await asyncio.to_thread(store.upgrade)
             target = Target("did", args.did) if args.did else Target("ivr", args.ivr) if args.ivr else Target("rule", args.rule)  # fmt: skip
-            return await router.dry_run(target, caller_id=args.caller, dtmf=args.dtmf)
+            return await router.dry_run(target, caller_id=args.caller, dtmf=args.dtmf, at=at)
         finally:
             await router.http.aclose()
             store.close()

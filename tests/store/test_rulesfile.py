@@ -188,6 +188,7 @@ def test_an_empty_file_is_refused(text, fmt):
     with pytest.raises(ConfigError) as caught:
         rulesfile.parse(text, environ={}, fmt=fmt)
     assert caught.value.problems == [
-        ("file", "the file is empty: give at least one of integrations, destinations, rules, dids, ivrs, agents")
+        ("file", "the file is empty: give at least one of integrations, destinations, rules, dids, ivrs, agents, "
+                 "schedules")
     ]
     assert rulesfile.parse("rules: []\n", environ={}).rules == []  # naming a section, even empty, is enough

@@ -372,12 +372,21 @@ class Connector:
         self, key: LookupKey, module: str, api_name: str, *, deadline: Deadline, found: list[Record] | None = None
     ) -> str | None:
         """What a routing rule needs: find the record, read one field. ``found`` gets the record, if any."""
-        record = await self.find_record(key, module, fields=[api_name], deadline=deadline)
+        return (await self.fetch_fields(key, module, (api_name,), deadline=deadline, found=found))[api_name]
+
+    async def fetch_fields(
+        self, key: LookupKey, module: str, api_names: Sequence[str], *, deadline: Deadline,
+        found: list[Record] | None = None,
+    ) -> dict[str, str | None]:  # fmt: skip
+        """Find the record and read several fields: all are asked in the find request (where the vendor can
+        select fields), so a rule whose rows read other fields costs no extra round trip."""
+        names = list(dict.fromkeys(api_names))
+        record = await self.find_record(key, module, fields=names, deadline=deadline)
         if record is None:
-            return None
+            return dict.fromkeys(names)
         if found is not None:
             found.append(record)
-        return await self.read_field(record, api_name, deadline=deadline)
+        return {name: await self.read_field(record, name, deadline=deadline) for name in names}
 
     async def test(
         self, key: str | None = None, *, module: str = "contacts", fields: Sequence[str] = (), timeout: float = TEST_TIMEOUT

@@ -111,8 +111,21 @@ class RuleRow(Base):
     value: Mapped[str] = mapped_column(Text, default="")
     destination: Mapped[str] = mapped_column(String(16))
     option: Mapped[str] = mapped_column(String(128))
+    conditions: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")  # ConditionIn.to_data() each
 
     rule: Mapped[Rule] = relationship(back_populates="rows")
+
+
+class Schedule(Base):
+    """Weekly opening hours with holidays in a time zone; rows' conditions name it."""
+
+    __tablename__ = "schedules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64))
+    hours: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the written form, days grouped
+    holidays: Mapped[list[Any]] = mapped_column(default=list)  # "2026-12-25" or {date, name}
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Did(Base):

@@ -143,7 +143,8 @@ def apply(
     row.keep_company = data.keep_company
     row.moh_class = data.moh_class if data.keep_company == "moh" else "default"
     row.rows = [
-        RuleRow(position=i, operator=str(r.operator), value=r.value, destination=r.destination, option=r.option)
+        RuleRow(position=i, operator=str(r.operator), value=r.value, destination=r.destination, option=r.option,
+                conditions=[c.to_data() for c in r.conditions])
         for i, r in enumerate(data.rows, start=1)
     ]
     return row
@@ -210,6 +211,7 @@ def to_data(rule: Rule, box: SecretBox) -> dict:
             data["moh_class"] = rule.moh_class
     data["rows"] = [
         {"operator": r.operator, "value": r.value, "destination": r.destination, "option": r.option}
+        | ({"conditions": list(r.conditions)} if r.conditions else {})
         for r in rule.rows
     ]
     return data
