@@ -100,7 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: invalid {exc.source}:" if exc.source else "error: invalid configuration:", file=sys.stderr)
         for field, message in exc.problems:
-            where = f" ({field})" if exc.source and field else ""  # a file's path, to find the spot in it
+            where = f" ({field})" if exc.source and "[" in field else ""  # an item's path, to find it in the file
             print(f"  {explain(field, message)}{where}", file=sys.stderr)
         return 2
     except CrmrouteError as exc:

@@ -44,6 +44,8 @@ _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 def spell(name: str) -> str:
     """A setting's label from its name: ``client_id`` is "Client ID"."""
+    if name.isupper():  # a setting's environment variable (CRMROUTE_DATA_DIR) is its own label
+        return name
     words = [ACRONYMS.get(w.lower(), w) for w in name.replace("-", "_").split("_") if w]
     if not words:
         return name
