@@ -295,9 +295,9 @@ def test_file_errors_are_messages(env, tmp_path):
         tmp_path: "File: cannot read {path}: Is a directory",
         deep: "[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]: "
               "line 1: nested more than 32 levels deep",
-        binary: "file: not text: a NUL byte at offset 3 (a binary or UTF-16 file?)",
-        latin1: "file: not UTF-8 text: byte 0xe9 at offset 54",
-        large: "file: larger than 5 MB",
+        binary: "File: not text: a NUL byte at offset 3 (a binary or UTF-16 file?)",
+        latin1: "File: not UTF-8 text: byte 0xe9 at offset 54",
+        large: "File: larger than 5 MB",
     }  # fmt: skip
     for path, message in expected.items():
         result = run(env, "rules", "import", str(path))

@@ -54,6 +54,8 @@ def spell(name: str) -> str:
 
 def describe(path: str) -> str:
     """The field of ``path`` as the admin sees it, rows counted from 1; ``""`` for the whole object."""
+    if not any(match.group(1) for match in _PART.finditer(path)):
+        return path  # only indices ([0][0]: deep in a file): nothing to name
     parts: list[str] = []
     parent = ""  # the name just before
     item_of = ""  # the list whose item the next name is in
