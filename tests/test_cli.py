@@ -312,5 +312,5 @@ def test_file_errors_are_messages(env, tmp_path):
         result = run(env, "license", "install", str(path))
         assert result.returncode in (1, 2) and message in result.stderr and "Traceback" not in result.stderr
     unwritable = run(env, "rules", "export", "-o", str(tmp_path / "missing" / "rules.yaml"))
-    assert unwritable.returncode == 2 and "output: cannot write" in unwritable.stderr
+    assert unwritable.returncode == 2 and "Output: cannot write" in unwritable.stderr
     assert "Traceback" not in unwritable.stderr
