@@ -86,7 +86,7 @@ def test_rules_import_check_only(env):
 
 def test_missing_file_and_bad_setting(env):
     result = run(env, "rules", "import", "/nonexistent.yaml")
-    assert result.returncode == 2 and "file: cannot read /nonexistent.yaml" in result.stderr
+    assert result.returncode == 2 and "File: cannot read /nonexistent.yaml" in result.stderr
     result = run(env | {"CRMROUTE_AGI_ALLOW": "not-an-address"}, "db", "upgrade")
     assert result.returncode == 2 and "CRMROUTE_AGI_ALLOW" in result.stderr
 
@@ -136,11 +136,11 @@ def test_route_at_a_given_time_checks_schedules(env, custom_crm, tmp_path):  # n
     assert bad.returncode == 2 and "--at" in bad.stderr
 
 
-def make_license(tmp_path: Path, features=("crm_routing",), expires=None) -> tuple[str, Path]:
+def make_license(tmp_path: Path, features=("crm_routing",), expires=None, issued_days_ago=1) -> tuple[str, Path]:
     key = Ed25519PrivateKey.generate()
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
     text = sign_license({"licensee": "Example Ltd", "features": list(features), "limits": {"rules": 10},
-                         "issued": date.today() - timedelta(days=1), "expires": expires}, key)  # fmt: skip
+                         "issued": date.today() - timedelta(days=issued_days_ago), "expires": expires}, key)  # fmt: skip
     path = tmp_path / "license.json"
     path.write_text(text)
     return public, path
@@ -162,7 +162,7 @@ def test_license_install_and_show(env, tmp_path):
 
 def test_license_install_refuses_an_expired_license(env, tmp_path):
     expired = date.today() - timedelta(days=3)
-    public, path = make_license(tmp_path, expires=expired)
+    public, path = make_license(tmp_path, expires=expired, issued_days_ago=30)
     env = env | {"CRMROUTE_LICENSE_KEY": public}
     refused = run(env, "license", "install", str(path))
     assert refused.returncode == 1 and f"this license expired on {expired.isoformat()}" in refused.stderr
@@ -203,7 +203,7 @@ def test_user_and_token_create(env, store_for_env):
     duplicate = run(env, "user", "create", "admin", "--password-stdin", stdin="correct horse\n")
     assert duplicate.returncode == 1 and "already exists" in duplicate.stderr
     short = run(env, "user", "create", "bob", "--password-stdin", stdin="short\n")
-    assert short.returncode == 2 and "password: must be at least 8 characters" in short.stderr
+    assert short.returncode == 2 and "Password: must be at least 8 characters" in short.stderr
     token = run(env, "token", "create", "admin").stdout.strip()
     assert token.startswith("crt_") and len(token) > 40
     assert run(env, "token", "create", "nobody").returncode == 1
@@ -268,13 +268,13 @@ def test_crm_test_runs_the_integrations_test_action(env, tmp_path):
         failed = run(env, "crm", "test", "Zoho EU")
         assert failed.returncode == 1 and "FAIL verify credentials" in failed.stdout
     missing = run(env, "crm", "test", "Nope")
-    assert missing.returncode == 2 and "name: no integration named 'Nope'" in missing.stderr
+    assert missing.returncode == 2 and "Name: no integration named 'Nope'" in missing.stderr
 
 
 def test_user_create_without_a_terminal_says_to_use_password_stdin(env):
     result = run(env, "user", "create", "admin", stdin="")  # standard input is a pipe, not a terminal
     assert result.returncode == 2, result.stderr
-    assert "password: no terminal to prompt on: pipe the password in with --password-stdin" in result.stderr
+    assert "Password: no terminal to prompt on: pipe the password in with --password-stdin" in result.stderr
     assert "Traceback" not in result.stderr
 
 
@@ -315,13 +315,13 @@ def test_file_errors_are_messages(env, tmp_path):
     large = tmp_path / "large.yaml"
     large.write_bytes(b"#" * (5 * 1024 * 1024 + 1))
     expected = {
-        tmp_path / "missing.yaml": "file: cannot read {path}: No such file or directory",
-        tmp_path: "file: cannot read {path}: Is a directory",
+        tmp_path / "missing.yaml": "File: cannot read {path}: No such file or directory",
+        tmp_path: "File: cannot read {path}: Is a directory",
         deep: "[0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0][0]: "
               "line 1: nested more than 32 levels deep",
-        binary: "file: not text: a NUL byte at offset 3 (a binary or UTF-16 file?)",
-        latin1: "file: not UTF-8 text: byte 0xe9 at offset 54",
-        large: "file: larger than 5 MB",
+        binary: "File: not text: a NUL byte at offset 3 (a binary or UTF-16 file?)",
+        latin1: "File: not UTF-8 text: byte 0xe9 at offset 54",
+        large: "File: larger than 5 MB",
     }  # fmt: skip
     for path, message in expected.items():
         result = run(env, "rules", "import", str(path))
@@ -330,11 +330,11 @@ def test_file_errors_are_messages(env, tmp_path):
         assert "Traceback" not in result.stderr
     piped = run(env, "rules", "import", "-", stdin="rules: []\nrules: []\n")
     assert piped.returncode == 2
-    assert "invalid rules file from standard input:\n  rules: line 2: duplicate key 'rules'" in piped.stderr
+    assert "invalid rules file from standard input:\n  Rules: line 2: duplicate key 'rules'" in piped.stderr
     for path, message in ((binary, "not text: a NUL byte"), (deep, "license file is not JSON"),
                           (tmp_path / "missing.json", "cannot read")):  # fmt: skip
         result = run(env, "license", "install", str(path))
         assert result.returncode in (1, 2) and message in result.stderr and "Traceback" not in result.stderr
     unwritable = run(env, "rules", "export", "-o", str(tmp_path / "missing" / "rules.yaml"))
-    assert unwritable.returncode == 2 and "output: cannot write" in unwritable.stderr
+    assert unwritable.returncode == 2 and "Output: cannot write" in unwritable.stderr
     assert "Traceback" not in unwritable.stderr

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 
 from crmroute import __version__, logs
 from crmroute.errors import ConfigError, CrmrouteError, LicenseError
-from crmroute.fieldlabels import explain
+from crmroute.fieldlabels import describe, explain
 from crmroute.settings import Settings
 
 if TYPE_CHECKING:
@@ -104,8 +104,9 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: invalid {exc.source}:" if exc.source else "error: invalid configuration:", file=sys.stderr)
         for field, message in exc.problems:
-            where = f" ({field})" if exc.source and field else ""  # a file's path, to find the spot in it
-            print(f"  {explain(field, message)}{where}", file=sys.stderr)
+            said = explain(field, message)
+            where = f" ({field})" if exc.source and "[" in field and describe(field) != field else ""  # to find it
+            print(f"  {said}{where}", file=sys.stderr)
         return 2
     except CrmrouteError as exc:
         print(f"error: {exc}", file=sys.stderr)

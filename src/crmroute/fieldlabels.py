@@ -44,6 +44,8 @@ _PART = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
 
 def spell(name: str) -> str:
     """A setting's label from its name: ``client_id`` is "Client ID"."""
+    if name.isupper():  # a setting's environment variable (CRMROUTE_DATA_DIR) is its own label
+        return name
     words = [ACRONYMS.get(w.lower(), w) for w in name.replace("-", "_").split("_") if w]
     if not words:
         return name
@@ -52,6 +54,8 @@ def spell(name: str) -> str:
 
 def describe(path: str) -> str:
     """The field of ``path`` as the admin sees it, rows counted from 1; ``""`` for the whole object."""
+    if not any(match.group(1) for match in _PART.finditer(path)):
+        return path  # only indices ([0][0]: deep in a file): nothing to name
     parts: list[str] = []
     parent = ""  # the name just before
     item_of = ""  # the list whose item the next name is in

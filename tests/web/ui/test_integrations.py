@@ -80,7 +80,7 @@ def test_errors_keep_the_form(web, admin):
     html = response.text
     assert input_value(html, "name") == "Bad/name"
     assert "very-secret" not in html and "type new ones again" in html
-    assert "use letters (any language), digits" in field_error(html, "name")
+    assert "letters (any language), digits" in field_error(html, "name")
     assert "unknown CRM kind" in field_error(html, "kind") and selected(html, "kind") == "nocrm"
     assert field_error(html, "log_options-log_level")
     assert stored(web) == []

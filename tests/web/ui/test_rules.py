@@ -162,7 +162,7 @@ def test_errors_are_shown_next_to_their_fields_with_the_typed_values(web, admin)
     response = post(admin, "/rules/new", bad)
     assert response.status_code == 422
     html = response.text
-    assert "use letters (any language), digits, spaces" in field_error(html, "name")
+    assert "letters (any language), digits, spaces" in field_error(html, "name")
     assert "https://" in field_error(html, "custom_url")
     assert field_error(html, "rows-1-value")
     assert field_error(html, "rows-0-option")
