@@ -57,6 +57,7 @@ class CrmForm:
     auth_field: str = ""
     # setting -> (label, help); an empty help keeps the connector's
     labels: dict[str, tuple[str, str]] = field(default_factory=dict)
+    shown_when: dict[str, str] = field(default_factory=dict)  # setting -> "other_setting=value|value"
 
     def method(self, key: str) -> AuthMethod:
         return next((m for m in self.methods if m.key == key), self.methods[0])
@@ -284,6 +285,7 @@ FORMS: dict[str, CrmForm] = {
             AuthMethod("none", "None", ()),
         ),
         connection=("lookup_url", "method", "lookup_body"),
+        shown_when={"lookup_body": "method=POST"},
         options=("phone_field", "phone_forms", "records_path", "id_path", "fields_path"),
         labels={"lookup_url": ("Lookup URL", ""), "method": ("Lookup method", ""),
                 "lookup_body": ("Lookup body (POST)", ""),
@@ -321,7 +323,7 @@ def layout(kind: str, specs: list[SettingSpec]) -> dict[str, Any]:
     if crm is None:  # a kind without a curated form (a new connector): every field, in the connector's order
         method = AuthMethod("default", "", ())
         return {"setup_url": "", "setup": "", "auth_field": "", "methods": [method], "method_options": [],
-                "connection": [], "options": specs, "advanced": [], "method_fields": {}}  # fmt: skip
+                "connection": [], "options": specs, "advanced": [], "method_fields": {}, "shown_when": {}}  # fmt: skip
     pick = lambda names: [by_name[n] for n in names if n in by_name]  # noqa: E731
     fields: dict[str, list[str]] = {}
     for m in crm.methods:
@@ -330,6 +332,7 @@ def layout(kind: str, specs: list[SettingSpec]) -> dict[str, Any]:
     return {
         "setup_url": crm.setup_url, "setup": crm.setup, "auth_field": crm.auth_field, "methods": list(crm.methods),
         "method_options": [(m.key, m.label) for m in crm.methods],
+        "shown_when": {name: f"{kind}-{rule}" for name, rule in crm.shown_when.items()},
         "connection": pick(crm.connection), "options": pick(crm.options),
         "advanced": pick(crm.advanced(specs)), "method_fields": {n: (by_name[n], keys) for n, keys in fields.items()
                                                                 if n in by_name},
