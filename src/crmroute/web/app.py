@@ -26,6 +26,7 @@ from crmroute.metrics import CONTENT_TYPE
 from crmroute.schemas import error_problems
 from crmroute.settings import Settings
 from crmroute.store import credentials
+from crmroute.store.db import Store
 from crmroute.web.deps import ApiUser, CsrfFailed, LoginRequired, check_bearer, signed_in
 from crmroute.web.proxies import ForwardedHeaders
 from crmroute.web.security_headers import SecurityHeaders
@@ -35,7 +36,6 @@ if TYPE_CHECKING:
     from crmroute.agi.server import AgiServer
     from crmroute.calllog.worker import CallLogger
     from crmroute.router import Router
-    from crmroute.service import Store
 
 STATIC = Path(__file__).parent / "static"
 logger = logging.getLogger(__name__)
@@ -47,23 +47,18 @@ BODY_UNREADABLE = "There was an error parsing the body"  # FastAPI's 400 when a 
 
 
 def create_app(
-    settings: Settings, store: "Store", *, router: "Router | None" = None, agi_server: "AgiServer | None" = None,
-    call_logger: "CallLogger | None" = None,
+    settings: Settings, store: Store, *, router: Router, agi_server: AgiServer | None = None,
+    call_logger: CallLogger | None = None, owns_router: bool = False,
 ) -> FastAPI:
+    """The app over parts built elsewhere (``crmroute.service``); with ``owns_router`` its shutdown closes the router."""
     from crmroute.calllog.worker import install_metrics, off_status
     from crmroute.web.api import api_router
     from crmroute.web.ui import ui_router
 
-    owned_router = router is None
-    if router is None:  # a web-only process: a router for dry runs, without a decision log
-        from crmroute.service import build_router
-
-        router = build_router(store, with_log=False, settings=settings)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        if owned_router:
+        if owns_router:
             await router.close()
             await router.http.aclose()
 
