@@ -37,9 +37,11 @@ from crmroute.connectors.base import Connector, Record
 from crmroute.connectors.custom import fetch_custom
 from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.deadline import Deadline
-from crmroute.errors import ConnectorError, ConnectorUnavailable, CrmrouteError, RateLimited
+from crmroute.errors import ConnectorError, ConnectorTimeout, ConnectorUnavailable, CrmrouteError, RateLimited
 from crmroute.metrics import Metrics
-from crmroute.resilience.guards import Guards
+from crmroute.resilience.breaker import Admission
+from crmroute.resilience.guards import LOCAL, Guards
+from crmroute.resilience.shared import SharedState
 from crmroute.routing.engine import Fetch, LookupKey, decide, lookup_key
 from crmroute.routing.trace import Decision, Status
 from crmroute.rulebook import CompiledRule, CustomSource, IntegrationSource, RuleBook, load_rulebook
@@ -78,6 +80,18 @@ class Answer:
     value: str | None
     record: Record | None  # integrations: the record found (identity only)
     found: bool  # False: no such record -- cached for the shorter negative TTL
+
+
+def encode_answer(answer: Answer) -> dict:
+    """An answer as the shared cache keeps it (JSON; the record's identity only)."""
+    record = answer.record
+    return {"v": answer.value, "f": answer.found,
+            "r": None if record is None else [record.module, record.id, record.matches, record.url]}  # fmt: skip
+
+
+def decode_answer(data: dict) -> Answer:
+    r = data.get("r")
+    return Answer(data.get("v"), None if r is None else Record(r[0], r[1], {}, r[2], r[3]), bool(data.get("f")))
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +137,9 @@ class Router:
         self.http = http
         self.decision_log = decision_log
         self.pool = ConnectorPool(http, box, settings.default_region, CredentialStore(factory, box))
-        self.guards = Guards(settings, max_in_flight=MAX_CONNECTIONS)
+        shared = SharedState(settings.redis_url, settings.node) if settings.redis_url else None
+        self.guards = Guards(settings, max_in_flight=MAX_CONNECTIONS, shared=shared, encode=encode_answer,
+                             decode=decode_answer)  # fmt: skip
         self.metrics = Metrics()
         self.metrics.track(self.metrics.cache_entries, lambda: len(self.guards.cache))
         self.metrics.track_breakers(lambda: self.guards.breakers())
@@ -167,6 +183,8 @@ class Router:
                 logger.info("no stored credentials taken for integration %r: %s", spec.name, type(exc).__name__)
 
     async def start(self) -> None:
+        if self.guards.shared is not None:  # Redis away at start: the node starts alone, and joins when it is back
+            await self.guards.shared.start()
         await asyncio.to_thread(self.load)
         await self.preload_credentials()
         if self.decision_log is not None:
@@ -179,6 +197,8 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.guards.aclose()
+        if self.guards.shared is not None:
+            await self.guards.shared.close()
         if self.decision_log is not None:
             await self.decision_log.close()
         await self.pool.aclose()
@@ -346,6 +366,7 @@ class Router:
         source_ttl: Callable[[], int | None] | None,
     ) -> Fetch:
         guards = self.guards
+        late = Deadline(deadline.at + LATE_ANSWER_GRACE_S)  # as the request's own (see fetcher)
 
         async def fetch(key: LookupKey) -> str | None:
             if fresh:
@@ -365,41 +386,80 @@ class Router:
                     notes.cached, notes.cache_age = True, entry.age(guards.cache.clock())
                     notes.record = entry.value.record
                     return entry.value.value
-                self.metrics.cache_misses.inc()
-            breaker = guards.breaker(crm.id, crm.name)
-            if not guards.flights.running(lookup):
-                admission = breaker.allow()
+            negative_ttl = min(ttl, self.settings.cache_negative_ttl_s)
+
+            async def asking(admission: Admission, leased: bool) -> Answer:
+                self.metrics.crm_requests.labels(source=crm.name).inc()
+                try:
+                    answer = await ask(key)
+                except BaseException as exc:
+                    # RateLimited: the CRM (or our budget) asked us to slow down, which is not "down"
+                    failed = isinstance(exc, ConnectorError) and not isinstance(exc, RateLimited)
+                    guards.outcome(crm.id, crm.name, admission, "failure" if failed else "release")
+                    if leased:
+                        guards.give_back(lookup)
+                    raise
+                guards.outcome(crm.id, crm.name, admission, "success")
+                if ttl > 0:  # failures are never cached; "not found" only briefly
+                    guards.keep(lookup, answer, ttl if answer.found else negative_ttl, leased=leased)
+                return answer
+
+            async def admitted(leased: bool) -> Admission:
+                admission = await guards.admit(crm.id, crm.name, deadline.at, late.remaining())
                 if admission is None:
+                    if leased:
+                        guards.give_back(lookup)
+                    breaker = guards.breaker(crm.id, crm.name)
                     raise ConnectorUnavailable(
                         f"{crm.name}: circuit open after {breaker.threshold} consecutive failures; "
                         f"next try in {breaker.retry_in():.0f} s", kind=crm.kind, operation="fetch",
                         reason="circuit_open",
                     )  # fmt: skip
+                return admission
 
-                async def work() -> Answer:
-                    self.metrics.crm_requests.labels(source=crm.name).inc()
-                    try:
-                        answer = await ask(key)
-                    except RateLimited:
-                        breaker.release(admission)  # the CRM (or our budget) asked us to slow down: not down
-                        raise
-                    except ConnectorError:
-                        breaker.failure(admission)
-                        raise
-                    except BaseException:
-                        breaker.release(admission)
-                        raise
-                    breaker.success(admission)
-                    if ttl > 0:  # failures are never cached; "not found" only briefly
-                        guards.cache.put(lookup, answer, ttl if answer.found else min(ttl, self.settings.cache_negative_ttl_s))
-                    return answer
+            work: Callable[[], Awaitable[Answer]] | None = None
+            if not guards.flights.running(lookup):
+                claim = await guards.claim(lookup, deadline.at, late.remaining()) if ttl > 0 else LOCAL
+                if claim.kind == "value":  # another node asked the CRM within the TTL
+                    self.metrics.cache_hits.inc()
+                    notes.cached, notes.cache_age, notes.record = True, claim.age, claim.answer.record
+                    return claim.answer.value
+                if guards.flights.running(lookup):  # a call of this node started it meanwhile: join that
+                    if claim.kind == "lease":
+                        guards.give_back(lookup)
+                elif claim.kind == "wait":  # a node is asking the CRM for this lookup: wait for its answer
+                    notes.shared = True
 
-            else:
-                work = None  # the same lookup is in flight: wait for it (each caller under its own deadline)
+                    async def work() -> Answer:
+                        try:
+                            turn = await guards.await_peer(lookup, late.at, late.remaining())
+                        except TimeoutError:
+                            raise ConnectorTimeout(f"{crm.name}: the request another node sent for this lookup "
+                                                   "did not answer in time", kind=crm.kind, operation="fetch") from None
+                        if turn.kind == "value":
+                            return turn.answer
+                        leased = turn.kind == "lease"  # its request failed (or the node left): ours now
+                        return await asking(await admitted(leased), leased)
+
+                else:
+                    leased = claim.kind == "lease"
+                    admission = await admitted(leased)
+                    if guards.flights.running(lookup):  # started here while Redis answered: join that
+                        guards.outcome(crm.id, crm.name, admission, "release")
+                        if leased:
+                            guards.give_back(lookup)
+                    else:
+
+                        async def work() -> Answer:
+                            return await asking(admission, leased)
+
+            if ttl > 0:
+                self.metrics.cache_misses.inc()
             notes.asked = True
             if on_crm is not None:
                 on_crm()
-            answer, notes.shared = await guards.flights.do(lookup, work)
+            answer, shared = await guards.flights.do(lookup, work)
+            notes.shared = notes.shared or shared
             notes.record = answer.record
             return answer.value
 

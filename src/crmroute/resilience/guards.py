@@ -1,24 +1,51 @@
-"""``Guards``: the value cache, single-flight, and each CRM source's breaker and budget, kept per process.
+"""``Guards``: the value cache, single-flight, and each CRM source's breaker and budget.
 
 ``crmroute.router`` passes every CRM lookup through them (the order is drawn
 in this package's docstring). A source is an integration
 (``integration:<id>``) or a Custom CRM host (``custom:https://host:port``).
+
+Alone, a node keeps them in its process. With ``shared`` (Redis, see
+``resilience/shared.py``) they hold for every node: a value any node read
+serves all within its TTL (a copy is kept locally for what is left of it),
+one node asks the CRM for a lookup while the others wait for its answer
+(``claim`` / ``await_peer``), the breaker is the cluster's (``admit`` /
+``outcome``), and budgets are ``SharedBudget``s. While Redis is away each
+node works as alone, with its share of each budget.
 """
 
 from __future__ import annotations
 
+import asyncio
+import math
+import random
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Hashable, Iterator
+from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from crmroute.resilience.breaker import BreakerState, CircuitBreaker
+from crmroute.resilience.breaker import Admission, BreakerState, CircuitBreaker
 from crmroute.resilience.budget import QUOTA_WARN, Budget, Quota
 from crmroute.resilience.cache import ValueCache
 from crmroute.resilience.flight import SingleFlight
+from crmroute.resilience.shared import POLL_S, TTL_JITTER, SharedState, SharedUnavailable, digest
+from crmroute.resilience.shared_budget import SharedBudget
 from crmroute.settings import Settings
 
 DEFAULT_MAX_IN_FLIGHT = 100  # requests in flight to one source when the caller names no bound
+LEASE_GRACE_S = 0.25  # a lease outlives the request it stands for by this much (its holder may die)
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What the shared state says of a lookup nobody on this node is asking for."""
+
+    kind: str  # "value" (cached by a node), "lease" (ask the CRM), "wait" (a node asks it), "local" (no Redis)
+    answer: Any = None
+    age: float = 0.0  # of a "value": seconds since a node asked the CRM for it
+
+
+LOCAL = Claim("local")
 
 
 class Guards:
@@ -26,9 +53,12 @@ class Guards:
 
     def __init__(
         self, settings: Settings, *, clock: Callable[[], float] = time.monotonic,
-        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+        max_in_flight: int = DEFAULT_MAX_IN_FLIGHT, shared: SharedState | None = None,
+        encode: Callable[[Any], dict] = dict, decode: Callable[[dict], Any] = dict,
     ) -> None:  # fmt: skip
         self.settings = settings
+        self.shared = shared
+        self._encode, self._decode = encode, decode  # an answer to and from JSON, for the shared cache
         # Never more in flight to one source than the shared HTTP client has connections: requests past
         # that would queue in its pool, whose bookkeeping grows with the queue and stalls every call.
         self.max_in_flight = max_in_flight
@@ -96,11 +126,16 @@ class Guards:
         burst: float | None = None, quotas: tuple[Quota, ...] = (),
     ) -> Budget:  # fmt: skip
         concurrency = min(concurrency, self.max_in_flight)
-        limits = (rate, concurrency, burst, quotas)
+        nodes = self.shared.live_nodes if self.shared is not None else 1
+        limits = (rate, concurrency, burst, quotas, nodes)
         known = self._budgets.get(source_id)
         if known is not None and known[0] == limits:
             return known[1]
-        budget = Budget(name, rate, concurrency, burst=burst, quotas=quotas, kind=kind)
+        # This node's share: all of it alone, else what it may use while Redis is away.
+        budget: Any = Budget(name, None if rate is None else rate / nodes, max(1, math.ceil(concurrency / nodes)),
+                             burst=None if burst is None else burst / nodes, quotas=quotas, kind=kind)  # fmt: skip
+        if self.shared is not None:
+            budget = SharedBudget(budget, self.shared, source_id, rate, burst, concurrency)
         self._budgets[source_id] = (limits, budget)
         return budget
 
@@ -128,6 +163,83 @@ class Guards:
             quotas = tuple(q for q in quotas if q.window_s != 86_400) + ((daily,) if own.daily_quota else ())
         return self._budget(f"integration:{spec.integration_id}", f"integration {spec.name!r}", spec.kind,
                             rate, concurrency, burst=burst, quotas=quotas)  # fmt: skip
+
+    # --- across nodes -----------------------------------------------------------
+
+    @property
+    def clustered(self) -> bool:
+        """Shared state is configured and Redis answers now."""
+        return self.shared is not None and self.shared.up
+
+    async def claim(self, lookup: Hashable, deadline_at: float, lease_s: float) -> Claim:
+        """A node's cached answer, else the lease to ask the CRM (for ``lease_s``), else "wait"."""
+        if self.shared is None or not self.shared.up:
+            return LOCAL
+        try:
+            kind, data, ttl_ms = await self.shared.claim(digest(lookup), int((lease_s + LEASE_GRACE_S) * 1000),
+                                                         deadline_at)  # fmt: skip
+        except SharedUnavailable:
+            return LOCAL
+        if kind != "value" or data is None:
+            return Claim(kind)
+        answer = self._decode(data["a"])
+        self.cache.put(lookup, answer, ttl_ms / 1000)  # the local copy ends with the shared one
+        return Claim("value", answer, max(0.0, time.time() - data["t"]))
+
+    async def await_peer(self, lookup: Hashable, deadline_at: float, lease_s: float) -> Claim:
+        """Wait for the node holding the lease: its answer, else (it failed, or died) the lease, else ``LOCAL``.
+
+        ``TimeoutError`` once ``deadline_at`` passes.
+        """
+        while True:
+            if time.monotonic() + POLL_S >= deadline_at:
+                raise TimeoutError
+            await asyncio.sleep(POLL_S)
+            claim = await self.claim(lookup, deadline_at, lease_s)
+            if claim.kind != "wait":
+                return claim
+
+    def keep(self, lookup: Hashable, answer: Any, ttl: float, *, leased: bool) -> None:
+        """Cache an answer here and, with the lease, for every node (which frees the lease)."""
+        self.cache.put(lookup, answer, ttl)
+        if leased and self.shared is not None:
+            shared, key = self.shared, digest(lookup)
+            ttl_ms = int(ttl * 1000 * (1 - random.uniform(0, TTL_JITTER)))  # not a herd expiring at once
+            data = {"a": self._encode(answer), "t": time.time()}
+            shared.later(lambda: shared.store(key, data, ttl_ms, time.monotonic() + shared.op_timeout))
+
+    def give_back(self, lookup: Hashable) -> None:
+        """Free a lease without an answer (the request failed): a waiting node may ask in its turn."""
+        if self.shared is not None:
+            shared, key = self.shared, digest(lookup)
+            shared.later(lambda: shared.store(key, None, 0, time.monotonic() + shared.op_timeout))
+
+    async def admit(self, source_id: str, name: str, deadline_at: float, probe_s: float) -> Admission | None:
+        """The source's breaker: the cluster's while Redis answers, else this node's."""
+        breaker = self.breaker(source_id, name)
+        if self.shared is None or not self.shared.up or breaker.threshold == 0:
+            return breaker.allow()
+        try:
+            verdict, retry_s = await self.shared.admit(source_id, int((probe_s + LEASE_GRACE_S) * 1000), deadline_at)
+        except SharedUnavailable:
+            return breaker.allow()
+        if verdict == "refuse":
+            if retry_s > 0:
+                breaker.mirror(retry_s)
+            breaker.refused_total += 1
+            return None
+        if verdict == "normal":
+            breaker.mirror(None)
+        return Admission(probe=verdict == "probe", shared=True)
+
+    def outcome(self, source_id: str, name: str, admission: Admission, outcome: str) -> None:
+        """``success``, ``failure`` or ``release`` (says nothing of the CRM's health) of an admitted request."""
+        breaker = self.breaker(source_id, name)
+        if admission.shared and self.shared is not None and self.shared.up:
+            self.shared.outcome(source_id, outcome, admission.probe, breaker.threshold, breaker.cooldown,
+                                breaker.mirror)  # fmt: skip
+        else:
+            getattr(breaker, outcome)(Admission(admission.probe) if admission.shared else admission)
 
     async def aclose(self) -> None:
         await self.flights.aclose()
