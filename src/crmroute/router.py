@@ -144,6 +144,10 @@ class Router:
         self.metrics.track(self.metrics.cache_entries, lambda: len(self.guards.cache))
         self.metrics.track_breakers(lambda: self.guards.breakers())
         self.metrics.track_quotas(lambda: ((budget.name, budget) for _, budget in self.guards.budgets()))
+        self.metrics.node_info.labels(node=settings.node).set(1)
+        if shared is not None:
+            self.metrics.track(self.metrics.shared_state_up, lambda: float(shared.up))
+            self.metrics.track(self.metrics.cluster_nodes, lambda: shared.live_nodes)
         if decision_log is not None:
             self.metrics.track(self.metrics.decisions_pending, lambda: decision_log.pending)
             self.metrics.track(self.metrics.decisions_dropped, lambda: decision_log.dropped)

@@ -36,7 +36,7 @@ SWITCH_INTERVAL = 0.001  # seconds; see tune_runtime()
 
 def build_router(store: Store, *, with_log: bool = True, settings: Settings | None = None) -> Router:
     settings = settings or store.settings
-    log = DecisionLog(store.factory, settings.decision_retention_days) if with_log else None
+    log = DecisionLog(store.factory, settings.decision_retention_days, settings.node) if with_log else None
     return Router(settings, store.factory, store.box, make_client(settings), log)
 
 

@@ -171,6 +171,15 @@ class Guards:
         """Shared state is configured and Redis answers now."""
         return self.shared is not None and self.shared.up
 
+    def shared_status(self) -> str:
+        """For /healthz: ``off`` (one node), ``redis (3 live nodes)``, or ``local fallback: ...``."""
+        shared = self.shared
+        if shared is None:
+            return "off"
+        if shared.up:
+            return f"redis ({shared.live_nodes} live node{'s' if shared.live_nodes != 1 else ''})"
+        return f"local fallback: Redis unreachable, each budget at 1/{shared.live_nodes}"
+
     async def claim(self, lookup: Hashable, deadline_at: float, lease_s: float) -> Claim:
         """A node's cached answer, else the lease to ask the CRM (for ``lease_s``), else "wait"."""
         if self.shared is None or not self.shared.up:
