@@ -137,22 +137,26 @@ class Router:
         self.http = http
         self.decision_log = decision_log
         self.pool = ConnectorPool(http, box, settings.default_region, CredentialStore(factory, box))
-        shared = SharedState(settings.redis_url, settings.node) if settings.redis_url else None
-        self.guards = Guards(settings, max_in_flight=MAX_CONNECTIONS, shared=shared, encode=encode_answer,
-                             decode=decode_answer)  # fmt: skip
+        self.guards = Guards(settings, max_in_flight=MAX_CONNECTIONS, encode=encode_answer, decode=decode_answer)
         self.metrics = Metrics()
         self.metrics.track(self.metrics.cache_entries, lambda: len(self.guards.cache))
         self.metrics.track_breakers(lambda: self.guards.breakers())
         self.metrics.track_quotas(lambda: ((budget.name, budget) for _, budget in self.guards.budgets()))
         self.metrics.node_info.labels(node=settings.node).set(1)
-        if shared is not None:
-            self.metrics.track(self.metrics.shared_state_up, lambda: float(shared.up))
-            self.metrics.track(self.metrics.cluster_nodes, lambda: shared.live_nodes)
+        if settings.redis_url:
+            self.share(SharedState(settings.redis_url, settings.node))
         if decision_log is not None:
             self.metrics.track(self.metrics.decisions_pending, lambda: decision_log.pending)
             self.metrics.track(self.metrics.decisions_dropped, lambda: decision_log.dropped)
         self.book = RuleBook()
         self._task: asyncio.Task | None = None
+
+    def share(self, shared: SharedState) -> None:
+        """Keep the guards' state in Redis with the other nodes (started by ``start()``)."""
+        self.guards.shared = shared
+        self.guards.forget_budgets()  # rebuilt as shared ones
+        self.metrics.track(self.metrics.shared_state_up, lambda: float(shared.up))
+        self.metrics.track(self.metrics.cluster_nodes, lambda: shared.live_nodes)
 
     # --- the rule book -------------------------------------------------------
 

@@ -139,6 +139,9 @@ class Guards:
         self._budgets[source_id] = (limits, budget)
         return budget
 
+    def forget_budgets(self) -> None:
+        self._budgets.clear()
+
     def budgets(self) -> Iterator[tuple[str, Budget]]:
         """(source id, budget) of every source asked so far."""
         return iter([(source_id, budget) for source_id, (_, budget) in list(self._budgets.items())])

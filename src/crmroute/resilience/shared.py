@@ -9,9 +9,11 @@ What Redis holds, under ``crmroute:`` (all keys expire on their own):
     breaker:<source>  the source's circuit: ``state``, ``until``, ``failures``, ``probe_until``
     nodes             live nodes (sorted set: node id -> last heartbeat ms)
 
-Every Redis command runs under ``min(OP_TIMEOUT_S, what the call has left)``.
-A failure or time-out marks Redis down: the guards work from their local
-state until the heartbeat (every ``HEARTBEAT_S``) reaches Redis again. Time
+Every Redis command runs under ``min(OP_TIMEOUT_S, what the call has left)``;
+one that runs out falls back to the local state for that step, and has the
+heartbeat check Redis at once (meanwhile the calls work locally). A refused
+connection or a missed heartbeat marks Redis down: the guards work from their
+local state until the heartbeat (every ``HEARTBEAT_S``) reaches Redis again. Time
 is Redis's own (``TIME``), so the nodes' clocks need not agree.
 """
 
@@ -28,13 +30,15 @@ from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
+from redis.driver_info import DriverInfo
 from redis.exceptions import RedisError
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-OP_TIMEOUT_S = 0.25  # the longest one Redis command may take on the call path
+OP_TIMEOUT_S = 0.3  # the longest one Redis command may take on the call path
+WARM_CONNECTIONS = 32  # opened when Redis is reached, so a burst of calls does not wait for connections
 HEARTBEAT_S = 1.0  # seconds between a node's heartbeats (and its checks that Redis is back)
 NODE_EXPIRY_S = 5.0  # a node without a heartbeat this long is no longer counted live
 TTL_JITTER = 0.1  # a shared value lives its TTL less up to this share of it, so a herd expires spread out
@@ -166,6 +170,7 @@ class SharedState:
         self.client = aioredis.Redis.from_url(
             url, socket_timeout=op_timeout, socket_connect_timeout=op_timeout, retry_on_timeout=False,
             health_check_interval=0, max_connections=200, decode_responses=True,
+            driver_info=DriverInfo(name=None, lib_version=None),  # no CLIENT SETINFO: one round trip less a connection
         )  # fmt: skip
         self._claim = self.client.register_script(_CLAIM)
         self._reserve = self.client.register_script(_RESERVE)
@@ -177,6 +182,8 @@ class SharedState:
         self.up = False  # until the first heartbeat reaches Redis
         self.live_nodes = 1  # as last counted (kept while Redis is down: the local budgets' divisor)
         self.outages = 0  # times Redis was found down
+        self._check: asyncio.Task | None = None  # a heartbeat sent at once after a command ran out of time
+        self._scripts = (self._claim, self._reserve, self._pause, self._enter, self._admit, self._outcome)
         self._task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -194,7 +201,7 @@ class SharedState:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for task in list(self._background):
+        for task in [*self._background, *([self._check] if self._check else [])]:
             task.cancel()
         if self.up:  # leave the live set at once: the others' budgets grow back without waiting for the expiry
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
@@ -214,6 +221,14 @@ class SharedState:
             return
         self.live_nodes = max(1, int(count))
         if not self.up:
+            try:  # a restarted Redis has forgotten the scripts; loaded now, and connections opened, for the calls
+                for script in self._scripts:
+                    await asyncio.wait_for(self.client.script_load(script.script), self.op_timeout * 4)
+                pings = [self.client.ping() for _ in range(WARM_CONNECTIONS)]
+                await asyncio.wait_for(asyncio.gather(*pings), self.op_timeout * 4)
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                self.down(exc)
+                return
             logger.info("shared state in Redis reached (node %s, %d live nodes)", self.node_id, self.live_nodes)
             self.up = True
 
@@ -232,20 +247,27 @@ class SharedState:
 
     async def run(self, make: Callable[[], Awaitable[T]], deadline_at: float) -> T:
         """``make()``'s result within the op time-out and the deadline; ``SharedUnavailable`` else."""
-        if not self.up:
+        if not self.up or self._check is not None:
             raise SharedUnavailable
         left = min(self.op_timeout, deadline_at - time.monotonic())
         if left <= 0:
             raise SharedUnavailable  # the call has no time left for Redis; not Redis's fault
         try:
-            return await asyncio.wait_for(make(), left)
+            result = await asyncio.wait_for(make(), left)
         except asyncio.TimeoutError as exc:
-            if left >= self.op_timeout:  # Redis was given its full time: it is hung
-                self.down(exc)
+            if left >= self.op_timeout and self._check is None:  # Redis had its full time: is it hung?
+                self._check = asyncio.get_running_loop().create_task(self._check_now())
             raise SharedUnavailable from None
         except (RedisError, OSError) as exc:
             self.down(exc)
             raise SharedUnavailable from None
+        return result
+
+    async def _check_now(self) -> None:
+        try:
+            await self.beat()
+        finally:
+            self._check = None
 
     def later(self, make: Callable[[], Awaitable[Any]]) -> None:
         """Run ``make()`` in the background (bounded by the op time-out), errors only marking Redis down."""
