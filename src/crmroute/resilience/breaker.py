@@ -37,7 +37,7 @@ class BreakerState(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Permission for one request; ``probe`` when it is the half-open test; ``shared``: the cluster's breaker gave it."""
+    """Permission for one request; ``probe``: the half-open test; ``shared``: the cluster's breaker gave it."""
 
     probe: bool = False
     shared: bool = False

@@ -84,7 +84,7 @@ class Guards:
         return iter(list(self._breakers.values()))
 
     def circuit(self, source_id: str) -> str:
-        """How a source's circuit stands, for people: ``closed``, ``open (next try in 12 s)``... ``""`` if never asked."""
+        """A source's circuit for people: ``closed``, ``open (next try in 12 s)``... ``""`` if never asked."""
         known = self._breakers.get(source_id)
         if known is None:
             return ""
@@ -158,7 +158,8 @@ class Guards:
         connectors use this package, not the other way round).
         """
         cls, own = type(connector), connector.settings
-        rate, burst = (own.requests_per_second, None) if own.requests_per_second else (cls.requests_per_second, cls.burst)
+        own_pace = own.requests_per_second
+        rate, burst = (own_pace, None) if own_pace else (cls.requests_per_second, cls.burst)
         concurrency = own.max_concurrency or cls.max_concurrency
         quotas = cls.quotas
         if own.daily_quota is not None:  # the account's own 24-hour allocation replaces the documented one

@@ -194,6 +194,8 @@ class SharedState:
 
     async def start(self) -> None:
         await self.beat()
+        if not self.up:
+            logger.warning("Redis unreachable at start: node %s works alone until it answers", self.node_id)
         self._task = asyncio.create_task(self._beat_forever(), name="shared-state-heartbeat")
 
     async def close(self) -> None:
@@ -206,8 +208,8 @@ class SharedState:
         if self.up:  # leave the live set at once: the others' budgets grow back without waiting for the expiry
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
                 await asyncio.wait_for(self.client.zrem(self.key("nodes"), self.node_id), self.op_timeout)
-        with contextlib.suppress(RedisError, OSError):
-            await self.client.aclose()
+        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.client.aclose(), self.op_timeout * 4)
 
     async def beat(self) -> None:
         """One heartbeat: marks Redis up (it answered) or down."""

@@ -50,7 +50,7 @@ def create_app(
     settings: Settings, store: Store, *, router: Router, agi_server: AgiServer | None = None,
     call_logger: CallLogger | None = None, owns_router: bool = False,
 ) -> FastAPI:
-    """The app over parts built elsewhere (``crmroute.service``); with ``owns_router`` its shutdown closes the router."""
+    """The app over parts built elsewhere (``crmroute.service``); ``owns_router``: its shutdown closes the router."""
     from crmroute.calllog.worker import install_metrics, off_status
     from crmroute.web.api import api_router
     from crmroute.web.ui import ui_router
