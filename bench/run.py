@@ -216,7 +216,7 @@ def start_crmroute(
         command = [PYTHON, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], CRMROUTE, "agi"]
     proc = start("crmroute", command, directory, env, port=port)
     proc.data_dir = directory / "data"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a PostgreSQL migration check on a loaded machine takes a while
     while True:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
