@@ -186,3 +186,4 @@ def test_redis_needs_postgresql_and_names_the_node():
             assert field in str(exc)
         else:
             raise AssertionError(f"{env} accepted")
+

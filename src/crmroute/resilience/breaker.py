@@ -41,6 +41,7 @@ class Admission:
 
     probe: bool = False
     shared: bool = False
+    quiet: bool = False  # shared, with no failure counted: a success has nothing to reset (no round trip)
 
 
 _NORMAL = Admission(False)

@@ -243,11 +243,13 @@ class Guards:
             return None
         if verdict == "normal":
             breaker.mirror(None)
-        return Admission(probe=verdict == "probe", shared=True)
+        return Admission(probe=verdict == "probe", shared=True, quiet=verdict == "normal" and retry_s == 0)
 
     def outcome(self, source_id: str, name: str, admission: Admission, outcome: str) -> None:
         """``success``, ``failure`` or ``release`` (says nothing of the CRM's health) of an admitted request."""
         breaker = self.breaker(source_id, name)
+        if admission.quiet and outcome != "failure":
+            return
         if admission.shared and self.shared is not None and self.shared.up:
             self.shared.outcome(source_id, outcome, admission.probe, breaker.threshold, breaker.cooldown,
                                 breaker.mirror)  # fmt: skip

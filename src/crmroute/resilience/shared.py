@@ -53,8 +53,9 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'lease'
 return {'wait', 0}
 """
 
-# A token bucket with reservations (as resilience/budget.py's TokenBucket). KEYS: bucket.
-# ARGV: rate/s, burst, max wait ms. Returns the ms to wait for the token taken, or -(ms paused) - 1 if refused.
+# A token bucket with reservations (as resilience/budget.py's TokenBucket). KEYS: bucket, busy set.
+# ARGV: rate/s, burst, max wait ms, slot limit, member, slot ms. Returns {ms to wait for the token taken, or
+# -(ms paused) - 1 if refused; 1 if a request slot was taken too (only when there is no wait)}.
 _RESERVE = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
@@ -63,10 +64,17 @@ local b = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
 local tokens, updated = tonumber(b[1]) or burst, tonumber(b[2]) or now
 if now > updated then tokens = math.min(burst, tokens + (now - updated) * rate / 1000); updated = now end
 local wait = math.max(0, updated - now) + math.max(0, (1 - tokens) * 1000 / rate)
-if wait > max_wait then return tostring(-math.max(0, updated - now) - 1) end
+if wait > max_wait then return {tostring(-math.max(0, updated - now) - 1), 0} end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'updated', tostring(updated))
 redis.call('PEXPIRE', KEYS[1], math.ceil(wait + 1000 * burst / rate) + 60000)
-return tostring(wait)
+if wait > 0 or #KEYS < 2 then return {tostring(wait), 0} end
+-- no wait: take a request slot in the same round trip, if one is free (as _ENTER)
+local nowms = math.floor(now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', nowms)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {tostring(wait), 0} end
+redis.call('ZADD', KEYS[2], nowms + tonumber(ARGV[6]), ARGV[5])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]) + 1000)
+return {tostring(wait), 1}
 """
 
 # A 429: no token before ARGV[1] ms from now. KEYS: bucket. ARGV: ms, rate, burst.
@@ -95,12 +103,13 @@ redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 1000)
 return 1
 """
 
-# The breaker's admission: {"normal"|"probe"|"refuse", ms until a probe may go}. KEYS: breaker. ARGV: probe ms.
+# The breaker's admission: {"normal", failures counted} or {"probe"|"refuse", ms until a probe may go}.
+# KEYS: breaker. ARGV: probe ms.
 _ADMIT = """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + math.floor(t[2] / 1000)
-local b = redis.call('HMGET', KEYS[1], 'state', 'until', 'probe_until')
-if b[1] ~= 'open' then return {'normal', 0} end
+local b = redis.call('HMGET', KEYS[1], 'state', 'until', 'probe_until', 'failures')
+if b[1] ~= 'open' then return {'normal', tonumber(b[4]) or 0} end
 local untilms = tonumber(b[2]) or 0
 if now < untilms then return {'refuse', untilms - now} end
 if now < (tonumber(b[3]) or 0) then return {'refuse', 0} end
@@ -255,8 +264,9 @@ class SharedState:
         if left <= 0:
             raise SharedUnavailable  # the call has no time left for Redis; not Redis's fault
         try:
-            result = await asyncio.wait_for(make(), left)
-        except asyncio.TimeoutError as exc:
+            async with asyncio.timeout(left):  # (no task per command, unlike wait_for)
+                result = await make()
+        except TimeoutError:
             if left >= self.op_timeout and self._check is None:  # Redis had its full time: is it hung?
                 self._check = asyncio.get_running_loop().create_task(self._check_now())
             raise SharedUnavailable from None
@@ -309,12 +319,15 @@ class SharedState:
 
     async def reserve(
         self, source: str, rate: float, burst: float, max_wait_s: float, deadline_at: float,
-    ) -> tuple[float | None, float]:  # fmt: skip
-        """(seconds to wait for the token taken, 0) or, when none fits ``max_wait_s``, (None, seconds paused)."""
-        ms = float(await self.run(lambda: self._reserve(keys=[self.key("bucket", source)],
-                                                        args=[rate, burst, max(0.0, max_wait_s) * 1000]),
-                                  deadline_at))  # fmt: skip
-        return (ms / 1000, 0.0) if ms >= 0 else (None, (-ms - 1) / 1000)
+        limit: int, member: str, slot_ms: int,
+    ) -> tuple[float | None, float, bool]:  # fmt: skip
+        """(seconds to wait for the token taken, 0, whether ``member`` got a request slot too) or, when no token
+        fits ``max_wait_s``, (None, seconds paused, False)."""
+        keys = [self.key("bucket", source), self.key("busy", source)]
+        args = [rate, burst, max(0.0, max_wait_s) * 1000, limit, member, max(1, slot_ms)]
+        head, entered = await self.run(lambda: self._reserve(keys=keys, args=args), deadline_at)
+        ms = float(head)
+        return (ms / 1000, 0.0, bool(entered)) if ms >= 0 else (None, (-ms - 1) / 1000, False)
 
     def pause(self, source: str, seconds: float, rate: float, burst: float) -> None:
         self.later(lambda: self._pause(keys=[self.key("bucket", source)], args=[int(seconds * 1000), rate, burst]))
@@ -329,10 +342,10 @@ class SharedState:
     # --- breakers ----------------------------------------------------------------
 
     async def admit(self, source: str, probe_ms: int, deadline_at: float) -> tuple[str, float]:
-        """``("normal"|"probe"|"refuse", seconds until a probe may go)``."""
+        """``("normal", failures counted)`` or ``("probe"|"refuse", seconds until a probe may go)``."""
         verdict, ms = await self.run(lambda: self._admit(keys=[self.key("breaker", source)], args=[max(1, probe_ms)]),
                                      deadline_at)  # fmt: skip
-        return verdict, int(ms) / 1000
+        return verdict, int(ms) if verdict == "normal" else int(ms) / 1000
 
     def outcome(self, source: str, outcome: str, probe: bool, threshold: int, cooldown_s: float,
                 on_state: Callable[[float | None], None]) -> None:  # fmt: skip

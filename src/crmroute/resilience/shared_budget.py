@@ -58,17 +58,20 @@ class SharedBudget:
         if spent is not None:
             await local.acquire(deadline_at, operation)  # raises quota_exhausted
         member = new_member()
+        slot_ms = int((deadline_at - time.monotonic() + SLOT_GRACE_S) * 1000)
         try:
-            wait, paused = await self.shared.reserve(self.source_id, self.shared_rate, self.shared_burst,
-                                                     deadline_at - time.monotonic(), deadline_at)  # fmt: skip
+            wait, paused, entered = await self.shared.reserve(
+                self.source_id, self.shared_rate, self.shared_burst, deadline_at - time.monotonic(), deadline_at,
+                self.shared_concurrency, member, slot_ms,
+            )  # fmt: skip
             if wait is None:
                 raise self._refuse(f"paused for {paused:.1f} s by the CRM" if paused > 0 else
                                    f"no request left in the budget of {self.shared_rate:g}/s", operation)  # fmt: skip
             if wait > 0:
                 local.waited_s += wait
                 await asyncio.sleep(wait)
-            slot_ms = int((deadline_at - time.monotonic() + SLOT_GRACE_S) * 1000)
-            while not await self.shared.enter(self.source_id, self.shared_concurrency, member, slot_ms, deadline_at):
+            while not entered and not await self.shared.enter(self.source_id, self.shared_concurrency, member,
+                                                              slot_ms, deadline_at):  # fmt: skip
                 if time.monotonic() + POLL_S >= deadline_at:
                     raise self._refuse(f"all {self.shared_concurrency} request slots of the cluster busy", operation)
                 await asyncio.sleep(POLL_S)
