@@ -22,6 +22,9 @@ Scenarios (``--only`` picks some), each bounded in calls and time:
     never      a CRM that never answers: the slowest decision vs the deadline
     inflight   2,000 calls in flight against a CRM answering in 1 s, in one process
     soak       --soak-calls (default 100,000) calls: RSS after warm-up vs at the end, open fds
+    cluster-cached  p99 of a cached call, one node alone vs a node sharing state in Redis (needs PostgreSQL
+               and Redis on 127.0.0.1, else skipped)
+    cluster-burst   3,000 calls from 50 callers spread over 1, 2 and 3 nodes: CRM requests made
 
 Prints a table and the measured ratios against the targets of issue 6, and
 writes JSON to bench/results/ (``latest.json`` and a timestamped copy).
@@ -85,6 +88,7 @@ TARGETS = {
     "never_max_over_deadline_ms": "<= 50",
     "inflight_errors": "== 0",
     "soak_rss_growth_pct": "< 10",
+    "cluster_cached_p99_added_ms": "<= 1",
     "soak_fd_delta": "== 0",
 }
 
@@ -187,8 +191,11 @@ def crm_url(crm: Proc) -> str:
     return f"https://127.0.0.1:{crm.port}/lookup"
 
 
-def start_crmroute(work: Work, crm: Proc, *, settings: dict[str, str] | None = None, rule: dict | None = None) -> Proc:
-    """``crmroute agi`` on a fresh SQLite store with the benchmark's rule imported."""
+def start_crmroute(
+    work: Work, crm: Proc, *, settings: dict[str, str] | None = None, rule: dict | None = None,
+    import_rules: bool = True,
+) -> Proc:  # fmt: skip
+    """``crmroute agi`` on a fresh SQLite store (or ``settings``' database) with the benchmark's rule imported."""
     directory = work.sub("crmroute")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMROUTE_")}
@@ -201,14 +208,15 @@ def start_crmroute(work: Work, crm: Proc, *, settings: dict[str, str] | None = N
         "dids": [{"number": "5551000", "rule": "VIP"}],
     }  # fmt: skip
     (directory / "rules.yaml").write_text(yaml.safe_dump(rules))
-    for args in (["db", "upgrade"], ["rules", "import", str(directory / "rules.yaml")]):  # upgrade creates the data dir
+    steps = [["db", "upgrade"]] + ([["rules", "import", str(directory / "rules.yaml")]] if import_rules else [])
+    for args in steps:  # upgrade creates the data dir
         subprocess.run([CRMROUTE, *args], env=env, check=True, capture_output=True, cwd=directory)
     command = [CRMROUTE, "agi"]
     if os.environ.get("BENCH_PROFILE"):  # a cProfile of the server, for finding hot spots
         command = [PYTHON, "-m", "cProfile", "-o", os.environ["BENCH_PROFILE"], CRMROUTE, "agi"]
     proc = start("crmroute", command, directory, env, port=port)
     proc.data_dir = directory / "data"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60  # a PostgreSQL migration check on a loaded machine takes a while
     while True:
         with socket.socket() as sock:
             if sock.connect_ex(("127.0.0.1", port)) == 0:
@@ -527,8 +535,90 @@ async def scenario_soak(work: Work, args: argparse.Namespace, report: dict) -> l
                                             "fds_end": fds_end})]  # fmt: skip
 
 
+# --- several nodes (PostgreSQL + Redis) ----------------------------------------------------------------
+
+BENCH_PG_ADMIN = os.environ.get("BENCH_PG_URL", "postgresql://postgres@127.0.0.1:5432/postgres")
+BENCH_REDIS = os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/9")  # flushed before each run
+
+
+@contextlib.contextmanager
+def cluster_store() -> Iterator[dict[str, str] | None]:
+    """Settings for nodes sharing a fresh PostgreSQL database and an emptied Redis db; ``None`` without them."""
+    import psycopg
+    import redis
+    from cryptography.fernet import Fernet
+
+    name = f"crmroute_bench_{os.getpid()}_{int(time.time())}"
+    try:
+        with psycopg.connect(BENCH_PG_ADMIN, autocommit=True, connect_timeout=3) as admin:
+            admin.execute(f'CREATE DATABASE "{name}"')
+        redis.Redis.from_url(BENCH_REDIS, socket_timeout=3).flushdb()
+    except (psycopg.Error, redis.RedisError) as exc:
+        print(f"   skipped: no PostgreSQL or Redis ({type(exc).__name__})", flush=True)
+        yield None
+        return
+    try:
+        yield {"CRMROUTE_DATABASE_URL": BENCH_PG_ADMIN.rsplit("/", 1)[0] + f"/{name}",
+               "CRMROUTE_REDIS_URL": BENCH_REDIS, "CRMROUTE_SECRET_KEY": Fernet.generate_key().decode()}  # fmt: skip
+    finally:
+        with psycopg.connect(BENCH_PG_ADMIN, autocommit=True) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+async def scenario_cluster_cached(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
+    """p99 of cached calls (paced), a node alone vs a node of a cluster: the shared state's cost on a hit."""
+    rows, conc, distinct = [], args.concurrency, 1000
+    crm = start_crm(work, latency_ms=5)
+    alone = start_crmroute(work, crm, settings=FAST_WARMUP)
+    with running(crm, alone):
+        await run_load(alone.port, distinct, conc, callers(distinct))
+        rows.append(Row("cluster-cached", "one node alone (SQLite)",
+                        await run_load(alone.port, args.paced_calls, conc, callers(distinct), rate=args.paced_rate),
+                        conc))  # fmt: skip
+    with cluster_store() as shared:
+        if shared is None:
+            return rows
+        node = start_crmroute(work, crm := start_crm(work, latency_ms=5), settings=FAST_WARMUP | shared)
+        with running(crm, node):
+            await run_load(node.port, distinct, conc, callers(distinct))
+            rows.append(Row("cluster-cached", "a node sharing state in Redis (PostgreSQL)",
+                            await run_load(node.port, args.paced_calls, conc, callers(distinct), rate=args.paced_rate),
+                            conc))  # fmt: skip
+    p99 = [percentile(row.load.decision_ms(), 99) for row in rows]
+    report["ratios"]["cluster_cached_p99_added_ms"] = _r(p99[1] - p99[0])  # type: ignore[operator]
+    report["notes"]["cluster-cached"] = f"paced at {args.paced_rate:g} calls/s, the cache warm on both"
+    return rows
+
+
+async def scenario_cluster_burst(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
+    """3,000 calls from 50 distinct callers on a cold cache, spread over 1, 2 and 3 nodes: CRM requests made."""
+    rows = []
+    calls = 600 if args.quick else 3000
+    for count in (1, 2, 3):
+        with cluster_store() as shared:
+            if shared is None:
+                return rows
+            crm = start_crm(work, latency_ms=50)
+            nodes = [start_crmroute(work, crm, settings=shared | {"CRMROUTE_NODE_ID": f"bench-{n}"},
+                                    import_rules=n == 0) for n in range(count)]  # fmt: skip
+            with running(crm, *nodes):
+                await asyncio.sleep(1.5)  # each node has read the rules and met the others (heartbeats)
+                who = callers(50, 4_000_000)
+                loads = await asyncio.gather(*[
+                    run_load(node.port, calls // count, max(1, args.concurrency // count),
+                             lambda i, n=n: who(i * count + n)) for n, node in enumerate(nodes)])  # fmt: skip
+                asked = crm_requests(work, crm)
+            load = LoadResult(sum(x.calls for x in loads), max(x.seconds for x in loads),
+                              [r for x in loads for r in x.results])  # fmt: skip
+            rows.append(Row("cluster-burst", f"{count} node{'s' if count > 1 else ''} sharing Redis", load,
+                            args.concurrency, crm_requests=asked))  # fmt: skip
+            report["ratios"][f"cluster_burst_crm_requests_{count}_nodes"] = asked
+    return rows
+
+
 SCENARIOS = {"cached": scenario_cached, "procagi": scenario_procagi, "burst": scenario_burst,
-             "never": scenario_never, "inflight": scenario_inflight, "soak": scenario_soak}  # fmt: skip
+             "never": scenario_never, "inflight": scenario_inflight, "soak": scenario_soak,
+             "cluster-cached": scenario_cluster_cached, "cluster-burst": scenario_cluster_burst}  # fmt: skip
 
 
 # --- output -------------------------------------------------------------------------------------------

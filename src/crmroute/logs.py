@@ -1,4 +1,4 @@
-"""Logging setup: text or JSON lines, each call's lines carrying its unique id."""
+"""Logging setup: text or JSON lines, each call's lines carrying its unique id (and, with several nodes, the node's)."""
 
 from __future__ import annotations
 
@@ -11,6 +11,10 @@ from crmroute.settings import Settings
 
 
 class JsonFormatter(logging.Formatter):
+    def __init__(self, node: str = "") -> None:
+        super().__init__()
+        self.node = node
+
     def format(self, record: logging.LogRecord) -> str:
         data = {
             "time": datetime.fromtimestamp(record.created, timezone.utc).isoformat(timespec="milliseconds"),
@@ -18,6 +22,8 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "message": record.getMessage(),
         }
+        if self.node:
+            data["node"] = self.node
         call_id = getattr(record, "call_id", None)
         if call_id:
             data["call_id"] = call_id
@@ -27,8 +33,8 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
-    def __init__(self) -> None:
-        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    def __init__(self, node: str = "") -> None:
+        super().__init__(f"%(asctime)s {node + ' ' if node else ''}%(levelname)s %(name)s: %(message)s")
 
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
@@ -38,7 +44,8 @@ class TextFormatter(logging.Formatter):
 
 def configure(settings: Settings) -> None:
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    node = settings.node if settings.clustered or settings.node_id else ""  # one node alone: its lines as before
+    handler.setFormatter(JsonFormatter(node) if settings.log_format == "json" else TextFormatter(node))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(settings.log_level)

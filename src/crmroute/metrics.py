@@ -55,6 +55,13 @@ class Metrics:
             "crmroute_crm_lookups", "Lookups sent to a CRM (after cache and single-flight), per source", ["source"],
             registry=r,
         )  # fmt: skip
+        self.node_info = Gauge("crmroute_node_info", "This node's name (CRMROUTE_NODE_ID); always 1", ["node"],
+                               registry=r)  # fmt: skip
+        self.shared_state_up = Gauge(
+            "crmroute_shared_state_up", "With CRMROUTE_REDIS_URL: 1 while the cache, budgets and breakers are shared "
+            "in Redis, 0 while Redis is away and this node works from its local state", registry=r,
+        )  # fmt: skip
+        self.cluster_nodes = Gauge("crmroute_cluster_nodes", "Live nodes as last counted in Redis", registry=r)
         self._breakers = _BreakerCollector()
         r.register(self._breakers)
         self._quotas = _QuotaCollector()

@@ -24,8 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
-from collections.abc import Awaitable, Callable, Hashable, Iterator
+from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
@@ -35,14 +34,15 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.agi.jumps import JumpTable
 from crmroute.connectors._http import MAX_CONNECTIONS
-from crmroute.connectors.base import Connector, Record
+from crmroute.connectors.base import Record
 from crmroute.connectors.custom import fetch_custom_fields
 from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.deadline import Deadline
-from crmroute.errors import ConnectorError, ConnectorUnavailable, CrmrouteError, RateLimited
+from crmroute.errors import ConnectorError, ConnectorTimeout, ConnectorUnavailable, CrmrouteError, RateLimited
 from crmroute.metrics import Metrics
-from crmroute.resilience import BreakerState, Budget, CircuitBreaker, Quota, SingleFlight, ValueCache
-from crmroute.resilience.budget import QUOTA_WARN
+from crmroute.resilience.breaker import Admission
+from crmroute.resilience.guards import LOCAL, Guards
+from crmroute.resilience.shared import SharedState
 from crmroute.routing.conditions import CallFacts
 from crmroute.routing.engine import Fetch, Fetched, LookupKey, decide, lookup_key
 from crmroute.routing.trace import Decision, Status
@@ -89,6 +89,19 @@ class Answer:
         return Fetched(self.value, dict(self.values), self.matches)
 
 
+def encode_answer(answer: Answer) -> dict:
+    """An answer as the shared cache keeps it (JSON; the record's identity only)."""
+    record = answer.record
+    return {"v": answer.value, "f": answer.found, "x": [list(pair) for pair in answer.values], "m": answer.matches,
+            "r": None if record is None else [record.module, record.id, record.matches, record.url]}  # fmt: skip
+
+
+def decode_answer(data: dict) -> Answer:
+    r = data.get("r")
+    return Answer(data.get("v"), None if r is None else Record(r[0], r[1], {}, r[2], r[3]), bool(data.get("f")),
+                  tuple((str(k), v) for k, v in data.get("x") or ()), int(data.get("m") or 0))
+
+
 @dataclass(frozen=True, slots=True)
 class Source:
     """A CRM source as the breaker, the metrics and the messages know it."""
@@ -107,110 +120,6 @@ class Lookup:
     cache_age: float = 0.0
     asked: bool = False  # the CRM was asked for this call (a request started or joined)
     shared: bool = False  # joined a request another call had started
-
-
-class Guards:
-    """The value cache, single-flight, and each CRM source's breaker and budget (see the module docstring)."""
-
-    def __init__(self, settings: Settings, *, clock: Callable[[], float] = time.monotonic) -> None:
-        self.settings = settings
-        self.clock = clock  # of the cache and the breakers (tests move it); budgets follow the deadline's clock
-        self.cache: ValueCache = ValueCache(settings.cache_max_entries, clock=clock)
-        self.flights: SingleFlight[Answer] = SingleFlight()
-        self._breakers: dict[str, tuple[str, CircuitBreaker]] = {}  # source id -> (name, breaker)
-        self._budgets: dict[str, tuple[tuple, Budget]] = {}  # source id -> (its limits, budget)
-        self._origins: dict[str, str] = {}
-
-    def breaker(self, source_id: str, name: str) -> CircuitBreaker:
-        known = self._breakers.get(source_id)
-        if known is None:
-            breaker = CircuitBreaker(self.settings.breaker_failures, self.settings.breaker_cooldown_s, clock=self.clock)
-            self._breakers[source_id] = (name, breaker)
-            return breaker
-        if known[0] != name:  # an integration was renamed
-            self._breakers[source_id] = (name, known[1])
-        return known[1]
-
-    def breakers(self) -> Iterator[tuple[str, CircuitBreaker]]:
-        """(source name, breaker) of every source asked so far."""
-        return iter(list(self._breakers.values()))
-
-    def circuit(self, source_id: str) -> str:
-        """How a source's circuit stands, for people: ``closed``, ``open (next try in 12 s)``... ``""`` if never asked."""
-        known = self._breakers.get(source_id)
-        if known is None:
-            return ""
-        breaker = known[1]
-        state = breaker.state
-        if state is BreakerState.OPEN:
-            return f"open (next try in {breaker.retry_in():.0f} s)"
-        return "half-open (probing)" if state is BreakerState.HALF_OPEN else "closed"
-
-    def quotas(self) -> dict[str, str]:
-        """Sources whose quota is 80 % used or more: ``{"integration 'Main'": "85,012 of 100,000 per 24 h"}``."""
-        found = {}
-        for _, budget in self.budgets():
-            for quota in budget.quotas:
-                used = quota.used()
-                if used >= QUOTA_WARN * quota.limit:
-                    window = quota.quota.describe().partition(" per ")[2]
-                    spent = " (spent)" if quota.spent() else ""
-                    found[budget.name] = f"{used:,} of {quota.limit:,} per {window}{spent}"
-        return found
-
-    def circuits(self) -> dict[str, str]:
-        """Each asked source's name and circuit state (``closed``, ``open``, ``half_open``)."""
-        return {name: breaker.state.label for name, breaker in self.breakers()}
-
-    def origin(self, url: str) -> str:
-        """``https://host:port`` of a Custom CRM URL: the unit of its budget and breaker."""
-        origin = self._origins.get(url)
-        if origin is None:
-            parsed = httpx.URL(url)
-            origin = f"{parsed.scheme}://{parsed.host}:{parsed.port or 443}"
-            if len(self._origins) > 10_000:  # URLs come from rules: a bound against the absurd
-                self._origins.clear()
-            self._origins[url] = origin
-        return origin
-
-    def _budget(
-        self, source_id: str, name: str, kind: str, rate: float | None, concurrency: int, *,
-        burst: float | None = None, quotas: tuple[Quota, ...] = (),
-    ) -> Budget:  # fmt: skip
-        # Never more in flight than the shared HTTP client has connections: requests past that
-        # would queue in its pool, whose bookkeeping grows with the queue and stalls every call.
-        concurrency = min(concurrency, MAX_CONNECTIONS)
-        limits = (rate, concurrency, burst, quotas)
-        known = self._budgets.get(source_id)
-        if known is not None and known[0] == limits:
-            return known[1]
-        budget = Budget(name, rate, concurrency, burst=burst, quotas=quotas, kind=kind)
-        self._budgets[source_id] = (limits, budget)
-        return budget
-
-    def budgets(self) -> Iterator[tuple[str, Budget]]:
-        """(source id, budget) of every source asked so far."""
-        return iter([(source_id, budget) for source_id, (_, budget) in list(self._budgets.items())])
-
-    def custom_budget(self, url: str) -> Budget:
-        origin = self.origin(url)
-        return self._budget(f"custom:{origin}", f"the Custom CRM at {origin}", "custom",
-                            self.settings.custom_requests_per_second, self.settings.custom_max_concurrency)  # fmt: skip
-
-    def integration_budget(self, spec: ConnectorSpec, connector: Connector) -> Budget:
-        """The vendor's published limits (the connector's class data), or the integration's own settings."""
-        cls, own = type(connector), connector.settings
-        rate, burst = (own.requests_per_second, None) if own.requests_per_second else (cls.requests_per_second, cls.burst)
-        concurrency = own.max_concurrency or cls.max_concurrency
-        quotas = cls.quotas
-        if own.daily_quota is not None:  # the account's own 24-hour allocation replaces the documented one
-            daily = Quota(own.daily_quota, 86_400, "requests per 24 h (the integration's daily_quota)")
-            quotas = tuple(q for q in quotas if q.window_s != 86_400) + ((daily,) if own.daily_quota else ())
-        return self._budget(f"integration:{spec.integration_id}", f"integration {spec.name!r}", spec.kind,
-                            rate, concurrency, burst=burst, quotas=quotas)  # fmt: skip
-
-    async def aclose(self) -> None:
-        await self.flights.aclose()
 
 
 @dataclass
@@ -237,16 +146,26 @@ class Router:
         self.decision_log = decision_log
         self.pool = ConnectorPool(http, box, settings.default_region, CredentialStore(factory, box),
                                   data_dir=settings.data_dir)  # fmt: skip
-        self.guards = Guards(settings)
+        self.guards = Guards(settings, max_in_flight=MAX_CONNECTIONS, encode=encode_answer, decode=decode_answer)
         self.metrics = Metrics()
         self.metrics.track(self.metrics.cache_entries, lambda: len(self.guards.cache))
         self.metrics.track_breakers(lambda: self.guards.breakers())
         self.metrics.track_quotas(lambda: ((budget.name, budget) for _, budget in self.guards.budgets()))
+        self.metrics.node_info.labels(node=settings.node).set(1)
+        if settings.redis_url:
+            self.share(SharedState(settings.redis_url, settings.node))
         if decision_log is not None:
             self.metrics.track(self.metrics.decisions_pending, lambda: decision_log.pending)
             self.metrics.track(self.metrics.decisions_dropped, lambda: decision_log.dropped)
         self.book = RuleBook()
         self._task: asyncio.Task | None = None
+
+    def share(self, shared: SharedState) -> None:
+        """Keep the guards' state in Redis with the other nodes (started by ``start()``)."""
+        self.guards.shared = shared
+        self.guards.forget_budgets()  # rebuilt as shared ones
+        self.metrics.track(self.metrics.shared_state_up, lambda: float(shared.up))
+        self.metrics.track(self.metrics.cluster_nodes, lambda: shared.live_nodes)
 
     # --- the rule book -------------------------------------------------------
 
@@ -281,6 +200,8 @@ class Router:
                 logger.info("no stored credentials taken for integration %r: %s", spec.name, type(exc).__name__)
 
     async def start(self) -> None:
+        if self.guards.shared is not None:  # Redis away at start: the node starts alone, and joins when it is back
+            await self.guards.shared.start()
         await asyncio.to_thread(self.load)
         await self.preload_credentials()
         if self.decision_log is not None:
@@ -293,6 +214,8 @@ class Router:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
         await self.guards.aclose()
+        if self.guards.shared is not None:
+            await self.guards.shared.close()
         if self.decision_log is not None:
             await self.decision_log.close()
         await self.pool.aclose()
@@ -471,6 +394,7 @@ class Router:
         source_ttl: Callable[[], int | None] | None,
     ) -> Fetch:
         guards = self.guards
+        late = Deadline(deadline.at + LATE_ANSWER_GRACE_S)  # as the request's own (see fetcher)
 
         async def fetch(key: LookupKey) -> Fetched:
             if fresh:
@@ -490,41 +414,80 @@ class Router:
                     notes.cached, notes.cache_age = True, entry.age(guards.cache.clock())
                     notes.record = entry.value.record
                     return entry.value.fetched()
-                self.metrics.cache_misses.inc()
-            breaker = guards.breaker(crm.id, crm.name)
-            if not guards.flights.running(lookup):
-                admission = breaker.allow()
+            negative_ttl = min(ttl, self.settings.cache_negative_ttl_s)
+
+            async def asking(admission: Admission, leased: bool) -> Answer:
+                self.metrics.crm_requests.labels(source=crm.name).inc()
+                try:
+                    answer = await ask(key)
+                except BaseException as exc:
+                    # RateLimited: the CRM (or our budget) asked us to slow down, which is not "down"
+                    failed = isinstance(exc, ConnectorError) and not isinstance(exc, RateLimited)
+                    guards.outcome(crm.id, crm.name, admission, "failure" if failed else "release")
+                    if leased:
+                        guards.give_back(lookup)
+                    raise
+                guards.outcome(crm.id, crm.name, admission, "success")
+                if ttl > 0:  # failures are never cached; "not found" only briefly
+                    guards.keep(lookup, answer, ttl if answer.found else negative_ttl, leased=leased)
+                return answer
+
+            async def admitted(leased: bool) -> Admission:
+                admission = await guards.admit(crm.id, crm.name, deadline.at, late.remaining())
                 if admission is None:
+                    if leased:
+                        guards.give_back(lookup)
+                    breaker = guards.breaker(crm.id, crm.name)
                     raise ConnectorUnavailable(
                         f"{crm.name}: circuit open after {breaker.threshold} consecutive failures; "
                         f"next try in {breaker.retry_in():.0f} s", kind=crm.kind, operation="fetch",
                         reason="circuit_open",
                     )  # fmt: skip
+                return admission
 
-                async def work() -> Answer:
-                    self.metrics.crm_requests.labels(source=crm.name).inc()
-                    try:
-                        answer = await ask(key)
-                    except RateLimited:
-                        breaker.release(admission)  # the CRM (or our budget) asked us to slow down: not down
-                        raise
-                    except ConnectorError:
-                        breaker.failure(admission)
-                        raise
-                    except BaseException:
-                        breaker.release(admission)
-                        raise
-                    breaker.success(admission)
-                    if ttl > 0:  # failures are never cached; "not found" only briefly
-                        guards.cache.put(lookup, answer, ttl if answer.found else min(ttl, self.settings.cache_negative_ttl_s))
-                    return answer
+            work: Callable[[], Awaitable[Answer]] | None = None
+            if not guards.flights.running(lookup):
+                claim = await guards.claim(lookup, deadline.at, late.remaining()) if ttl > 0 else LOCAL
+                if claim.kind == "value":  # another node asked the CRM within the TTL
+                    self.metrics.cache_hits.inc()
+                    notes.cached, notes.cache_age, notes.record = True, claim.age, claim.answer.record
+                    return claim.answer.fetched()
+                if guards.flights.running(lookup):  # a call of this node started it meanwhile: join that
+                    if claim.kind == "lease":
+                        guards.give_back(lookup)
+                elif claim.kind == "wait":  # a node is asking the CRM for this lookup: wait for its answer
+                    notes.shared = True
 
-            else:
-                work = None  # the same lookup is in flight: wait for it (each caller under its own deadline)
+                    async def work() -> Answer:
+                        try:
+                            turn = await guards.await_peer(lookup, late.at, late.remaining())
+                        except TimeoutError:
+                            raise ConnectorTimeout(f"{crm.name}: the request another node sent for this lookup "
+                                                   "did not answer in time", kind=crm.kind, operation="fetch") from None
+                        if turn.kind == "value":
+                            return turn.answer
+                        leased = turn.kind == "lease"  # its request failed (or the node left): ours now
+                        return await asking(await admitted(leased), leased)
+
+                else:
+                    leased = claim.kind == "lease"
+                    admission = await admitted(leased)
+                    if guards.flights.running(lookup):  # started here while Redis answered: join that
+                        guards.outcome(crm.id, crm.name, admission, "release")
+                        if leased:
+                            guards.give_back(lookup)
+                    else:
+
+                        async def work() -> Answer:
+                            return await asking(admission, leased)
+
+            if ttl > 0:
+                self.metrics.cache_misses.inc()
             notes.asked = True
             if on_crm is not None:
                 on_crm()
-            answer, notes.shared = await guards.flights.do(lookup, work)
+            answer, shared = await guards.flights.do(lookup, work)
+            notes.shared = notes.shared or shared
             notes.record = answer.record
             return answer.fetched()
 

@@ -8,12 +8,10 @@ import gc
 import logging
 import signal
 import sys
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import uvicorn
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy import func, select
 
 from crmroute.agi.jumps import JumpTable
 from crmroute.agi.scripts import CallHandler
@@ -21,10 +19,9 @@ from crmroute.agi.server import AgiServer
 from crmroute.connectors._http import make_client
 from crmroute.router import Router
 from crmroute.settings import Settings
-from crmroute.store.db import make_engine, make_sessionmaker, upgrade
+from crmroute.store.db import Store  # noqa: F401  (its home before; callers still import it here)
 from crmroute.store.decisions import DecisionLog
 from crmroute.store.models import User
-from crmroute.store.secrets import SecretBox
 
 if TYPE_CHECKING:
     from fastapi import FastAPI
@@ -37,31 +34,9 @@ SESSION_TIMEOUT = 180.0
 SWITCH_INTERVAL = 0.001  # seconds; see tune_runtime()
 
 
-@dataclass
-class Store:
-    """The database and the key for its secrets."""
-
-    settings: Settings
-    engine: Engine = field(init=False)
-    factory: sessionmaker[Session] = field(init=False)
-    box: SecretBox = field(init=False)
-
-    def __post_init__(self) -> None:
-        self.settings.ensure_data_dir()
-        self.engine = make_engine(self.settings.db_url)
-        self.factory = make_sessionmaker(self.engine)
-        self.box = SecretBox.from_settings(self.settings)
-
-    def upgrade(self) -> None:
-        upgrade(self.engine)
-
-    def close(self) -> None:
-        self.engine.dispose()
-
-
 def build_router(store: Store, *, with_log: bool = True, settings: Settings | None = None) -> Router:
     settings = settings or store.settings
-    log = DecisionLog(store.factory, settings.decision_retention_days) if with_log else None
+    log = DecisionLog(store.factory, settings.decision_retention_days, settings.node) if with_log else None
     return Router(settings, store.factory, store.box, make_client(settings), log)
 
 
@@ -70,13 +45,14 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
     stop = stop_on_signals()  # before start-up: a SIGTERM while starting still stops cleanly (drains the call log)
     store = Store(settings)
     await asyncio.to_thread(store.upgrade)
-    router = build_router(store) if agi else None
+    # A web-only process keeps a router too, for dry runs (Test rule, /api/v1/route), without a decision log.
+    router = build_router(store, with_log=agi) if agi or web else None
     agi_server: AgiServer | None = None
     web_server: uvicorn.Server | None = None
     call_logger = None
     tasks: list[asyncio.Task] = []
     try:
-        if router is not None:
+        if router is not None and agi:
             await router.start()
             handler = CallHandler(router, JumpTable.from_settings(settings))
             agi_server = AgiServer(

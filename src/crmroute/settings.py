@@ -9,6 +9,7 @@ from __future__ import annotations
 import ipaddress
 import os
 import re
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +81,8 @@ class Settings:
     trusted_proxies: tuple[IpNetwork, ...] = ()  # whose X-Forwarded-For/-Proto are believed; none by default
     metrics_token: str = field(default="", repr=False)  # when set, /metrics needs it as a bearer token
     sounds_dir: Path = Path(DEFAULT_SOUNDS_DIR)  # Asterisk's sounds of one language: the greeting's suggestions
+    redis_url: str = field(default="", repr=False)  # shared state of several nodes; empty: this node alone
+    node_id: str = ""  # empty: host name and AGI port (``node``)
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -150,6 +153,15 @@ class Settings:
             problems.append(("CRMROUTE_AMI_USERNAME", "required when CRMROUTE_AMI_HOST is set"))
         elif ami_username and not ami_host:
             problems.append(("CRMROUTE_AMI_HOST", "required when CRMROUTE_AMI_USERNAME is set"))
+        redis_url = get("REDIS_URL")
+        if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            problems.append(("CRMROUTE_REDIS_URL", "must be a redis://, rediss:// or unix:// URL"))
+        elif redis_url and not get("DATABASE_URL").startswith("postgresql"):
+            problems.append(("CRMROUTE_REDIS_URL", "several nodes share one database: set CRMROUTE_DATABASE_URL "
+                             "to a postgresql:// URL too"))  # fmt: skip
+        node_id = get("NODE_ID")
+        if len(node_id) > 64 or not re.fullmatch(r"[A-Za-z0-9._:@-]*", node_id):
+            problems.append(("CRMROUTE_NODE_ID", "at most 64 letters, digits and . _ : @ -"))
         outbound_number = get("CALLLOG_OUTBOUND_NUMBER")
         try:
             re.compile(outbound_number)
@@ -195,6 +207,8 @@ class Settings:
             trusted_proxies=trusted_proxies,
             metrics_token=get("METRICS_TOKEN"),
             sounds_dir=Path(get("SOUNDS_DIR", DEFAULT_SOUNDS_DIR)),
+            redis_url=redis_url,
+            node_id=node_id,
         )
         if problems:
             raise ConfigError(problems)
@@ -206,6 +220,16 @@ class Settings:
         if self.database_url:
             return self.database_url
         return f"sqlite:///{(self.data_dir / 'crmroute.db').resolve()}"
+
+    @property
+    def node(self) -> str:
+        """This node's name in logs, /healthz, /metrics and the decision log."""
+        return self.node_id or f"{socket.gethostname()}:{self.agi_port}"[:64]
+
+    @property
+    def clustered(self) -> bool:
+        """Several nodes share state (Redis) and the database (PostgreSQL)."""
+        return bool(self.redis_url)
 
     @property
     def ami_enabled(self) -> bool:

@@ -52,7 +52,7 @@ from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.deadline import Deadline
 from crmroute.errors import AuthError, ConnectorTimeout, ConnectorUnavailable, RateLimited, UnexpectedResponse
 from crmroute.resilience.budget import Budget, Quota
-from crmroute.router import Guards
+from crmroute.resilience import Guards
 from crmroute.routing.engine import LookupKey
 from crmroute.schemas import LogOptions
 from crmroute.service import Store, build_router

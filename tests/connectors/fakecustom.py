@@ -48,6 +48,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import json as jsonlib
 from collections import deque
 from collections.abc import Iterator
@@ -74,6 +75,7 @@ class RecordedRequest:
     headers: dict[str, str]
     body: bytes
     status: int = 0  # the answer's, once sent (vendor fakes record it)
+    at: float = field(default_factory=time.monotonic)  # when it arrived
 
     @property
     def params(self) -> dict[str, str]:

@@ -16,10 +16,12 @@ from typing import Any
 import pytest
 from sqlalchemy import select
 
+from crmroute.connectors._http import MAX_CONNECTIONS
 from crmroute.connectors.base import Connector, ConnectorSettings, Record
 from crmroute.resilience.budget import Budget, Quota
 from crmroute import router as router_module
-from crmroute.router import Guards, Target
+from crmroute.resilience import Guards
+from crmroute.router import Target
 from crmroute.routing.engine import decide as engine_decide
 from crmroute.store.models import DecisionRecord
 from tests.agi.conftest import base_rules
@@ -51,7 +53,7 @@ def metric(stack, name: str, **labels: str) -> float | None:
 def with_clock(stack) -> FakeClock:
     """Put the router's cache and breakers on a fake clock."""
     clock = FakeClock(time.monotonic())
-    stack.router.guards = Guards(stack.router.settings, clock=clock)
+    stack.router.guards = Guards(stack.router.settings, clock=clock, max_in_flight=MAX_CONNECTIONS)
     return clock
 
 
@@ -389,7 +391,6 @@ async def test_an_integrations_failures_open_its_own_circuit(stack_factory, cust
 
 
 async def test_no_source_has_more_in_flight_than_the_http_pool(stack_factory, custom_crm):
-    from crmroute.connectors._http import MAX_CONNECTIONS
 
     stack = await stack_factory(integration_rules(custom_crm.url), custom_max_concurrency="5000")
     assert stack.router.guards.custom_budget(custom_crm.url).max_concurrency == MAX_CONNECTIONS

@@ -19,6 +19,7 @@ def test_healthz_shows_only_status_to_strangers(web):
     for client in (web.api(), web.browser()):  # an API token or a session cookie: the details
         details = client.get("/healthz").json()
         assert {"version", "rules_loaded", "crm_circuits", "ami"} <= details.keys()
+        assert details["node"] == web.store.settings.node and details["shared_state"] == "off"  # one node alone
     stranger = web.client()
     stranger.headers["Authorization"] = "Bearer not-a-token"
     assert stranger.get("/healthz").json().keys() == {"status", "database", "agi"}
@@ -58,5 +59,6 @@ def test_metrics_count_calls_latency_and_errors(web):
     assert 'crmroute_calls_total{rule="VIP",status="matched"} 1.0' in text
     assert 'crmroute_calls_total{rule="-",status="no_rule"} 1.0' in text
     assert "crmroute_decision_seconds_count 2.0" in text
+    assert f'crmroute_node_info{{node="{router.settings.node}"}} 1.0' in text
     assert "crmroute_decision_log_pending 2.0" in text
     assert "crmroute_agi_active_sessions" in text and "crmroute_agi_health_checks" in text

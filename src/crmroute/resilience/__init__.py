@@ -1,7 +1,8 @@
 """What stands between a call and a CRM: value cache, single-flight, rate budget, circuit breaker.
 
 Each mechanism is a small module without I/O (clocks are injected, so tests
-run on fake time); ``crmroute.router`` wires them around every CRM lookup:
+run on fake time); ``Guards`` keeps them per CRM source, and ``crmroute.router``
+wires them around every CRM lookup:
 
     cache hit?                  -> the value, the CRM is not asked
     same lookup already asked?  -> wait for that request (single-flight)
@@ -17,6 +18,7 @@ from crmroute.resilience.breaker import Admission, BreakerState, CircuitBreaker
 from crmroute.resilience.budget import Budget, Quota, QuotaCounter, TokenBucket
 from crmroute.resilience.cache import CacheEntry, ValueCache
 from crmroute.resilience.flight import SingleFlight
+from crmroute.resilience.guards import Guards
 
 __all__ = [
     "Admission",
@@ -24,6 +26,7 @@ __all__ = [
     "Budget",
     "CacheEntry",
     "CircuitBreaker",
+    "Guards",
     "Quota",
     "QuotaCounter",
     "SingleFlight",

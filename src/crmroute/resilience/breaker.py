@@ -37,9 +37,11 @@ class BreakerState(IntEnum):
 
 @dataclass(frozen=True, slots=True)
 class Admission:
-    """Permission for one request; ``probe`` when it is the half-open test."""
+    """Permission for one request; ``probe``: the half-open test; ``shared``: the cluster's breaker gave it."""
 
     probe: bool = False
+    shared: bool = False
+    quiet: bool = False  # shared, with no failure counted: a success has nothing to reset (no round trip)
 
 
 _NORMAL = Admission(False)
@@ -115,6 +117,19 @@ class CircuitBreaker:
         """The request told nothing about the CRM's health: a probe may go again."""
         if admission.probe:
             self._probing = False
+
+    def mirror(self, open_for: float | None) -> None:
+        """Show the cluster's circuit (``resilience/shared.py``): open ``open_for`` more seconds, or closed."""
+        if open_for is None:
+            if self._state is BreakerState.OPEN and self.state is BreakerState.OPEN:
+                return  # opened here while Redis was away; its own cool-down ends it
+            self._state, self._failures, self._probing = BreakerState.CLOSED, 0, False
+            return
+        if self._state is not BreakerState.OPEN:
+            self.opened_total += 1
+        self._state = BreakerState.OPEN
+        self._opened_at = self.clock() - self.cooldown + max(0.0, open_for)
+        self._failures = 0
 
     def _open(self) -> None:
         self._state = BreakerState.OPEN

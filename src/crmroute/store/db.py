@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from alembic import command
@@ -12,7 +13,9 @@ from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event, select
 from sqlalchemy.orm import Session, sessionmaker
 
+from crmroute.settings import Settings
 from crmroute.store.models import Meta
+from crmroute.store.secrets import SecretBox
 
 logger = logging.getLogger(__name__)
 
@@ -78,3 +81,25 @@ def bump_config_version(session: Session) -> None:
         session.add(Meta(key=CONFIG_VERSION, value="1"))
     else:
         meta.value = str(int(meta.value or 0) + 1)
+
+
+@dataclass
+class Store:
+    """The database and the key for its secrets."""
+
+    settings: Settings
+    engine: Engine = field(init=False)
+    factory: sessionmaker[Session] = field(init=False)
+    box: SecretBox = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.settings.ensure_data_dir()
+        self.engine = make_engine(self.settings.db_url)
+        self.factory = make_sessionmaker(self.engine)
+        self.box = SecretBox.from_settings(self.settings)
+
+    def upgrade(self) -> None:
+        upgrade(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()

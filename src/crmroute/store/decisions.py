@@ -50,7 +50,7 @@ class CallMeta:
     ivr: str = ""
 
 
-def to_row(decision: Decision, meta: CallMeta, at: datetime | None = None) -> dict[str, Any]:
+def to_row(decision: Decision, meta: CallMeta, at: datetime | None = None, node: str = "") -> dict[str, Any]:
     """The ``decisions`` row for one call, as column values (cheap: no ORM object on the call path)."""
     dest = decision.destination
     return {
@@ -76,6 +76,7 @@ def to_row(decision: Decision, meta: CallMeta, at: datetime | None = None) -> di
         "crm_ms": decision.crm_ms,
         "total_ms": decision.total_ms,
         "cached": decision.cached,
+        "node": node[:64],
         "trace": list(decision.steps),
     }
 
@@ -85,8 +86,9 @@ def to_record(decision: Decision, meta: CallMeta, at: datetime | None = None) ->
 
 
 class DecisionLog:
-    def __init__(self, factory: sessionmaker[Session], retention_days: int) -> None:
+    def __init__(self, factory: sessionmaker[Session], retention_days: int, node: str = "") -> None:
         self._factory = factory
+        self.node = node  # written on each row: which node routed the call
         self._retention = retention_days
         self._buffer: deque[dict[str, Any]] = deque()
         self._wake = asyncio.Event()
@@ -101,7 +103,7 @@ class DecisionLog:
         if len(self._buffer) >= MAX_BUFFER:
             self._buffer.popleft()
             self.dropped += 1
-        self._buffer.append(to_row(decision, meta))
+        self._buffer.append(to_row(decision, meta, node=self.node))
         if len(self._buffer) >= BATCH_SIZE:
             self._wake.set()
 
@@ -235,6 +237,7 @@ def to_public(row: DecisionRecord, *, trace: bool = True) -> dict:
         "record": {"module": row.record_module, "id": row.record_id} if row.record_id else None, "row": row.row,
         "dest_type": row.dest_type, "dest": row.dest, "status": row.status, "reason": row.reason,
         "error": row.error, "crm_ms": row.crm_ms, "total_ms": row.total_ms, "cached": bool(row.cached),
+        "node": row.node or "",
     }  # fmt: skip
     if trace:
         data["trace"] = list(row.trace or [])

@@ -173,6 +173,7 @@ class DecisionRecord(Base):
     crm_ms: Mapped[float | None] = mapped_column(Float)
     total_ms: Mapped[float] = mapped_column(Float, default=0.0)
     cached: Mapped[bool] = mapped_column(Boolean, default=False)  # the value came from the value cache
+    node: Mapped[str] = mapped_column(String(64), default="")  # CRMROUTE_NODE_ID of the node that routed it
     trace: Mapped[list[Any]] = mapped_column(default=list)
 
 

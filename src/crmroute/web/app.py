@@ -27,6 +27,7 @@ from crmroute.metrics import CONTENT_TYPE
 from crmroute.schemas import error_problems
 from crmroute.settings import Settings
 from crmroute.store import credentials
+from crmroute.store.db import Store
 from crmroute.web.deps import ApiUser, CsrfFailed, LoginRequired, check_bearer, signed_in
 from crmroute.web.proxies import ForwardedHeaders
 from crmroute.web.security_headers import SecurityHeaders
@@ -36,7 +37,6 @@ if TYPE_CHECKING:
     from crmroute.agi.server import AgiServer
     from crmroute.calllog.worker import CallLogger
     from crmroute.router import Router
-    from crmroute.service import Store
 
 STATIC = Path(__file__).parent / "static"
 logger = logging.getLogger(__name__)
@@ -48,23 +48,18 @@ BODY_UNREADABLE = "There was an error parsing the body"  # FastAPI's 400 when a 
 
 
 def create_app(
-    settings: Settings, store: "Store", *, router: "Router | None" = None, agi_server: "AgiServer | None" = None,
-    call_logger: "CallLogger | None" = None,
+    settings: Settings, store: Store, *, router: Router, agi_server: AgiServer | None = None,
+    call_logger: CallLogger | None = None, owns_router: bool = False,
 ) -> FastAPI:
+    """The app over parts built elsewhere (``crmroute.service``); ``owns_router``: its shutdown closes the router."""
     from crmroute.calllog.worker import install_metrics, off_status
     from crmroute.web.api import api_router
     from crmroute.web.ui import ui_router
 
-    owned_router = router is None
-    if router is None:  # a web-only process: a router for dry runs, without a decision log
-        from crmroute.service import build_router
-
-        router = build_router(store, with_log=False, settings=settings)
-
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         yield
-        if owned_router:
+        if owns_router:
             await router.close()
             await router.http.aclose()
 
@@ -91,7 +86,7 @@ def create_app(
     def healthz(request: Request) -> JSONResponse:
         """Liveness: database reachable, AGI listener up. Signed in (session or API token), also the version,
         rules, CRM circuits and the call logger's AMI state (informative)."""
-        body: dict[str, Any] = {"version": __version__}
+        body: dict[str, Any] = {"version": __version__, "node": settings.node}
         try:
             with store.engine.connect() as connection:
                 connection.execute(text("SELECT 1"))
@@ -109,6 +104,7 @@ def create_app(
             body["decisions_dropped"] = router.decision_log.dropped
             body["crm_circuits"] = router.guards.circuits()  # an open one is the CRM's trouble, not ours: no 503
             body["crm_quotas"] = router.guards.quotas()  # 80 % used or more; spent ones make calls fall back
+            body["shared_state"] = router.guards.shared_status()  # Redis away: degraded service, calls still routed
         body["ami"] = call_logger.status() if call_logger is not None else off_status(settings)  # the call logger
         if body["database"] == "ok":  # refused CRM credentials: calls fall back until an admin fixes them
             try:

@@ -8,6 +8,7 @@ from sqlalchemy import select
 
 from crmroute.store.models import Integration
 from crmroute.store.secrets import MASK
+from crmroute.service import build_router
 from crmroute.web.app import create_app
 from tests.connectors.contract import CALLER, STORED_PHONE
 from tests.connectors.fakecrm import FakeRecord, serve_vendor
@@ -89,7 +90,8 @@ def test_test_action_against_a_real_zoho_fake(web, tmp_path):
     with serve_vendor(make_app, tmp_path) as zoho:
         zoho.records = [FakeRecord("contacts", "4150868000000224001", STORED_PHONE, {"Customer_Tier": "GOLD"})]
         settings = dataclasses.replace(web.store.settings, ca_bundle=zoho.ca_path)
-        app = create_app(settings, web.store)  # its own router, trusting the fake's CA
+        router = build_router(web.store, with_log=False, settings=settings)  # its own, trusting the fake's CA
+        app = create_app(settings, web.store, router=router, owns_router=True)
         with Web(app, web.store, web.token).api() as api:
             created = create(api, "integrations", {
                 "name": "Zoho", "kind": "zoho", "settings": {"accounts_url": zoho.base_url, "client_id": CLIENT_ID},

@@ -5,6 +5,7 @@ from __future__ import annotations
 from sqlalchemy import func, select
 
 from crmroute.store.models import DecisionRecord
+from crmroute.service import build_router
 from crmroute.web.app import create_app
 from tests.web.api.conftest import HEADER_SECRET, SQLITE_ONLY, create, fields, rule_body
 from tests.web.conftest import Web
@@ -47,10 +48,11 @@ def test_exactly_one_target(api):
     assert fields(api.post("/api/v1/route", json={"did": "1", "extra": True})).keys() == {"extra"}
 
 
-def test_a_web_only_process_builds_its_own_router(web, seeded, custom_crm):
+def test_a_web_only_process_routes_dry_runs_without_a_decision_log(web, seeded, custom_crm):
     create(seeded, "rules", rule_body(custom_crm.url))
     custom_crm.values = {"Status": "SILVER"}
-    web_only = Web(create_app(web.app.state.settings, web.store, router=None), web.store, web.token)
+    router = build_router(web.store, with_log=False, settings=web.app.state.settings)
+    web_only = Web(create_app(web.app.state.settings, web.store, router=router, owns_router=True), web.store, web.token)
     with web_only.api() as api:
         trace = api.post("/api/v1/route", json={"rule": "VIP", "caller": "+15551230001"}).json()
     assert (trace["status"], trace["destination"], trace["jump"]) == ("matched", {"type": "ivr", "option": "5"},

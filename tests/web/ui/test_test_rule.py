@@ -7,6 +7,7 @@ import pytest
 from crmroute.schemas import DidIn
 from crmroute.store import assignments, decisions
 from crmroute.store.db import transaction
+from crmroute.service import build_router
 from crmroute.web.app import create_app
 from tests.web.ui.conftest import field_error, post
 from tests.web.ui.test_rules import create
@@ -55,7 +56,8 @@ def test_unknown_did_and_missing_target(web, admin):
 
 
 def test_web_only_process_has_a_router_for_the_dry_run(web, custom_crm):
-    web.app = create_app(web.store.settings, web.store)  # `crmroute web` runs without the AGI half
+    router = build_router(web.store, with_log=False)  # `crmroute web` runs without the AGI half
+    web.app = create_app(web.store.settings, web.store, router=router, owns_router=True)
     assert web.app.state.router.decision_log is None  # dry runs only: it routes no calls
     custom_crm.values = {"Status": "GOLD"}
     create(web, custom_url=custom_crm.url)

@@ -1,0 +1,364 @@
+"""The guards' state shared by several nodes through Redis (``CRMROUTE_REDIS_URL``).
+
+What Redis holds, under ``crmroute:`` (all keys expire on their own):
+
+    v:<lookup>        a CRM answer (JSON) with the cache TTL, shortened by up to ``TTL_JITTER``
+    lease:<lookup>    the node asking the CRM for that lookup now (single-flight across nodes)
+    bucket:<source>   the source's token bucket: ``tokens``, ``updated`` (ms, Redis clock); a 429 moves ``updated``
+    busy:<source>     requests in flight to the source (sorted set: member -> expiry ms)
+    breaker:<source>  the source's circuit: ``state``, ``until``, ``failures``, ``probe_until``
+    nodes             live nodes (sorted set: node id -> last heartbeat ms)
+
+Every Redis command runs under ``min(OP_TIMEOUT_S, what the call has left)``;
+one that runs out falls back to the local state for that step, and has the
+heartbeat check Redis at once (meanwhile the calls work locally). A refused
+connection or a missed heartbeat marks Redis down: the guards work from their
+local state until the heartbeat (every ``HEARTBEAT_S``) reaches Redis again. Time
+is Redis's own (``TIME``), so the nodes' clocks need not agree.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Hashable
+from typing import Any, TypeVar
+
+import redis.asyncio as aioredis
+from redis.driver_info import DriverInfo
+from redis.exceptions import RedisError
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+OP_TIMEOUT_S = 0.3  # the longest one Redis command may take on the call path
+WARM_CONNECTIONS = 32  # opened when Redis is reached, so a burst of calls does not wait for connections
+HEARTBEAT_S = 1.0  # seconds between a node's heartbeats (and its checks that Redis is back)
+NODE_EXPIRY_S = 5.0  # a node without a heartbeat this long is no longer counted live
+TTL_JITTER = 0.1  # a shared value lives its TTL less up to this share of it, so a herd expires spread out
+POLL_S = 0.01  # seconds between looks at a lookup another node is asking the CRM for
+PREFIX = "crmroute:"
+
+# Answer if cached, else the lease if free ("lease"), else "wait". KEYS: value, lease. ARGV: node, lease ms.
+_CLAIM = """
+local v = redis.call('GET', KEYS[1])
+if v then return {v, redis.call('PTTL', KEYS[1])} end
+if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'lease', 0} end
+return {'wait', 0}
+"""
+
+# A token bucket with reservations (as resilience/budget.py's TokenBucket). KEYS: bucket, busy set.
+# ARGV: rate/s, burst, max wait ms, slot limit, member, slot ms. Returns {ms to wait for the token taken, or
+# -(ms paused) - 1 if refused; 1 if a request slot was taken too (only when there is no wait)}.
+_RESERVE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local rate, burst, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens, updated = tonumber(b[1]) or burst, tonumber(b[2]) or now
+if now > updated then tokens = math.min(burst, tokens + (now - updated) * rate / 1000); updated = now end
+local wait = math.max(0, updated - now) + math.max(0, (1 - tokens) * 1000 / rate)
+if wait > max_wait then return {tostring(-math.max(0, updated - now) - 1), 0} end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'updated', tostring(updated))
+redis.call('PEXPIRE', KEYS[1], math.ceil(wait + 1000 * burst / rate) + 60000)
+if wait > 0 or #KEYS < 2 then return {tostring(wait), 0} end
+-- no wait: take a request slot in the same round trip, if one is free (as _ENTER)
+local nowms = math.floor(now)
+redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', nowms)
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {tostring(wait), 0} end
+redis.call('ZADD', KEYS[2], nowms + tonumber(ARGV[6]), ARGV[5])
+redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]) + 1000)
+return {tostring(wait), 1}
+"""
+
+# A 429: no token before ARGV[1] ms from now. KEYS: bucket. ARGV: ms, rate, burst.
+_PAUSE = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+local rate, burst = tonumber(ARGV[2]), tonumber(ARGV[3])
+local b = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
+local tokens, updated = tonumber(b[1]) or burst, tonumber(b[2]) or now
+if now > updated then tokens = math.min(burst, tokens + (now - updated) * rate / 1000); updated = now end
+local untilms = now + tonumber(ARGV[1])
+if untilms > updated then updated = untilms; tokens = math.min(tokens, 0) end
+redis.call('HSET', KEYS[1], 'tokens', tostring(tokens), 'updated', tostring(updated))
+redis.call('PEXPIRE', KEYS[1], math.ceil(updated - now) + 60000)
+return 1
+"""
+
+# A request slot if fewer than ARGV[1] are in flight. KEYS: busy set. ARGV: limit, member, slot ms.
+_ENTER = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[1]) then return 0 end
+redis.call('ZADD', KEYS[1], now + tonumber(ARGV[3]), ARGV[2])
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[3]) + 1000)
+return 1
+"""
+
+# The breaker's admission: {"normal", failures counted} or {"probe"|"refuse", ms until a probe may go}.
+# KEYS: breaker. ARGV: probe ms.
+_ADMIT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local b = redis.call('HMGET', KEYS[1], 'state', 'until', 'probe_until', 'failures')
+if b[1] ~= 'open' then return {'normal', tonumber(b[4]) or 0} end
+local untilms = tonumber(b[2]) or 0
+if now < untilms then return {'refuse', untilms - now} end
+if now < (tonumber(b[3]) or 0) then return {'refuse', 0} end
+redis.call('HSET', KEYS[1], 'probe_until', now + tonumber(ARGV[1]))
+return {'probe', 0}
+"""
+
+# A request's outcome. KEYS: breaker. ARGV: success|failure|release, probe (0/1), threshold, cooldown ms.
+# Returns the ms the circuit stays open after it, -1 when closed.
+_OUTCOME = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+local outcome, probe, threshold, cooldown = ARGV[1], ARGV[2] == '1', tonumber(ARGV[3]), tonumber(ARGV[4])
+local state = redis.call('HGET', KEYS[1], 'state') or 'closed'
+local function open()
+  redis.call('HSET', KEYS[1], 'state', 'open', 'until', now + cooldown, 'failures', 0, 'probe_until', 0)
+  state = 'open'
+end
+if outcome == 'success' then
+  if probe or state == 'closed' then
+    redis.call('HSET', KEYS[1], 'state', 'closed', 'failures', 0, 'probe_until', 0); state = 'closed'
+  end
+elseif outcome == 'failure' then
+  if probe then open()
+  elseif state == 'closed' then
+    if redis.call('HINCRBY', KEYS[1], 'failures', 1) >= threshold then open() end
+  end
+elseif probe then
+  redis.call('HSET', KEYS[1], 'probe_until', 0)
+end
+redis.call('PEXPIRE', KEYS[1], cooldown + 3600000)
+if state == 'open' then return math.max(0, (tonumber(redis.call('HGET', KEYS[1], 'until')) or now) - now) end
+return -1
+"""
+
+# A heartbeat: this node is live; how many are. KEYS: nodes. ARGV: node id, expiry ms.
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + math.floor(t[2] / 1000)
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]))
+redis.call('PEXPIRE', KEYS[1], tonumber(ARGV[2]) * 2)
+return redis.call('ZCARD', KEYS[1])
+"""
+
+
+class SharedUnavailable(Exception):
+    """Redis did not answer in time (or at all): the caller uses its local state."""
+
+
+def digest(lookup: Hashable) -> str:
+    """A lookup's identity as a short key part (the same on every node: ``repr`` of strings and numbers)."""
+    return hashlib.blake2b(repr(lookup).encode(), digest_size=16).hexdigest()
+
+
+class SharedState:
+    """One node's connection to the shared state, its health, and its heartbeat."""
+
+    def __init__(
+        self, url: str, node_id: str, *, prefix: str = PREFIX, op_timeout: float = OP_TIMEOUT_S,
+        heartbeat_s: float = HEARTBEAT_S,
+    ) -> None:  # fmt: skip
+        self.node_id = node_id
+        self.prefix = prefix
+        self.op_timeout = op_timeout
+        self.heartbeat_s = heartbeat_s
+        self.client = aioredis.Redis.from_url(
+            url, socket_timeout=op_timeout, socket_connect_timeout=op_timeout, retry_on_timeout=False,
+            health_check_interval=0, max_connections=200, decode_responses=True,
+            driver_info=DriverInfo(name=None, lib_version=None),  # no CLIENT SETINFO: one round trip less a connection
+        )  # fmt: skip
+        self._claim = self.client.register_script(_CLAIM)
+        self._reserve = self.client.register_script(_RESERVE)
+        self._pause = self.client.register_script(_PAUSE)
+        self._enter = self.client.register_script(_ENTER)
+        self._admit = self.client.register_script(_ADMIT)
+        self._outcome = self.client.register_script(_OUTCOME)
+        self._heartbeat = self.client.register_script(_HEARTBEAT)
+        self.up = False  # until the first heartbeat reaches Redis
+        self.live_nodes = 1  # as last counted (kept while Redis is down: the local budgets' divisor)
+        self.outages = 0  # times Redis was found down
+        self._check: asyncio.Task | None = None  # a heartbeat sent at once after a command ran out of time
+        self._scripts = (self._claim, self._reserve, self._pause, self._enter, self._admit, self._outcome)
+        self._task: asyncio.Task | None = None
+        self._background: set[asyncio.Task] = set()
+
+    def key(self, *parts: str) -> str:
+        return self.prefix + ":".join(parts)
+
+    # --- health ----------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.beat()
+        if not self.up:
+            logger.warning("Redis unreachable at start: node %s works alone until it answers", self.node_id)
+        self._task = asyncio.create_task(self._beat_forever(), name="shared-state-heartbeat")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for task in [*self._background, *([self._check] if self._check else [])]:
+            task.cancel()
+        if self.up:  # leave the live set at once: the others' budgets grow back without waiting for the expiry
+            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+                await asyncio.wait_for(self.client.zrem(self.key("nodes"), self.node_id), self.op_timeout)
+        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
+            await asyncio.wait_for(self.client.aclose(), self.op_timeout * 4)
+
+    async def beat(self) -> None:
+        """One heartbeat: marks Redis up (it answered) or down."""
+        try:
+            count = await asyncio.wait_for(
+                self._heartbeat(keys=[self.key("nodes")], args=[self.node_id, int(NODE_EXPIRY_S * 1000)]),
+                self.op_timeout * 4,  # off the call path: a busy Redis is given longer than a call would give it
+            )  # fmt: skip
+        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            self.down(exc)
+            return
+        self.live_nodes = max(1, int(count))
+        if not self.up:
+            try:  # a restarted Redis has forgotten the scripts; loaded now, and connections opened, for the calls
+                for script in self._scripts:
+                    await asyncio.wait_for(self.client.script_load(script.script), self.op_timeout * 4)
+                pings = [self.client.ping() for _ in range(WARM_CONNECTIONS)]
+                await asyncio.wait_for(asyncio.gather(*pings), self.op_timeout * 4)
+            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                self.down(exc)
+                return
+            logger.info("shared state in Redis reached (node %s, %d live nodes)", self.node_id, self.live_nodes)
+            self.up = True
+
+    async def _beat_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.heartbeat_s)
+            await self.beat()
+
+    def down(self, exc: BaseException) -> None:
+        if self.up:
+            self.outages += 1
+            logger.warning("Redis unreachable (%s): node %s works from its local cache, budgets (1/%d of each) "
+                           "and breakers until it is back", type(exc).__name__ or "timeout", self.node_id,
+                           self.live_nodes)  # fmt: skip
+        self.up = False
+
+    async def run(self, make: Callable[[], Awaitable[T]], deadline_at: float) -> T:
+        """``make()``'s result within the op time-out and the deadline; ``SharedUnavailable`` else."""
+        if not self.up or self._check is not None:
+            raise SharedUnavailable
+        left = min(self.op_timeout, deadline_at - time.monotonic())
+        if left <= 0:
+            raise SharedUnavailable  # the call has no time left for Redis; not Redis's fault
+        try:
+            async with asyncio.timeout(left):  # (no task per command, unlike wait_for)
+                result = await make()
+        except TimeoutError:
+            if left >= self.op_timeout and self._check is None:  # Redis had its full time: is it hung?
+                self._check = asyncio.get_running_loop().create_task(self._check_now())
+            raise SharedUnavailable from None
+        except (RedisError, OSError) as exc:
+            self.down(exc)
+            raise SharedUnavailable from None
+        return result
+
+    async def _check_now(self) -> None:
+        try:
+            await self.beat()
+        finally:
+            self._check = None
+
+    def later(self, make: Callable[[], Awaitable[Any]]) -> None:
+        """Run ``make()`` in the background (bounded by the op time-out), errors only marking Redis down."""
+
+        async def go() -> None:
+            with contextlib.suppress(SharedUnavailable):
+                await self.run(make, time.monotonic() + self.op_timeout)
+
+        task = asyncio.get_running_loop().create_task(go())
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    # --- values and leases -----------------------------------------------------
+
+    async def claim(self, lookup_digest: str, lease_ms: int, deadline_at: float) -> tuple[str, dict | None, int]:
+        """``("value", answer, ms left)``, ``("lease", None, 0)`` (ask the CRM) or ``("wait", None, 0)``."""
+        keys = [self.key("v", lookup_digest), self.key("lease", lookup_digest)]
+        head, ttl = await self.run(lambda: self._claim(keys=keys, args=[self.node_id, max(1, lease_ms)]),
+                                   deadline_at)  # fmt: skip
+        if head in ("lease", "wait"):
+            return head, None, 0
+        return "value", json.loads(head), int(ttl)
+
+    async def store(self, lookup_digest: str, answer: dict | None, ttl_ms: int, deadline_at: float) -> None:
+        """Keep ``answer`` for ``ttl_ms`` (none: nothing kept) and free the lease, in one round trip."""
+
+        async def go() -> None:
+            async with self.client.pipeline(transaction=True) as pipe:
+                if answer is not None and ttl_ms > 0:
+                    pipe.set(self.key("v", lookup_digest), json.dumps(answer, separators=(",", ":")), px=ttl_ms)
+                pipe.delete(self.key("lease", lookup_digest))
+                await pipe.execute()
+
+        await self.run(go, deadline_at)
+
+    # --- budgets -----------------------------------------------------------------
+
+    async def reserve(
+        self, source: str, rate: float, burst: float, max_wait_s: float, deadline_at: float,
+        limit: int, member: str, slot_ms: int,
+    ) -> tuple[float | None, float, bool]:  # fmt: skip
+        """(seconds to wait for the token taken, 0, whether ``member`` got a request slot too) or, when no token
+        fits ``max_wait_s``, (None, seconds paused, False)."""
+        keys = [self.key("bucket", source), self.key("busy", source)]
+        args = [rate, burst, max(0.0, max_wait_s) * 1000, limit, member, max(1, slot_ms)]
+        head, entered = await self.run(lambda: self._reserve(keys=keys, args=args), deadline_at)
+        ms = float(head)
+        return (ms / 1000, 0.0, bool(entered)) if ms >= 0 else (None, (-ms - 1) / 1000, False)
+
+    def pause(self, source: str, seconds: float, rate: float, burst: float) -> None:
+        self.later(lambda: self._pause(keys=[self.key("bucket", source)], args=[int(seconds * 1000), rate, burst]))
+
+    async def enter(self, source: str, limit: int, member: str, slot_ms: int, deadline_at: float) -> bool:
+        return bool(await self.run(lambda: self._enter(keys=[self.key("busy", source)],
+                                                       args=[limit, member, max(1, slot_ms)]), deadline_at))
+
+    def leave(self, source: str, member: str) -> None:
+        self.later(lambda: self.client.zrem(self.key("busy", source), member))
+
+    # --- breakers ----------------------------------------------------------------
+
+    async def admit(self, source: str, probe_ms: int, deadline_at: float) -> tuple[str, float]:
+        """``("normal", failures counted)`` or ``("probe"|"refuse", seconds until a probe may go)``."""
+        verdict, ms = await self.run(lambda: self._admit(keys=[self.key("breaker", source)], args=[max(1, probe_ms)]),
+                                     deadline_at)  # fmt: skip
+        return verdict, int(ms) if verdict == "normal" else int(ms) / 1000
+
+    def outcome(self, source: str, outcome: str, probe: bool, threshold: int, cooldown_s: float,
+                on_state: Callable[[float | None], None]) -> None:  # fmt: skip
+        """Count a request's outcome (in the background); ``on_state`` gets the seconds the circuit stays open
+        after it (``None``: closed)."""
+
+        async def go() -> None:
+            ms = int(await self._outcome(keys=[self.key("breaker", source)],
+                                         args=[outcome, int(probe), threshold, int(cooldown_s * 1000)]))
+            on_state(ms / 1000 if ms >= 0 else None)
+
+        self.later(go)
+
+
+def new_member() -> str:
+    return uuid.uuid4().hex
