@@ -263,14 +263,15 @@ class StubConnector(Connector):
         self.fetches = 0
         self.values: dict[str, str] = {}
 
-    async def fetch(self, key, module, api_name, *, deadline, found=None):
+    async def fetch_fields(self, key, module, api_names, *, deadline, found=None):
         self.fetches += 1
         await asyncio.sleep(0)
         if key.value not in self.values:
-            return None
+            return dict.fromkeys(api_names)
+        fields = {name: self.values[key.value] for name in api_names}
         if found is not None:
-            found.append(Record("Person", f"p-{key.value[-4:]}", {api_name: self.values[key.value], "big": "x" * 1000}))
-        return self.values[key.value]
+            found.append(Record("Person", f"p-{key.value[-4:]}", fields | {"big": "x" * 1000}))
+        return fields
 
 
 def integration_rules(url: str, *, integration_ttl: int | None = None, rule_ttl: int | None = None) -> dict:
@@ -322,10 +323,10 @@ class MeteredConnector(StubConnector):
 
     quotas = (Quota(3, 86_400, "API requests per 24 h"),)
 
-    async def fetch(self, key, module, api_name, *, deadline, found=None):
+    async def fetch_fields(self, key, module, api_names, *, deadline, found=None):
         assert self.budget is not None
         async with self.budget.slot(deadline.at, "find_record"):
-            return await super().fetch(key, module, api_name, deadline=deadline, found=found)
+            return await super().fetch_fields(key, module, api_names, deadline=deadline, found=found)
 
 
 async def test_a_spent_daily_quota_sends_calls_to_the_default_and_says_so(stack_factory, custom_crm):
@@ -379,7 +380,7 @@ async def test_an_integrations_failures_open_its_own_circuit(stack_factory, cust
         stub.fetches += 1
         raise ConnectorUnavailable("Stub CRM answered HTTP 502", kind="stub", operation="find", reason="http_502")
 
-    stub.fetch = down  # type: ignore[method-assign]
+    stub.fetch_fields = down  # type: ignore[method-assign]
     for n in range(3):
         await call(stack, f"+1555777000{n}")
     assert stub.fetches == 2
@@ -419,9 +420,9 @@ async def test_the_crm_is_waited_for_until_a_reserve_before_the_deadline(stack_f
     rule = stack.router.resolve(Target("rule", "VIP")).rule
     given: list[float] = []
 
-    async def decide(spec, key, fetch, deadline):  # the engine's deadline, read as given (no wall clock)
+    async def decide(spec, key, fetch, deadline, *args):  # the engine's deadline, read as given (no wall clock)
         given.append(deadline.at)
-        return await engine_decide(spec, key, fetch, deadline)
+        return await engine_decide(spec, key, fetch, deadline, *args)
 
     monkeypatch.setattr(router_module, "decide", decide)
     started = time.monotonic()
