@@ -252,14 +252,17 @@ class Router:
         logger.info("loaded %d rules (config version %d)", len(self.book.rules), self.book.version)
 
     async def reload_if_changed(self) -> bool:
-        def changed() -> bool:
+        def load_if_changed() -> bool:  # one session and one thread hop: a notice's reload is on the clock
             with self._factory() as session:
-                return config_version(session) != self.book.version
+                if config_version(session) == self.book.version:
+                    return False
+                self.book = load_rulebook(session, self._box, self.settings)
+            logger.info("loaded %d rules (config version %d)", len(self.book.rules), self.book.version)
+            return True
 
         async with self._reload_lock:  # a notice, the poll and a dry run may ask at once: load once
-            if not await asyncio.to_thread(changed):
+            if not await asyncio.to_thread(load_if_changed):
                 return False
-            await asyncio.to_thread(self.load)
         if self.sync is not None:  # a running service: new or changed integrations, off the reload's path
             self._preloading = asyncio.create_task(self.preload_credentials(), name="preload-credentials")
         return True

@@ -20,7 +20,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import psycopg
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 from sqlalchemy.orm import Session
 
 logger = logging.getLogger(__name__)
@@ -35,9 +35,27 @@ def is_postgresql(url: str) -> bool:
 
 
 def announce(session: Session, version: int) -> None:
-    """Queue the notice of ``version`` in the session's transaction (PostgreSQL only; sent at commit)."""
+    """Have the session's transaction announce ``version`` when it commits (PostgreSQL only).
+
+    The notice is queued just before the commit, so its time is the change's, not the start of a long import.
+    """
     if session.get_bind().dialect.name == "postgresql":
+        session.info[_PENDING] = version
+
+
+_PENDING = "crmroute_config_notice"
+
+
+@event.listens_for(Session, "before_commit")
+def _queue_notice(session: Session) -> None:
+    version = session.info.pop(_PENDING, None)
+    if version is not None:
         session.execute(select(func.pg_notify(CHANNEL, f"{version} {time.time():.6f}")))
+
+
+@event.listens_for(Session, "after_rollback")
+def _drop_notice(session: Session) -> None:
+    session.info.pop(_PENDING, None)
 
 
 @dataclass(frozen=True)
