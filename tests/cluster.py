@@ -63,7 +63,7 @@ class Node:
             self.process = subprocess.Popen([sys.executable, "-m", "crmroute", "serve"], env=node_env, stdout=out,
                                             stderr=subprocess.STDOUT)  # fmt: skip
 
-    def wait_ready(self, timeout: float = 90.0) -> None:
+    def wait_ready(self, timeout: float = 240.0) -> None:
         """Until /healthz says ready (a loaded machine starts a process slowly)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
