@@ -91,8 +91,9 @@ class Node:
 
 def node_env(store: Any, **more: str) -> dict[str, str]:
     base = {k: v for k, v in os.environ.items() if not k.startswith("CRMROUTE_")}
-    return base | {"CRMROUTE_DATA_DIR": str(store.settings.data_dir), "CRMROUTE_DATABASE_URL": store.settings.db_url,
-                   "CRMROUTE_AGI_ALLOW": "127.0.0.0/8"} | {f"CRMROUTE_{k.upper()}": v for k, v in more.items()}  # fmt: skip
+    shared = {"CRMROUTE_DATA_DIR": str(store.settings.data_dir), "CRMROUTE_DATABASE_URL": store.settings.db_url,
+              "CRMROUTE_AGI_ALLOW": "127.0.0.0/8"}  # fmt: skip
+    return base | shared | {f"CRMROUTE_{k.upper()}": v for k, v in more.items()}
 
 
 @contextlib.contextmanager

@@ -72,6 +72,27 @@ async def test_a_rule_change_through_one_node_is_applied_by_the_others_within_20
             late = await call_agi(node.agi_port, host=node.host, env={"extension": "5551000"}, timeout=15)
             assert late.variables["CRMROUTE_DEST"] == "200"
 
+        # agi://NAME/... with one address per node: Asterisk tries each until one accepts
+        first.kill()
+        routed = await first_that_accepts(nodes, env={"extension": "5551000"})
+        assert routed is not None and routed[0] is others[0] and routed[1].variables["CRMROUTE_DEST"] == "200"
+        for node in others:
+            node.kill()
+        assert await first_that_accepts(nodes, env={"extension": "5551000"}) is None  # AGISTATUS=FAILURE
+
+
+async def first_that_accepts(nodes, **options):
+    """What res_agi does with a host name of several addresses: each in turn, the script on the first that
+    connects; ``None`` when none does (Asterisk sets AGISTATUS=FAILURE and the dialplan goes on)."""
+    for node in nodes:
+        try:
+            reader, writer = await asyncio.wait_for(asyncio.open_connection(node.host, node.agi_port), 2.0)
+        except (OSError, TimeoutError):
+            continue
+        writer.close()  # a bare connection: crmroute counts it as a probe
+        return node, await call_agi(node.agi_port, host=node.host, timeout=15, **options)
+    return None
+
 
 async def applied(node, token: str, version: int, timeout: float = 30.0) -> dict:
     """The node's config status once it has ``version`` (a generous wait: the delay itself is measured)."""

@@ -158,7 +158,7 @@ class Settings:
         if ami_host and not ami_username:
             problems.append(("CRMROUTE_AMI_USERNAME", "required when CRMROUTE_AMI_HOST is set"))
         elif ami_username and not ami_host and not get("AMI_SOURCES"):
-            problems.append(("CRMROUTE_AMI_HOST", "required when CRMROUTE_AMI_USERNAME is set (or CRMROUTE_AMI_SOURCES)"))
+            problems.append(("CRMROUTE_AMI_HOST", "required when CRMROUTE_AMI_USERNAME is set (or AMI_SOURCES)"))
         ami_sources: tuple[AmiSource, ...] = ()
         if get("AMI_SOURCES"):
             try:
