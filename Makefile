@@ -11,8 +11,13 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# On a new data directory the quick start's sample (examples/quickstart) is put in: the directory file when there is
+# none, and its rules, destinations and integration when the database holds no configuration yet.
 run: $(STAMP)
+	DATA=$${CRMROUTE_DATA_DIR:-./data}; mkdir -p "$$DATA" && \
+	  { test -e "$$DATA/directory.csv" || cp examples/quickstart/directory.csv "$$DATA/directory.csv"; }
 	CRMROUTE_DATA_DIR=$${CRMROUTE_DATA_DIR:-./data} $(BIN)/crmroute db upgrade
+	CRMROUTE_DATA_DIR=$${CRMROUTE_DATA_DIR:-./data} $(BIN)/crmroute rules import --if-empty examples/quickstart/rules.yaml
 	CRMROUTE_DATA_DIR=$${CRMROUTE_DATA_DIR:-./data} $(BIN)/crmroute serve
 
 # pytest-xdist workers. Most tests wait (on timeouts, servers, subprocesses) more than they compute,

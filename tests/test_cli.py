@@ -71,8 +71,9 @@ def test_rules_import_errors_list_every_field_and_change_nothing(env, tmp_path):
     path.write_text(bad)
     result = run(env | SECRETS, "rules", "import", str(path))
     assert result.returncode == 2
-    assert "rules[0].custom_url: must start with https://" in result.stderr
-    assert "rules[1].crm_module: must be one of" in result.stderr
+    # the admin's words (rules counted from 1, fields by their label), then the path in the file
+    assert "Rule 1, CRM URL: must start with https:// (rules[0].custom_url)" in result.stderr
+    assert "Rule 2, CRM Modules: must be one of accounts, contacts or leads (rules[1].crm_module)" in result.stderr
     assert "Traceback" not in result.stderr
     assert run(env, "rules", "export", "--format", "json").stdout.count('"name"') == 0
 
@@ -111,6 +112,30 @@ def test_route_dry_run(env, custom_crm, tmp_path):  # noqa: F811
     assert nothing["status"] == "no_rule"
 
 
+def test_route_at_a_given_time_checks_schedules(env, custom_crm, tmp_path):  # noqa: F811
+    rules = {
+        "destinations": [{"type": "extension", "number": "100"}, {"type": "queue", "number": "103"},
+                         {"type": "recording", "name": "closed-today"}],
+        "schedules": [{"name": "Office hours", "timezone": "America/New_York", "hours": {"mon-fri": "09:00-17:00"},
+                       "holidays": ["2026-12-25"]}],
+        "rules": [{"name": "VIP", "crm_field": "Status", "location": "did", "crm_source": "custom",
+                   "custom_url": custom_crm.url, "default_destination": "100",
+                   "rows": [{"operator": "=", "value": "GOLD", "destination": "queue", "option": "103",
+                             "conditions": [{"schedule": "Office hours"}]},
+                            {"operator": "=", "value": "GOLD", "destination": "recording", "option": "closed-today"}]}],
+    }  # fmt: skip
+    (tmp_path / "rules.json").write_text(json.dumps(rules))
+    env = env | {"CRMROUTE_CA_BUNDLE": str(custom_crm.ca_path)}
+    assert run(env, "rules", "import", str(tmp_path / "rules.json")).returncode == 0
+    custom_crm.records = {"+15551230001": {"Status": "GOLD"}}
+    route = ("route", "--rule", "VIP", "--caller", "+15551230001", "--json", "--at")
+    assert json.loads(run(env, *route, "2026-03-09T13:00:00Z").stdout)["row"] == 1  # 09:00 EDT
+    held = json.loads(run(env, *route, "2026-12-25T15:00:00Z").stdout)
+    assert held["row"] == 2 and any("is a holiday" in step for step in held["steps"])
+    bad = run(env, *route, "tomorrow")
+    assert bad.returncode == 2 and "--at" in bad.stderr
+
+
 def make_license(tmp_path: Path, features=("crm_routing",), expires=None) -> tuple[str, Path]:
     key = Ed25519PrivateKey.generate()
     public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw).hex()
@@ -133,6 +158,15 @@ def test_license_install_and_show(env, tmp_path):
     other, forged = make_license(tmp_path / "..")
     refused = run(env, "license", "install", str(forged))
     assert refused.returncode == 1 and "signature" in refused.stderr
+
+
+def test_license_install_refuses_an_expired_license(env, tmp_path):
+    expired = date.today() - timedelta(days=3)
+    public, path = make_license(tmp_path, expires=expired)
+    env = env | {"CRMROUTE_LICENSE_KEY": public}
+    refused = run(env, "license", "install", str(path))
+    assert refused.returncode == 1 and f"this license expired on {expired.isoformat()}" in refused.stderr
+    assert "license: missing" in run(env, "license", "show").stdout  # nothing was installed
 
 
 def test_serve_opens_both_ports(env, tmp_path):

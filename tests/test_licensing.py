@@ -249,3 +249,29 @@ def test_unusable_key_fails_closed(private_key):
     state = license_state("not-a-key", sign_license(payload(), private_key), TODAY)
     assert (state.status, state.routing_enabled) == ("invalid", False)
     assert "CRMROUTE_LICENSE_KEY" in state.message
+
+
+def test_notice_and_install_check_by_date():
+    from datetime import timedelta
+
+    from crmroute.errors import LicenseError
+    from crmroute.licensing import License, LicenseState, check_current, license_notice
+
+    today = date.today()
+
+    def state(expires, enabled=True, status="valid"):
+        found = License("Example", frozenset({"crm_routing"}), {}, today - timedelta(days=30), expires)
+        return LicenseState(status, enabled, found, "")
+
+    assert license_notice(state(today + timedelta(days=15)), today) is None
+    assert license_notice(state(None), today) is None
+    level, text = license_notice(state(today + timedelta(days=14)), today)
+    assert level == "warning" and "expires in 14 days" in text
+    level, text = license_notice(state(today - timedelta(days=1), enabled=False, status="expired"), today)
+    assert level == "error" and "every call gets status unlicensed" in text and "expired on" in text
+    check_current(state(today).license, today)  # its last day is still valid
+    with pytest.raises(LicenseError, match="expired on"):
+        check_current(state(today - timedelta(days=1)).license, today)
+    future = License("Example", frozenset(), {}, today + timedelta(days=1), None)
+    with pytest.raises(LicenseError, match="after today"):
+        check_current(future, today)

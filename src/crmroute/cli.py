@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 
 from crmroute import __version__, logs
 from crmroute.errors import ConfigError, CrmrouteError, LicenseError
+from crmroute.fieldlabels import explain
 from crmroute.settings import Settings
 
 if TYPE_CHECKING:
@@ -42,6 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("file", help="path to the file, or - for standard input")
     imp.add_argument("--format", choices=("yaml", "json"), help="default: by file extension, else YAML")
     imp.add_argument("--check", action="store_true", help="validate only; change nothing")
+    imp.add_argument("--if-empty", action="store_true",
+                     help="import only into a store with no configuration yet (what make run seeds)")
     exp = rules.add_parser("export", help="print everything configured as a rules file (secrets masked)")
     exp.add_argument("--format", choices=("yaml", "json"), default="yaml")
     exp.add_argument("--output", "-o", help="write to this file instead of standard output")
@@ -53,6 +56,8 @@ def build_parser() -> argparse.ArgumentParser:
     where.add_argument("--rule", help="a rule by name")
     route.add_argument("--caller", default="", help="the caller's number")
     route.add_argument("--dtmf", default="", help="digits the caller typed")
+    route.add_argument("--at", default="", help="the call's time for schedule conditions, ISO 8601 such as "
+                       "2026-03-30T09:15:00+01:00 (no offset: UTC); default: now")
     route.add_argument("--json", action="store_true", help="print the trace as JSON")
 
     user = sub.add_parser("user", help="web UI users").add_subparsers(dest="user_command", required=True)
@@ -99,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"error: invalid {exc.source}:" if exc.source else "error: invalid configuration:", file=sys.stderr)
         for field, message in exc.problems:
-            print(f"  {field}: {message}" if field else f"  {message}", file=sys.stderr)
+            where = f" ({field})" if exc.source and field else ""  # a file's path, to find the spot in it
+            print(f"  {explain(field, message)}{where}", file=sys.stderr)
         return 2
     except CrmrouteError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -172,6 +178,13 @@ def cmd_rules(settings: Settings, args: argparse.Namespace) -> int:
                 sys.stdout.write(text)
             return 0
         source = rules_source(args.file)
+        if args.if_empty and not args.check:
+            from crmroute.store import seed
+
+            with store.factory() as session:
+                if not seed.is_empty(session):
+                    print("the database already holds a configuration: nothing imported (--if-empty)")
+                    return 0
         if args.check:
             with store.factory() as session:
                 problems = rulesfile.check_references(session, data)
@@ -208,13 +221,25 @@ def cmd_route(settings: Settings, args: argparse.Namespace) -> int:
     from crmroute.router import Target
     from crmroute.service import Store, build_router
 
+    at = None
+    if args.at:
+        from pydantic import ValidationError
+
+        from crmroute.schemas import RouteIn
+
+        try:
+            at = RouteIn.model_validate({"rule": "x", "at": args.at}).at
+        except ValidationError:
+            raise ConfigError("must be an ISO 8601 date and time such as 2026-03-30T09:15:00+01:00",
+                              field="--at") from None
+
     async def dry_run() -> dict:
         store = Store(settings)
         router = build_router(store, with_log=False)
         try:
             await asyncio.to_thread(store.upgrade)
             target = Target("did", args.did) if args.did else Target("ivr", args.ivr) if args.ivr else Target("rule", args.rule)  # fmt: skip
-            return await router.dry_run(target, caller_id=args.caller, dtmf=args.dtmf)
+            return await router.dry_run(target, caller_id=args.caller, dtmf=args.dtmf, at=at)
         finally:
             await router.http.aclose()
             store.close()
@@ -267,6 +292,7 @@ def cmd_license(settings: Settings, args: argparse.Namespace) -> int:
             else:
                 found = licensing.parse_license(text)
                 print("note: no CRMROUTE_LICENSE_KEY is configured, so licenses are not enforced", file=sys.stderr)
+            licensing.check_current(found, date.today())
             with transaction(store.factory) as session:
                 session.add(License(text=text))
                 bump_config_version(session)
@@ -385,7 +411,8 @@ async def crm_test(settings: Settings, args: argparse.Namespace) -> int:
                 raise ConfigError(f"no integration named {args.name!r}", field="name")
             spec = ConnectorSpec(row.id, row.name, row.kind, True, dict(row.settings), row.secrets_enc)
         credentials = CredentialStore(store.factory, store.box)  # shared with the service: see store/credentials.py
-        connector = ConnectorPool(http, store.box, settings.default_region, credentials).build(spec, for_test=True)
+        pool = ConnectorPool(http, store.box, settings.default_region, credentials, data_dir=settings.data_dir)
+        connector = pool.build(spec, for_test=True)
         report = await connector.test(args.key, module=args.module, fields=args.field)
     finally:
         await http.aclose()

@@ -58,6 +58,8 @@ STATUS_INVALID = "invalid"
 STATUS_EXPIRED = "expired"
 STATUSES = (STATUS_NOT_ENFORCED, STATUS_VALID, STATUS_MISSING, STATUS_INVALID, STATUS_EXPIRED)
 
+EXPIRY_WARNING_DAYS = 14  # the UI warns this many days (or fewer) before a license expires
+
 _RAW_KEY_BYTES = 32
 _SIGNATURE_BYTES = 64
 _HEX_KEY = re.compile(r"^[0-9a-fA-F]{64}$")
@@ -295,3 +297,36 @@ def license_state(public_key_text: str, license_text: str | None, today: date) -
         )
     until = f"until {license.expires.isoformat()}" if license.expires else "with no expiry"
     return LicenseState(STATUS_VALID, True, license, f"Licensed to {license.licensee} {until}.")
+
+
+def check_current(license: License, today: date) -> None:
+    """Refuse to install a license that would not license today: expired, or issued in the future."""
+    if license.is_expired(today):
+        raise LicenseError(f"this license expired on {license.expires.isoformat()}; "  # type: ignore[union-attr]
+                           "installing it would leave CRM routing disabled. Ask for a renewed license.")  # fmt: skip
+    if license.issued is not None and license.issued > today:
+        raise LicenseError(f"this license is issued for {license.issued.isoformat()}, after today "
+                           f"({today.isoformat()}); check this server's clock, or install it from that day")
+
+
+def license_notice(state: LicenseState, today: date) -> tuple[str, str] | None:
+    """What every admin page says about the license: ``("error", text)`` while CRM routing is off,
+    ``("warning", text)`` when the license expires within ``EXPIRY_WARNING_DAYS``, else ``None``."""
+    if not state.routing_enabled:
+        why = {STATUS_MISSING: "No license is installed.", STATUS_INVALID: "The license or the key is invalid.",
+               STATUS_EXPIRED: f"The license expired on {_day(state)}."}.get(
+            state.status, f"The license does not include {FEATURE_CRM_ROUTING}.")  # fmt: skip
+        return "error", f"CRM routing is off: every call gets status unlicensed (the dialplan's own fallback). {why}"
+    expires = state.license.expires if state.license else None
+    if expires is not None:
+        days = (expires - today).days
+        if days <= EXPIRY_WARNING_DAYS:
+            when = "today" if days == 0 else "tomorrow" if days == 1 else f"in {days} days"
+            return "warning", (f"The license expires {when} (last day {expires.isoformat()}); "
+                               "install a renewed one before then, or CRM routing stops.")  # fmt: skip
+    return None
+
+
+def _day(state: LicenseState) -> str:
+    expires = state.license.expires if state.license else None
+    return expires.isoformat() if expires else "?"

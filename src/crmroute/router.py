@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timezone
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
@@ -36,14 +37,15 @@ from crmroute.agi.jumps import JumpTable
 from crmroute.configsync import ConfigSync
 from crmroute.connectors._http import MAX_CONNECTIONS
 from crmroute.connectors.base import Connector, Record
-from crmroute.connectors.custom import fetch_custom
+from crmroute.connectors.custom import fetch_custom_fields
 from crmroute.connectors.pool import ConnectorPool, ConnectorSpec
 from crmroute.deadline import Deadline
 from crmroute.errors import ConnectorError, ConnectorUnavailable, CrmrouteError, RateLimited
 from crmroute.metrics import Metrics
 from crmroute.resilience import BreakerState, Budget, CircuitBreaker, Quota, SingleFlight, ValueCache
 from crmroute.resilience.budget import QUOTA_WARN
-from crmroute.routing.engine import Fetch, LookupKey, decide, lookup_key
+from crmroute.routing.conditions import CallFacts
+from crmroute.routing.engine import Fetch, Fetched, LookupKey, decide, lookup_key
 from crmroute.routing.trace import Decision, Status
 from crmroute.rulebook import CompiledRule, CustomSource, IntegrationSource, RuleBook, load_rulebook
 from crmroute.settings import Settings
@@ -81,6 +83,11 @@ class Answer:
     value: str | None
     record: Record | None  # integrations: the record found (identity only)
     found: bool  # False: no such record -- cached for the shorter negative TTL
+    values: tuple[tuple[str, str | None], ...] = ()  # the rule's extra fields (rows' conditions), same request
+    matches: int = 0  # records that matched the key
+
+    def fetched(self) -> Fetched:
+        return Fetched(self.value, dict(self.values), self.matches)
 
 
 @dataclass(frozen=True, slots=True)
@@ -229,7 +236,8 @@ class Router:
         self._box = box
         self.http = http
         self.decision_log = decision_log
-        self.pool = ConnectorPool(http, box, settings.default_region, CredentialStore(factory, box))
+        self.pool = ConnectorPool(http, box, settings.default_region, CredentialStore(factory, box),
+                                  data_dir=settings.data_dir)  # fmt: skip
         self.guards = Guards(settings)
         self.metrics = Metrics()
         self.metrics.track(self.metrics.cache_entries, lambda: len(self.guards.cache))
@@ -341,6 +349,8 @@ class Router:
         on_crm: Callable[[], None] | None = None,
         fresh: bool = False,
         since: float | None = None,
+        at: datetime | None = None,
+        called: str = "",
     ) -> Decision:
         """Ask the rule's CRM under the rule's deadline and pick the destination.
 
@@ -350,7 +360,9 @@ class Router:
         when the CRM is really asked (not for a cached value or an open
         circuit): the AGI script starts the ringing or music on hold then.
         ``fresh`` (dry runs) skips the value cache, single-flight and the
-        circuit breaker: the CRM is always asked.
+        circuit breaker: the CRM is always asked. ``at`` is the instant the rows'
+        schedule conditions are checked at (default: now); ``called`` the number
+        the rows' DID conditions see when the call came by IVR or rule name (default: ``did``).
         """
         deadline_ms = rule.spec.deadline_ms or self.settings.deadline_ms
         deadline = Deadline.after_ms(deadline_ms - min(ANSWER_RESERVE_MS, deadline_ms / 10), since=since)
@@ -358,7 +370,9 @@ class Router:
         notes = Lookup()
         fetch = self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline, notes=notes, on_crm=on_crm,
                              fresh=fresh)  # fmt: skip
-        decision = await decide(rule.spec, key, fetch, deadline)
+        facts = CallFacts(at=at or datetime.now(timezone.utc), did=did or called, caller=caller_id,
+                          region=self.settings.default_region)  # fmt: skip
+        decision = await decide(rule.spec, key, fetch, deadline, facts)
         if not decision.key:
             return decision
         at = 1  # trace notes go after the lookup key
@@ -395,6 +409,7 @@ class Router:
         notes = notes if notes is not None else Lookup()
         source = rule.source
         field_name = rule.spec.crm_field
+        extra = rule.spec.extra_fields  # asked in the same request as the rule's field
         late = Deadline(deadline.at + LATE_ANSWER_GRACE_S)  # the request's own; the call still ends at ``deadline``
         if isinstance(source, CustomSource):
 
@@ -402,22 +417,24 @@ class Router:
                 budget = self.guards.custom_budget(source.url)
                 async with budget.slot(deadline.at):
                     try:
-                        value = await fetch_custom(
+                        values = await fetch_custom_fields(
                             self.http, url=source.url, post=source.post, headers=list(source.headers),
                             field_name=field_name, key=key, caller_id=caller_id, did=did,
-                            timeout=max(late.remaining(), 0.001),
+                            timeout=max(late.remaining(), 0.001), extra_fields=extra,
                         )  # fmt: skip
                     except RateLimited as exc:
                         if exc.reason == "http_429":
                             budget.pause(getattr(exc, "retry_after", None))
                         raise
-                return Answer(value, None, found=value is not None)
+                value = values.pop(field_name)
+                return Answer(value, None, found=value is not None, values=tuple(values.items()),
+                              matches=int(value is not None))  # fmt: skip
 
             def custom_identity(key: LookupKey) -> tuple[Hashable, Source]:
                 dtmf = key.value if key.source == "dtmf" else ""
                 caller = key.value if key.source == "caller_id" else caller_id
                 lookup = ("custom", source.url, source.post, source.headers, field_name, dtmf, caller,
-                          did if source.post else "")  # fmt: skip
+                          did if source.post else "", extra)  # fmt: skip
                 origin = self.guards.origin(source.url)
                 return lookup, Source(f"custom:{origin}", f"Custom CRM {origin}", "custom")
 
@@ -427,16 +444,18 @@ class Router:
             connector = self.pool.get(source.connector)
             connector.budget = self.guards.integration_budget(source.connector, connector)
             found: list[Record] = []
-            value = await connector.fetch(key, source.module, field_name, deadline=late, found=found)
+            values = await connector.fetch_fields(key, source.module, (field_name, *extra), deadline=late, found=found)
             record = found[0] if found else None
             if record is not None:  # kept in the cache: identity and matches only, not every field
                 record = Record(record.module, record.id, {}, record.matches, record.url)
-            return Answer(value, record, found=record is not None)
+            value = values.pop(field_name)
+            return Answer(value, record, found=record is not None, values=tuple(values.items()),
+                          matches=record.matches if record is not None else 0)  # fmt: skip
 
         def integration_identity(key: LookupKey) -> tuple[Hashable, Source]:
             spec = source.connector
             lookup = ("integration", spec.integration_id, spec.username, spec.fingerprint, source.module,
-                      key.source, key.value, field_name)  # fmt: skip
+                      key.source, key.value, field_name, extra)  # fmt: skip
             return lookup, Source(f"integration:{spec.integration_id}", spec.name, spec.kind)
 
         def integration_ttl() -> int | None:
@@ -458,11 +477,11 @@ class Router:
     ) -> Fetch:
         guards = self.guards
 
-        async def fetch(key: LookupKey) -> str | None:
+        async def fetch(key: LookupKey) -> Fetched:
             if fresh:
                 answer = await ask(key)
                 notes.record = answer.record
-                return answer.value
+                return answer.fetched()
             ttl = rule.spec.cache_ttl_s
             if ttl is None:
                 ttl = source_ttl() if source_ttl is not None else None
@@ -475,7 +494,7 @@ class Router:
                     self.metrics.cache_hits.inc()
                     notes.cached, notes.cache_age = True, entry.age(guards.cache.clock())
                     notes.record = entry.value.record
-                    return entry.value.value
+                    return entry.value.fetched()
                 self.metrics.cache_misses.inc()
             breaker = guards.breaker(crm.id, crm.name)
             if not guards.flights.running(lookup):
@@ -512,15 +531,16 @@ class Router:
                 on_crm()
             answer, notes.shared = await guards.flights.do(lookup, work)
             notes.record = answer.record
-            return answer.value
+            return answer.fetched()
 
         return fetch
 
-    async def dry_run(self, target: Target, *, caller_id: str, dtmf: str = "") -> dict:
+    async def dry_run(self, target: Target, *, caller_id: str, dtmf: str = "", at: datetime | None = None) -> dict:
         """The trace a call would produce, without a call and without logging it.
 
         Rules changed by any process are seen at once. ``jump`` is the
         ``context,extension,priority`` a call would continue at (``None`` without one).
+        ``at``: the instant schedules are checked at (default: now).
         """
         await self.reload_if_changed()
         resolved = self.resolve(target)
@@ -529,7 +549,8 @@ class Router:
         else:
             if isinstance(resolved.rule.source, IntegrationSource):  # before the call's deadline starts
                 await self.preload_credentials([resolved.rule.source.connector])
-            decision = await self.decide(resolved.rule, caller_id=caller_id, dtmf=dtmf, did=resolved.did, fresh=True)
+            decision = await self.decide(resolved.rule, caller_id=caller_id, dtmf=dtmf, did=resolved.did, fresh=True,
+                                         at=at)  # fmt: skip
         jump = JumpTable.from_settings(self.settings).jump_for(decision.destination)
         return decision.as_dict() | {
             "did": resolved.did, "ivr": resolved.ivr, "caller": caller_id, "dtmf": dtmf,

@@ -17,12 +17,21 @@ from sqlalchemy.orm import Session
 
 from crmroute.connectors.pool import ConnectorSpec
 from crmroute.licensing import LicenseState, license_state
-from crmroute.routing.compare import Operator
+from crmroute.routing.compare import Operator, parse_operator
+from crmroute.routing.conditions import (
+    Condition,
+    CountryCondition,
+    DidCondition,
+    FieldCondition,
+    MatchesCondition,
+    ScheduleCondition,
+)
+from crmroute.routing.schedules import Schedule
 from crmroute.routing.engine import Row, RuleSpec
 from crmroute.routing.patterns import DialPattern, best_match, compile_pattern
 from crmroute.routing.trace import DestType, Destination
 from crmroute.settings import Settings
-from crmroute.store import assignments, rules
+from crmroute.store import assignments, rules, schedules
 from crmroute.store.db import config_version
 from crmroute.store.models import License, Rule
 from crmroute.store.secrets import SecretBox
@@ -101,7 +110,28 @@ class RuleBook:
         return self.license is None or self.license.routing_enabled
 
 
-def compile_rule(rule: Rule, box: SecretBox) -> CompiledRule:
+def compile_conditions(stored: list, known: dict[str, Schedule]) -> tuple[Condition, ...]:
+    """A row's stored conditions (``ConditionIn.to_data()`` each) for the engine."""
+    compiled: list[Condition] = []
+    for item in stored or ():
+        negate = bool(item.get("not", False))
+        if "field" in item:
+            compiled.append(FieldCondition(negate, item["field"], parse_operator(item.get("operator", "=")),
+                                           str(item.get("value", ""))))  # fmt: skip
+        elif "schedule" in item:
+            compiled.append(ScheduleCondition(negate, known.get(item["schedule"]), item["schedule"]))
+        elif "did" in item:
+            compiled.append(DidCondition(negate, tuple(item["did"])))
+        elif "country" in item:
+            compiled.append(CountryCondition(negate, tuple(item["country"])))
+        elif "matches" in item:
+            compiled.append(MatchesCondition(negate, item["matches"]))
+        else:  # written by a newer version: never holds, rather than match more than the admin asked
+            compiled.append(DidCondition(negate, ()))
+    return tuple(compiled)
+
+
+def compile_rule(rule: Rule, box: SecretBox, known: dict[str, Schedule] | None = None) -> CompiledRule:
     if rule.default_voicemail == "yes":
         default = Destination(DestType.VOICEMAIL, rule.default_destination)
     else:
@@ -109,7 +139,8 @@ def compile_rule(rule: Rule, box: SecretBox) -> CompiledRule:
     spec = RuleSpec(
         name=rule.name,
         crm_field=rule.crm_field,
-        rows=tuple(Row(Operator(r.operator), r.value, Destination(DestType(r.destination), r.option)) for r in rule.rows),
+        rows=tuple(Row(Operator(r.operator), r.value, Destination(DestType(r.destination), r.option),
+                       compile_conditions(r.conditions, known or {})) for r in rule.rows),  # fmt: skip
         default=default,
         deadline_ms=rule.deadline_ms,
         cache_ttl_s=rule.cache_ttl_s,
@@ -137,8 +168,9 @@ def compile_rule(rule: Rule, box: SecretBox) -> CompiledRule:
 
 def load_rulebook(session: Session, box: SecretBox, settings: Settings, today: date | None = None) -> RuleBook:
     book = RuleBook(version=config_version(session))
+    known = {s.name: schedules.compiled(s) for s in schedules.list_all(session)}
     for rule in rules.list_all(session):
-        book.rules[rule.name] = compile_rule(rule, box)
+        book.rules[rule.name] = compile_rule(rule, box, known)
     for did in assignments.list_dids(session):
         if did.number.startswith("_"):
             book.did_patterns.append((compile_pattern(did.number), did.rule.name))

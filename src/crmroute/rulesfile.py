@@ -1,4 +1,4 @@
-"""The rules file: YAML or JSON with integrations, destinations, rules, DIDs, IVRs, agents.
+"""The rules file: YAML or JSON with integrations, destinations, rules, DIDs, IVRs, agents, schedules.
 
 Import is all-or-nothing: the whole file is validated first (every bad field
 reported by its path), then applied in one transaction, creating or updating
@@ -25,15 +25,17 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute import textfile
 from crmroute.errors import ConfigError
+from crmroute.fieldlabels import describe
+from crmroute.names import name_key
 from crmroute.schemas import RulesFile, problems
-from crmroute.store import agents, assignments, destinations, integrations, licenses, rules
+from crmroute.store import agents, assignments, destinations, integrations, licenses, rules, schedules
 from crmroute.store.db import bump_config_version, transaction
 from crmroute.store.integrations import connector_problems
 from crmroute.store.references import References, check_assignment, check_rule, prefixed
 from crmroute.store.secrets import SecretBox
 
 ENV_REF = re.compile(r"\$(\$?)\{([A-Za-z_][A-Za-z0-9_]*)\}")
-SECTIONS = ("integrations", "destinations", "rules", "dids", "ivrs", "agents")
+SECTIONS = ("integrations", "destinations", "rules", "dids", "ivrs", "agents", "schedules")
 
 
 @dataclass
@@ -116,16 +118,18 @@ def check_references(session: Session, data: RulesFile) -> list[tuple[str, str]]
         first: dict[Any, int] = {}
         for i, key in enumerate(keys):
             if key in first:
-                found.append((f"{section}[{i}].{what}", f"duplicate of {section}[{first[key]}]"))
+                # counted from 1 as the CLI shows items; rule and integration names match ignoring case and spacing
+                found.append((f"{section}[{i}].{what}", f"the same as {describe(f'{section}[{first[key]}]')}"))
             first.setdefault(key, i)
 
-    unique("integrations", [i.name for i in data.integrations], "name")
+    unique("integrations", [name_key(i.name) for i in data.integrations], "name")
     unique("destinations", [(d.type, d.ref) for d in data.destinations], "number")
-    unique("rules", [r.name for r in data.rules], "name")
+    unique("rules", [name_key(r.name) for r in data.rules], "name")
     unique("dids", [d.number for d in data.dids], "number")
     unique("ivrs", [i.number for i in data.ivrs], "number")
     unique("agents", [a.name for a in data.agents], "name")
     unique("agents", [a.extension for a in data.agents], "extension")
+    unique("schedules", [s.name for s in data.schedules], "name")
 
     for i, integration in enumerate(data.integrations):  # a masked secret counts as given
         found += prefixed(f"integrations[{i}]", connector_problems(integration.kind, integration.settings,
@@ -202,6 +206,12 @@ def import_rules(
             old = snapshots.get(item.name)
             apply("agents", lambda: agents.upsert(session, item), agents.to_data, old)
 
+        stored_schedules = {s.name: s for s in schedules.list_all(session)}
+        for item in data.schedules:  # before the rules whose rows name them
+            old = stored_schedules.get(item.name)
+            apply("schedules", lambda: schedules.upsert(session, item), schedules.to_data,
+                  schedules.to_data(old) if old else None)  # fmt: skip
+
         by_integration = integrations.by_name(session)
         stored_rules = {r.name: r for r in rules.list_all(session)}
 
@@ -236,6 +246,7 @@ def export_rules(session: Session, box: SecretBox) -> dict:
         "dids": [assignments.to_data(d) for d in assignments.list_dids(session)],
         "ivrs": [assignments.to_data(i) for i in assignments.list_ivrs(session)],
         "agents": [agents.to_data(a) for a in agents.list_all(session)],
+        "schedules": [schedules.to_data(s) for s in schedules.list_all(session)],
     }
 
 

@@ -8,6 +8,7 @@ pydantic ``ValidationError`` into ``(field path, message)`` pairs such as
 
 from __future__ import annotations
 
+import datetime
 import re
 from collections.abc import Sequence
 from typing import Annotated, Any, Literal
@@ -24,18 +25,22 @@ from pydantic import (
 )
 
 from crmroute.connectors.custom import validate_custom_url, validate_header
+from crmroute.names import name_problem, tidy
 from crmroute.routing.patterns import compile_pattern
 from crmroute.routing.compare import Operator, check_operand, parse_operator
+from crmroute.routing.conditions import valid_country
+from crmroute.routing.schedules import check_timezone, format_hours, parse_hours
 from crmroute.routing.trace import ROW_DEST_TYPES
 
 CRM_KINDS = (
-    "bullhorn", "dynamics2015", "hubspot", "pipedrive", "proprietary", "proprietary1",
+    "bullhorn", "directory", "dynamics2015", "hubspot", "pipedrive", "proprietary", "proprietary1",
     "salesforce", "sugarcrm", "suitecrm", "vtiger", "zendesk", "zoho",
 )  # fmt: skip
 CRM_MODULES = ("accounts", "contacts", "leads")
 DESTINATION_TYPES = ("extension", "queue", "ivr", "recording")
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9 _.\-]*$")
+# Any script's letters and digits (the document's pattern; ``names.name_problem`` also allows combining marks).
+NAME_PATTERN = re.compile(r"^[^\W_][\w .\-]*$")
 FIELD_PATTERN = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.\-:]*$")  # API names, dotted for lookups
 NUMBER_PATTERN = re.compile(r"^[0-9A-Za-z*#+_.\-]+$")  # extension/queue/IVR numbers
 DID_PATTERN = re.compile(r"^(\+?[0-9*#]+|_[0-9A-Za-z*#+\[\]\-.!]+)$")  # a number or an Asterisk pattern
@@ -59,8 +64,10 @@ def _text(**constraints: Any) -> dict[str, Any]:
 
 
 def _name(value: str) -> str:
-    if not NAME_PATTERN.match(value):
-        raise ValueError("use letters, digits, spaces and - _ . only")
+    value = tidy(value)
+    problem = name_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 
@@ -91,6 +98,141 @@ def _digits_as_text(value: Any) -> Any:
     return str(value) if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else value
 
 
+CONDITION_KINDS = ("field", "schedule", "did", "country", "matches")
+
+
+def _list_of_text(value: Any) -> Any:
+    """A list, or one text with comma-separated items (YAML may read a number: its text)."""
+    value = _digits_as_text(value)
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    if isinstance(value, list):
+        return [_digits_as_text(v) for v in value]
+    return value
+
+
+def _condition_schema(schema: dict[str, Any]) -> None:
+    """Exactly one kind, never null; operator and value only with ``field``, checked as a row's are."""
+    for kind in CONDITION_KINDS:
+        prop = schema["properties"][kind]
+        prop["anyOf"] = [a for a in prop.get("anyOf", []) if a.get("type") != "null"]
+        prop.pop("default", None)
+    schema["oneOf"] = [{"required": [kind]} for kind in CONDITION_KINDS]
+    schema["allOf"] = [
+        {"if": {"not": {"required": ["field"]}}, "then": {"properties": {
+            "operator": {"type": "null"}, "value": _text(pattern=r"^\s*$")}}},
+        _when("operator", ["<", ">", "<=", ">="], {"properties": {"value": {"anyOf": [
+            _text(pattern=ORDERING_OPERAND), _text(format="date"), _text(format="date-time")]}}}),
+        _when("operator", ["contains", "starts_with", "regex"], {
+            "required": ["value"], "properties": {"value": _text(pattern=r"\S")}}),
+    ]
+
+
+def _country_codes(schema: dict[str, Any]) -> None:
+    import phonenumbers
+
+    codes = sorted(phonenumbers.SUPPORTED_REGIONS)
+    schema.pop("pattern", None)
+    schema["enum"] = codes + [c.lower() for c in codes]
+
+
+class ConditionIn(Strict):
+    """One extra condition of a row (``routing/conditions.py``): exactly one of its kinds, optionally negated."""
+
+    model_config = ConfigDict(populate_by_name=True, json_schema_extra=_condition_schema)
+
+    field: str | None = Field(None, min_length=1, max_length=255, description="another CRM field of the record",
+                              json_schema_extra={"pattern": FIELD_PATTERN.pattern})  # fmt: skip
+    operator: Operator | None = Field(None, description="with field: how it is compared (default =)")
+    value: str = Field("", max_length=1024, description="with field: what it is compared with")
+    schedule: Name | None = Field(None, description="a schedule's name: holds while it is open")
+    did: list[Annotated[str, Field(min_length=1, max_length=64, json_schema_extra={"pattern": DID_PATTERN.pattern})]] \
+        | None = Field(None, min_length=1, max_length=100, description="the DID called is one of these numbers or "
+                       "_patterns")  # fmt: skip
+    country: list[Annotated[str, Field(min_length=2, max_length=2, json_schema_extra=_country_codes)]] \
+        | None = Field(None, min_length=1, max_length=250, description="the caller's number is from one of these "
+                       "countries (ISO 3166 codes such as GB)")  # fmt: skip
+    matches: Literal["none", "one", "many"] | None = Field(None, description="how many CRM records matched the key")
+    negate: Flag = Field(False, alias="not", description="true: the condition holds when it otherwise would not")
+
+    @field_validator("operator", mode="before")
+    @classmethod
+    def _operator(cls, value: Any) -> Operator | None:
+        return None if value is None or value == "" else parse_operator(str(value))
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value_text(cls, value: Any) -> str:
+        return "" if value is None else str(value)
+
+    @field_validator("field")
+    @classmethod
+    def _field(cls, value: str | None) -> str | None:
+        if value is not None and not FIELD_PATTERN.match(value):
+            raise ValueError("must be the CRM field's API name, e.g. Region or Account.Name")
+        return value
+
+    @field_validator("did", mode="before")
+    @classmethod
+    def _did_list(cls, value: Any) -> Any:
+        return _list_of_text(value)
+
+    @field_validator("did")
+    @classmethod
+    def _did(cls, value: list[str] | None) -> list[str] | None:
+        for number in value or ():
+            if not DID_PATTERN.match(number):
+                raise ValueError(f"{number!r} is not a number (digits, optional leading +) or a pattern such as _555XXXX")
+            if number.startswith("_"):
+                compile_pattern(number)
+        return value
+
+    @field_validator("country", mode="before")
+    @classmethod
+    def _country_list(cls, value: Any) -> Any:
+        return _list_of_text(value)
+
+    @field_validator("country")
+    @classmethod
+    def _country(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return None
+        codes = [code.upper() for code in value]
+        for code in codes:
+            if not valid_country(code):
+                raise ValueError(f"{code!r} is not a country code phonenumbers knows (ISO 3166, e.g. GB, US, DE)")
+        return list(dict.fromkeys(codes))
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> "ConditionIn":
+        given = [kind for kind in CONDITION_KINDS if getattr(self, kind) is not None]
+        if len(given) != 1:
+            raise _FieldError(given[1] if len(given) > 1 else "",
+                              "give exactly one of field, schedule, did, country or matches")  # fmt: skip
+        if self.field is None and (self.operator is not None or self.value):
+            raise _FieldError("operator" if self.operator is not None else "value",
+                              "only a field condition has an operator and a value")  # fmt: skip
+        if self.field is not None:
+            if self.operator is None:
+                self.operator = Operator.EQ
+            message = check_operand(self.operator, self.value)
+            if message:
+                raise _FieldError("value", message)
+        return self
+
+    @property
+    def kind(self) -> str:
+        return next(kind for kind in CONDITION_KINDS if getattr(self, kind) is not None)
+
+    def to_data(self) -> dict[str, Any]:
+        """The stored and exported form: the kind's keys only, ``not`` when set."""
+        if self.field is not None:
+            data: dict[str, Any] = {"field": self.field, "operator": str(self.operator), "value": self.value}
+        else:
+            data = {self.kind: getattr(self, self.kind)}
+        return data | ({"not": True} if self.negate else {})
+
+
 class RowIn(Strict):
     model_config = ConfigDict(json_schema_extra={"allOf": [
         _when("operator", ["<", ">", "<=", ">="], {"properties": {"value": {"anyOf": [
@@ -103,11 +245,18 @@ class RowIn(Strict):
     value: str = Field("", max_length=1024)
     destination: Literal["queue", "ivr", "recording"]
     option: str = Field(min_length=1, max_length=128, json_schema_extra=_or_digits)
+    conditions: list[ConditionIn] = Field(default_factory=list, max_length=20,
+                                          description="extra conditions; all must hold for the row to match")
 
     @field_validator("operator", mode="before")
     @classmethod
     def _operator(cls, value: Any) -> Operator:
         return parse_operator(str(value))
+
+    @field_validator("conditions", mode="before")
+    @classmethod
+    def _no_conditions(cls, value: Any) -> Any:
+        return [] if value is None else value
 
     @field_validator("value", mode="before")
     @classmethod
@@ -478,6 +627,79 @@ class AgentIn(Strict):
         return value
 
 
+# --- schedules --------------------------------------------------------------------
+
+
+class HolidayIn(Strict):
+    date: datetime.date
+    name: str = Field("", max_length=128)
+
+    @field_validator("date", mode="before")
+    @classmethod
+    def _date_text(cls, value: Any) -> Any:
+        if not isinstance(value, (str, datetime.date)):
+            raise ValueError("must be a date such as 2026-12-25")
+        return value
+
+
+def _holiday(value: Any) -> Any:
+    """The short form: a date alone (YAML reads an unquoted 2026-12-25 as a date)."""
+    return {"date": value} if isinstance(value, (str, datetime.date)) else value
+
+
+class ScheduleIn(Strict):
+    """Weekly opening hours with holidays in a time zone (``routing/schedules.py``), used by rows' conditions."""
+
+    name: Name
+    timezone: str = Field(min_length=1, max_length=64, description="IANA time zone, e.g. Europe/London")
+    hours: dict[Annotated[str, Field(min_length=3, max_length=7)],
+                list[Annotated[str, Field(max_length=11)]] | Annotated[str, Field(max_length=200)] | None] = Field(
+        default_factory=dict, max_length=7,
+        description="day (mon..sun) or day range (mon-fri) -> time ranges such as 09:00-17:30; days not named "
+        "are closed",
+    )  # fmt: skip
+    holidays: list[HolidayIn] = Field(default_factory=list, max_length=1000,
+                                      description="dates closed all day, in the schedule's time zone")
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, value: str) -> str:
+        message = check_timezone(value)
+        if message:
+            raise ValueError(message)
+        return value
+
+    @field_validator("hours", mode="before")
+    @classmethod
+    def _hours_null(cls, value: Any) -> Any:
+        return {} if value is None else value
+
+    @field_validator("hours")
+    @classmethod
+    def _hours(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return format_hours(parse_hours(value))  # its ValueError names the problem
+
+    @field_validator("holidays", mode="before")
+    @classmethod
+    def _short_holidays(cls, value: Any) -> Any:
+        return [_holiday(v) for v in value] if isinstance(value, list) else value
+
+    @field_validator("holidays")
+    @classmethod
+    def _holidays(cls, value: list[HolidayIn]) -> list[HolidayIn]:
+        seen: set[datetime.date] = set()
+        for holiday in value:
+            if holiday.date in seen:
+                raise ValueError(f"{holiday.date} is given twice")
+            seen.add(holiday.date)
+        return sorted(value, key=lambda h: h.date)
+
+    def to_data(self) -> dict[str, Any]:
+        return {"name": self.name, "timezone": self.timezone, "hours": self.hours,
+                "holidays": [h.date.isoformat() if not h.name else {"date": h.date.isoformat(), "name": h.name}
+                             for h in self.holidays]}  # fmt: skip
+
+
 def _sections_may_be_null(schema: dict[str, Any]) -> None:
     """Say what ``_none_is_empty`` accepts: a section may be null (YAML's bare ``ivrs:``)."""
     for name, prop in schema.get("properties", {}).items():
@@ -495,8 +717,9 @@ class RulesFile(Strict):
     dids: list[DidIn] = Field(default_factory=list)
     ivrs: list[IvrIn] = Field(default_factory=list)
     agents: list[AgentIn] = Field(default_factory=list)
+    schedules: list[ScheduleIn] = Field(default_factory=list)
 
-    @field_validator("integrations", "destinations", "rules", "dids", "ivrs", "agents", mode="before")
+    @field_validator("integrations", "destinations", "rules", "dids", "ivrs", "agents", "schedules", mode="before")
     @classmethod
     def _none_is_empty(cls, value: Any) -> Any:
         return [] if value is None else value
@@ -536,10 +759,45 @@ def error_problems(errors: Sequence[Any], prefix: str = "", *, request: bool = F
         elif item.get("type") == "extra_forbidden":
             message = "unknown field"
         elif item.get("type") == "literal_error":
-            expected = str(item.get("ctx", {}).get("expected", "")).removeprefix("'', ")  # "" (any) goes unsaid
+            expected = str(item.get("ctx", {}).get("expected", ""))
+            expected = expected.removeprefix("'', ").removesuffix(" or ''").replace(", '',", ",")  # "" goes unsaid
+            if " or " not in expected and ", " in expected:
+                head, _, last = expected.rpartition(", ")
+                expected = f"{head} or {last}"
             message = "must be one of " + expected.replace("'", "")
+        else:
+            message = plain_message(item.get("type", ""), item.get("ctx") or {}, message)
         found.append((path, message))
     return found
+
+
+# pydantic's messages in the admin's words, by error type ({name} from the error's ctx).
+PLAIN_MESSAGES = {
+    "string_too_long": "must be at most {max_length} characters",
+    "too_long": "at most {max_length} items",
+    "too_short": "at least {min_length} items",
+    "int_parsing": "must be a whole number", "int_type": "must be a whole number",
+    "int_from_float": "must be a whole number", "float_parsing": "must be a number", "float_type": "must be a number",
+    "greater_than_equal": "must be {ge} or more", "less_than_equal": "must be {le} or less",
+    "greater_than": "must be more than {gt}", "less_than": "must be less than {lt}",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "string_type": "must be text", "list_type": "must be a list", "dict_type": "must be an object (key: value)",
+    "model_type": "must be an object (key: value)", "model_attributes_type": "must be an object (key: value)",
+    "string_pattern_mismatch": "holds characters that are not allowed here",
+}  # fmt: skip
+
+
+def plain_message(kind: str, ctx: dict[str, Any], message: str) -> str:
+    if kind == "string_too_short":
+        length = ctx.get("min_length", 1)
+        return "required" if length == 1 else f"must be at least {length} characters"
+    template = PLAIN_MESSAGES.get(kind)
+    if template is None:
+        return message
+    try:
+        return template.format(**ctx)
+    except (KeyError, IndexError):
+        return message
 
 
 def format_path(loc: tuple[Any, ...], prefix: str = "") -> str:
@@ -581,6 +839,20 @@ class RowPublic(_Public):
     value: str
     destination: str
     option: str
+    conditions: list[dict[str, Any]] | None = Field(None, description="extra conditions, left out when none")
+
+
+class SchedulePublic(_Public):
+    id: int
+    name: str
+    timezone: str
+    hours: dict[str, list[str]]
+    holidays: list[Any]
+    used_by: list[str] = Field(description="names of the rules whose rows use the schedule")
+
+
+class SchedulePage(Page):
+    items: list[SchedulePublic]
 
 
 class HeaderPublic(_Public):
@@ -746,12 +1018,29 @@ class RouteIn(Strict):
     rule: str | None = Field(None, max_length=128)
     caller: str = Field("", max_length=64)
     dtmf: str = Field("", max_length=64)
+    at: datetime.datetime | None = Field(None, description="the call's instant for schedule conditions, e.g. "
+                                         "2026-03-30T09:15:00+01:00 (an instant without offset is UTC); default: now")
+
+    @field_validator("at", mode="before")
+    @classmethod
+    def _at_text(cls, value: Any) -> Any:
+        if value is not None and not isinstance(value, (str, datetime.datetime)):
+            raise ValueError("must be a date and time such as 2026-03-30T09:15:00+01:00")
+        return value
+
+    @field_validator("at")
+    @classmethod
+    def _aware(cls, value: datetime.datetime | None) -> datetime.datetime | None:
+        if value is not None and value.tzinfo is None:
+            return value.replace(tzinfo=datetime.timezone.utc)
+        return value
 
     @model_validator(mode="after")
     def _one_target(self) -> "RouteIn":
         given = [name for name in ("did", "ivr", "rule") if getattr(self, name)]
         if len(given) != 1:
-            raise _FieldError(given[1] if len(given) > 1 else "did", "give exactly one of did, ivr or rule")
+            raise _FieldError(given[1] if len(given) > 1 else "did",
+                              "give exactly one of a DID number, an IVR number or a rule")
         return self
 
 
@@ -794,6 +1083,7 @@ class ImportSummaryPublic(_Public):
     dids: SectionCounts
     ivrs: SectionCounts
     agents: SectionCounts | None = None
+    schedules: SectionCounts | None = None
 
 
 class LicensePublic(_Public):

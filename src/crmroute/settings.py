@@ -48,6 +48,9 @@ class AmiSource:
     port: int = DEFAULT_AMI_PORT
 
 
+DEFAULT_SOUNDS_DIR = "/var/lib/asterisk/sounds/en"
+
+
 @dataclass(frozen=True)
 class Settings:
     data_dir: Path = Path("data")
@@ -89,6 +92,7 @@ class Settings:
     trusted_proxies: tuple[IpNetwork, ...] = ()  # whose X-Forwarded-For/-Proto are believed; none by default
     metrics_token: str = field(default="", repr=False)  # when set, /metrics needs it as a bearer token
     node_id: str = ""  # this node's name in a cluster (leases, /healthz); default host name:AGI port
+    sounds_dir: Path = Path(DEFAULT_SOUNDS_DIR)  # Asterisk's sounds of one language: the greeting's suggestions
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> "Settings":
@@ -218,6 +222,7 @@ class Settings:
             trusted_proxies=trusted_proxies,
             metrics_token=get("METRICS_TOKEN"),
             node_id=node_id or f"{socket.gethostname()}:{get('AGI_PORT', str(DEFAULT_AGI_PORT))}",
+            sounds_dir=Path(get("SOUNDS_DIR", DEFAULT_SOUNDS_DIR)),
         )
         if problems:
             raise ConfigError(problems)

@@ -56,10 +56,14 @@ async def saved(store, linked_id: str, *, hung_up: bool, timeout: float = 15.0) 
             await asyncio.sleep(0.05)
 
 
-async def activities(zoho, count: int, timeout: float = 30.0) -> Counter[str]:
-    async with asyncio.timeout(timeout):
-        while len(zoho.activities) < count:
-            await asyncio.sleep(0.1)
+async def activities(zoho, count: int, log: Path, timeout: float = 30.0) -> Counter[str]:
+    try:
+        async with asyncio.timeout(timeout):
+            while len(zoho.activities) < count:
+                await asyncio.sleep(0.1)
+    except TimeoutError:
+        pytest.fail(f"{len(zoho.activities)} of {count} calls logged in {timeout:.0f} s; crmroute said:\n"
+                    + log.read_text())  # fmt: skip
     await asyncio.sleep(1.0)  # anything more that would come
     return Counter(a["Subject"].rsplit("[", 1)[1].rstrip("]") for a in zoho.activities)
 
@@ -107,7 +111,7 @@ async def stop_and_start_again(store, zoho, ca_bundle, tmp_path, sig: signal.Sig
             await ami.wait_logins(2, timeout=60)
             await ami.send(hangups("pbx-stop-2", second.t + 40, up_agent, up_trunk)
                            + hangups("pbx-stop-3", down.t + 40, down_agent, down_trunk))  # fmt: skip
-            counts = await activities(zoho, 3)
+            counts = await activities(zoho, 3, log)
         finally:
             if process is not None and process.poll() is None:
                 process.terminate()

@@ -356,3 +356,33 @@ async def test_a_call_up_across_a_restart_is_taken_back_and_logged_once(store, z
     await second.close()
     with store.factory() as session:
         assert list(session.scalars(select(CallLogOpenCall.linked_id))) == []
+
+
+async def test_a_stop_while_claiming_leaves_no_delivery_held(store, zoho, logger_factory, monkeypatch):
+    """The claim runs in a thread that a stop cannot cancel: what it claimed is given back, not held for the
+    lease's 300 s (a restart would not deliver those calls for five minutes)."""
+    add_integration(store, "Zoho", **zoho_settings(zoho), inbound_answered=True, inbound_missed=True)
+    started, release, claimed = threading.Event(), threading.Event(), threading.Event()
+    real = outbox.claim
+
+    def slow_claim(session, *args, **kwargs):
+        started.set()
+        release.wait(10)
+        try:
+            return real(session, *args, **kwargs)
+        finally:
+            claimed.set()
+
+    monkeypatch.setattr(outbox, "claim", slow_claim)
+    logger = await logger_factory()
+    feed(logger, "inbound-answered", "inbound-missed")
+    assert await asyncio.to_thread(started.wait, 10)
+    closing = asyncio.create_task(logger.close())  # cancels the lane while its claim is in the thread
+    await asyncio.sleep(0.2)
+    release.set()
+    await asyncio.wait_for(closing, 15)
+    assert await asyncio.to_thread(claimed.wait, 10)
+    await asyncio.sleep(0.2)  # the claim's transaction commits
+    rows = statuses(store)
+    assert len(rows) == 2 and all(r.lease_until is None and r.status == "pending" for r in rows.values())
+    assert zoho.activities == []

@@ -1,5 +1,9 @@
 """``ConnectorContract``: the tests every CRM connector passes against its vendor fake.
 
+Its first part, ``RecordContract`` (finding records by every phone format and by a typed key, the pick,
+fields, nested fields), is what a record source without a network passes too: the directory kind
+(``test_directory.py``, whose fake writes the records to the file or table the connector reads).
+
 A vendor's ``test_<kind>.py`` subclasses it next to its fake (see
 ``fakecrm.py``) and fills in the class data and ``settings()``::
 
@@ -79,7 +83,9 @@ STORED_FORMATS: dict[str, tuple[str, str, str]] = {
 DECOY_PHONE = "(555) 987-0001"  # shares the last four digits of "parentheses"
 
 
-class ConnectorContract:
+class RecordContract:
+    """Finding records and reading fields: what every record source passes, HTTP or not (the directory kind)."""
+
     kind: ClassVar[str]
     MODULE: ClassVar[str] = "contacts"
     FIELD: ClassVar[str] = "Status"  # a custom field's API name
@@ -94,6 +100,9 @@ class ConnectorContract:
     # Requests one uncached fetch costs in MODULE once signed in, after a first call (found caller, unknown caller);
     # None: not asserted. The same figure is checked through the routing path (the FastAGI test's unknown caller).
     REQUESTS_PER_CALL: ClassVar[tuple[int, int] | None] = None
+    # A rule whose rows' conditions read a second field (KEY_FIELD here) costs no more requests than one field:
+    # both are asked in the find request. False only where the vendor cannot (say why in the test module).
+    SAME_REQUEST_FIELDS: ClassVar[bool] = True
 
     def field_for(self, module: str) -> str:
         """The custom field read in ``module`` (vendors whose custom fields differ per module override this)."""
@@ -130,18 +139,6 @@ class ConnectorContract:
     @staticmethod
     def deadline(seconds: float = 5.0) -> Deadline:
         return Deadline.after_ms(seconds * 1000)
-
-    # --- class data --------------------------------------------------------------------
-
-    def test_kind_is_discovered_and_describes_itself(self):
-        cls = registry()[self.kind]
-        assert cls.title and cls.docs_url.startswith("https://")
-        assert set(cls.MODULES) <= set(MODULE_NAMES) and cls.MODULES
-        assert cls.requests_per_second is None or cls.requests_per_second > 0
-        assert cls.limits_source, "where the default limits come from"
-        specs = {s.name: s for s in setting_specs(cls.Settings)}
-        assert any(s.secret for s in specs.values()), "a CRM connection has at least one secret"
-        assert all(s.help for s in specs.values()), "every setting explains itself"
 
     # --- finding records --------------------------------------------------------------
 
@@ -229,6 +226,22 @@ class ConnectorContract:
         value = await connector.fetch(LookupKey("12345", "dtmf"), self.MODULE, self.FIELD, deadline=self.deadline())
         assert value == "GOLD"
         assert await connector.fetch(LookupKey("99999", "dtmf"), self.MODULE, self.FIELD, deadline=self.deadline()) is None
+
+
+class ConnectorContract(RecordContract):
+    """The whole contract of a vendor connector: records, auth, faults, limits, Test, call logging, credentials."""
+
+    # --- class data --------------------------------------------------------------------
+
+    def test_kind_is_discovered_and_describes_itself(self):
+        cls = registry()[self.kind]
+        assert cls.title and cls.docs_url.startswith("https://")
+        assert set(cls.MODULES) <= set(MODULE_NAMES) and cls.MODULES
+        assert cls.requests_per_second is None or cls.requests_per_second > 0
+        assert cls.limits_source, "where the default limits come from"
+        specs = {s.name: s for s in setting_specs(cls.Settings)}
+        assert any(s.secret for s in specs.values()), "a CRM connection has at least one secret"
+        assert all(s.help for s in specs.values()), "every setting explains itself"
 
     # --- auth ---------------------------------------------------------------------------
 
@@ -530,6 +543,20 @@ class ConnectorContract:
         for connector in (first, other):
             assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
 
+    async def test_a_second_field_is_read_in_the_same_request(self, fake, connector):
+        fake.records = [self.record(0), self.record(1, phone="(415) 555-0100"), self.record(2, phone="(415) 555-0101")]
+        await connector.fetch(LookupKey(CALLER, "caller_id"), self.MODULE, self.FIELD, deadline=self.deadline())
+        before = len(fake.requests)
+        key = LookupKey("+14155550100", "caller_id")
+        assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
+        single = len(fake.requests) - before
+        before = len(fake.requests)
+        key = LookupKey("+14155550101", "caller_id")
+        values = await connector.fetch_fields(key, self.MODULE, [self.FIELD, self.KEY_FIELD], deadline=self.deadline())
+        assert values == {self.FIELD: "GOLD", self.KEY_FIELD: "12345"}
+        if self.SAME_REQUEST_FIELDS:
+            assert len(fake.requests) - before == single, [f"{r.method} {r.path}" for r in fake.requests[before:]]
+
     # --- end to end ----------------------------------------------------------------------------------
 
     async def test_a_fastagi_call_is_routed_by_this_crm(self, fake, tmp_path):
@@ -572,6 +599,62 @@ class ConnectorContract:
             assert result.variables["CRMROUTE_STATUS"] == "default"
             if self.REQUESTS_PER_CALL is not None:  # a distinct, uncached caller through the routing path
                 assert len(fake.requests) - before == self.REQUESTS_PER_CALL[1], fake.requests[before:]
+        finally:
+            await server.close()
+            await router.close()
+            await router.http.aclose()
+            store.close()
+
+    async def test_a_fastagi_call_combines_two_fields_of_the_record(self, fake, tmp_path):
+        """Rows with a condition on a second field: both read in the request that finds the record."""
+        fake.records = [self.record(0), self.record(1, phone="(415) 555-0100"), self.record(2, phone="(415) 555-0101")]
+        cls = registry()[self.kind]
+        secret_names = {s.name for s in setting_specs(cls.Settings) if s.secret}
+        values = self.settings(fake)
+        gold = {"operator": "=", "value": "gold", "destination": "queue", "option": "103"}
+        rules = {
+            "integrations": [{"name": "The CRM", "kind": self.kind,
+                              "settings": {k: v for k, v in values.items() if k not in secret_names},
+                              "secrets": {k: v for k, v in values.items() if k in secret_names}}],
+            "destinations": [{"type": "extension", "number": "100"}, {"type": "queue", "number": "103"},
+                             {"type": "queue", "number": "104"}],
+            "schedules": [{"name": "Always", "timezone": "UTC", "hours": {"mon-sun": "00:00-24:00"}}],
+            "rules": [{"name": "Plain", "crm_field": self.FIELD, "location": "did", "crm_source": "integration",
+                       "integration": "The CRM", "crm_module": self.MODULE, "default_destination": "100",
+                       "rows": [gold]},
+                      {"name": "Both", "crm_field": self.FIELD, "location": "did", "crm_source": "integration",
+                       "integration": "The CRM", "crm_module": self.MODULE, "default_destination": "100",
+                       "rows": [gold | {"option": "104", "conditions": [{"field": self.KEY_FIELD, "value": "99999"}]},
+                                gold | {"conditions": [{"field": self.KEY_FIELD, "value": "12345"},
+                                                       {"schedule": "Always"}, {"matches": "one"}]}]}],
+            "dids": [{"number": "5551000", "rule": "Plain"}, {"number": "5552000", "rule": "Both"}],
+        }  # fmt: skip
+        settings = Settings.from_env({"CRMROUTE_DATA_DIR": str(tmp_path), "CRMROUTE_CA_BUNDLE": str(fake.ca_path)})
+        store = Store(settings)
+        store.upgrade()
+        rulesfile.import_rules(store.factory, store.box, rulesfile.parse(yaml.safe_dump(rules), environ={}))
+        router = build_router(store)
+        await router.start()
+        server = AgiServer(CallHandler(router, JumpTable.from_settings(settings)), port=0, allow=settings.agi_allow)
+        await server.start()
+        try:
+            result = await call_agi(server.port, "did", env={"extension": "5551000", "callerid": CALLER})  # signs in
+            assert result.variables["CRMROUTE_STATUS"] == "matched", result.variables
+            before = len(fake.requests)
+            result = await call_agi(server.port, "did", env={"extension": "5551000", "callerid": "+14155550100"})
+            single = len(fake.requests) - before
+            before = len(fake.requests)
+            result = await call_agi(server.port, "did", env={"extension": "5552000", "callerid": "+14155550101"})
+            both = len(fake.requests) - before
+            assert (result.variables["CRMROUTE_STATUS"], result.variables["CRMROUTE_ROW"]) == ("matched", "2")
+            assert result.jump == ("crmroute-queue", "103", "1")
+            if self.SAME_REQUEST_FIELDS:
+                assert both == single, [f"{r.method} {r.path}" for r in fake.requests[before:]]
+            await router.decision_log.flush()
+            with store.factory() as session:
+                logged = session.scalars(select(DecisionRecord).where(DecisionRecord.rule == "Both")).one()
+            assert any(s.startswith("row 1 skipped") and f"{self.KEY_FIELD} is '12345'" in s for s in logged.trace), \
+                logged.trace
         finally:
             await server.close()
             await router.close()

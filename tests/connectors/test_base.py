@@ -22,7 +22,8 @@ from crmroute.connectors.base import (
 )
 
 SPEC_KINDS = {"bullhorn", "dynamics2015", "hubspot", "pipedrive", "proprietary", "proprietary1", "salesforce",
-              "sugarcrm", "suitecrm", "vtiger", "zendesk", "zoho"}  # fmt: skip
+              "sugarcrm", "suitecrm", "vtiger", "zendesk", "zoho",
+              "directory"}  # SPEC 11: crmroute's own directory beside the twelve vendors  # fmt: skip
 
 
 def test_discovered_kinds_are_the_spec_kinds_each_with_a_test_file():
@@ -31,7 +32,7 @@ def test_discovered_kinds_are_the_spec_kinds_each_with_a_test_file():
     from crmroute.schemas import CRM_KINDS
 
     found = set(registry())
-    assert found == SPEC_KINDS == set(CRM_KINDS)  # the seed's 12; `custom` is the rule-level Custom CRM
+    assert found == SPEC_KINDS == set(CRM_KINDS)  # the seed's 12 + directory; `custom` is the rule-level Custom CRM
     here = Path(__file__).parent
     for kind in found:
         assert (here / f"test_{kind}.py").exists(), f"{kind} has no tests/connectors/test_{kind}.py"

@@ -91,8 +91,8 @@ def test_duplicate_names_and_extensions_in_a_file(store):
     text = "agents:\n  - {name: A, extension: 201}\n  - {name: A, extension: 201}\n"
     with pytest.raises(ConfigError) as caught:
         import_text(store, text)
-    assert ("agents[1].name", "duplicate of agents[0]") in caught.value.problems
-    assert ("agents[1].extension", "duplicate of agents[0]") in caught.value.problems
+    assert ("agents[1].name", "the same as Agent 1") in caught.value.problems
+    assert ("agents[1].extension", "the same as Agent 1") in caught.value.problems
 
 
 def test_two_agents_may_swap_extensions_in_one_import(store):

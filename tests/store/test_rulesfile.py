@@ -163,8 +163,16 @@ def test_duplicates_and_wrong_location_are_refused(store):
     with pytest.raises(ConfigError) as caught:
         import_text(store, yaml.safe_dump(bad))
     problems = dict(caught.value.problems)
-    assert problems["rules[2].name"] == "duplicate of rules[0]"
+    assert problems["rules[2].name"] == "the same as Rule 1"
     assert problems["ivrs[1].rule"] == "rule 'VIP' has location did, not ivr"
+
+
+def test_rule_names_repeat_ignoring_case_and_spacing(store):
+    twice = yaml.safe_load(SAMPLE)
+    twice["rules"].append(dict(twice["rules"][0], name=f"  {twice['rules'][0]['name'].lower()} "))
+    with pytest.raises(ConfigError) as caught:
+        import_text(store, yaml.safe_dump(twice))
+    assert dict(caught.value.problems)["rules[2].name"] == "the same as Rule 1"
 
 
 def test_not_a_mapping_is_a_clear_error():
@@ -180,6 +188,7 @@ def test_an_empty_file_is_refused(text, fmt):
     with pytest.raises(ConfigError) as caught:
         rulesfile.parse(text, environ={}, fmt=fmt)
     assert caught.value.problems == [
-        ("file", "the file is empty: give at least one of integrations, destinations, rules, dids, ivrs, agents")
+        ("file", "the file is empty: give at least one of integrations, destinations, rules, dids, ivrs, agents, "
+                 "schedules")
     ]
     assert rulesfile.parse("rules: []\n", environ={}).rules == []  # naming a section, even empty, is enough

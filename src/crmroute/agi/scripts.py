@@ -98,7 +98,8 @@ class CallHandler:
         company = Company.for_rule(channel, rule.spec.keep_company, rule.spec.moh_class, meta.call_id)
         try:
             decision = await self.router.decide(rule, caller_id=env.callerid, dtmf=dtmf, did=resolved.did,
-                                                on_crm=company.start if company else None, since=since)  # fmt: skip
+                                                on_crm=company.start if company else None, since=since,
+                                                called=env.dnid)  # fmt: skip
         finally:
             if company is not None:
                 await company.stop()

@@ -334,8 +334,7 @@ class DeliveryWorker:
         try:
             while True:
                 target = await asyncio.to_thread(self._read, outbox.target, integration_id)
-                claimed = await asyncio.to_thread(self._read, outbox.claim, integration_id, limit=self.batch,
-                                                  lease=self.lease)  # fmt: skip
+                claimed = await self._claim(integration_id)
                 if target is None or not claimed:
                     return
                 results: list[outbox.Result] = []
@@ -356,6 +355,22 @@ class DeliveryWorker:
             logger.warning("call log worker: database unavailable for integration %d: %s", integration_id, exc)
         except Exception:
             logger.exception("call log worker: lane of integration %d failed", integration_id)
+
+    async def _claim(self, integration_id: int) -> list[outbox.Claimed]:
+        """Claim due deliveries; a stop arriving meanwhile gives back what the claim's thread took.
+
+        A thread cannot be cancelled: left alone it would hold its rows for the whole lease, and a
+        restarted crmroute would not deliver those calls until the lease ran out.
+        """
+        claiming = asyncio.ensure_future(asyncio.to_thread(self._read, outbox.claim, integration_id,
+                                                           limit=self.batch, lease=self.lease))  # fmt: skip
+        try:
+            return await asyncio.shield(claiming)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                taken = await claiming
+                await asyncio.to_thread(self._read, outbox.release, [e.id for e in taken])
+            raise
 
     async def _write(self, results: list[outbox.Result]) -> None:
         if results:

@@ -45,6 +45,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 from types import UnionType
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, Union, get_args, get_origin
 
@@ -112,7 +113,7 @@ class SettingSpec:
     """One setting as ``crm kinds`` and the UI form show it."""
 
     name: str
-    type: str  # string, url, secret, integer, number, boolean, choice
+    type: str  # string, url, secret, integer, number, boolean, choice, table
     required: bool
     secret: bool
     help: str
@@ -139,6 +140,8 @@ def setting_specs(model: type[BaseModel]) -> list[SettingSpec]:
             kind, choices = "choice", tuple(str(a) for a in get_args(annotation))
         elif annotation is SecretStr:
             kind = "secret"
+        elif get_origin(annotation) is list:
+            kind = "table"  # rows of column: value (the directory kind's entries)
         else:
             kind = {bool: "boolean", int: "integer", float: "number"}.get(annotation, "string")  # type: ignore[arg-type]
             if kind == "string" and name.endswith(("_url", "_domain")):
@@ -271,6 +274,7 @@ class Connector:
         # and the refresh token to log in with: the vendor's latest (rotated) one, else empty.
         self.credentials: SharedCredentials | None = None
         self._refresh_state = ""
+        self.data_dir: Path | None = None  # set by the pool: where a relative file setting is (the directory kind)
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(<settings hidden>)"
@@ -368,12 +372,21 @@ class Connector:
         self, key: LookupKey, module: str, api_name: str, *, deadline: Deadline, found: list[Record] | None = None
     ) -> str | None:
         """What a routing rule needs: find the record, read one field. ``found`` gets the record, if any."""
-        record = await self.find_record(key, module, fields=[api_name], deadline=deadline)
+        return (await self.fetch_fields(key, module, (api_name,), deadline=deadline, found=found))[api_name]
+
+    async def fetch_fields(
+        self, key: LookupKey, module: str, api_names: Sequence[str], *, deadline: Deadline,
+        found: list[Record] | None = None,
+    ) -> dict[str, str | None]:  # fmt: skip
+        """Find the record and read several fields: all are asked in the find request (where the vendor can
+        select fields), so a rule whose rows read other fields costs no extra round trip."""
+        names = list(dict.fromkeys(api_names))
+        record = await self.find_record(key, module, fields=names, deadline=deadline)
         if record is None:
-            return None
+            return dict.fromkeys(names)
         if found is not None:
             found.append(record)
-        return await self.read_field(record, api_name, deadline=deadline)
+        return {name: await self.read_field(record, name, deadline=deadline) for name in names}
 
     async def test(
         self, key: str | None = None, *, module: str = "contacts", fields: Sequence[str] = (), timeout: float = TEST_TIMEOUT

@@ -9,6 +9,9 @@ Request
          ``{"field_name": ..., "dtmf": ..., "caller_id": ..., "did": ...}``;
          every key is always present, ``dtmf`` is ``null`` when no digits
          were typed.
+    A rule whose rows' conditions read other fields adds ``fields`` (GET:
+    ``fields=Status,Region``; POST: ``"fields": ["Status", "Region"]``),
+    the rule's field first; they come back as keys of a JSON object answer.
     The rule's custom headers are added to either (``Content-Type`` of a POST
     stays ours). Only ``https://`` URLs; redirects are never followed.
 
@@ -38,6 +41,7 @@ from __future__ import annotations
 import functools
 import json
 import re
+from collections.abc import Sequence
 from typing import Any
 from urllib.parse import urlencode
 
@@ -127,6 +131,31 @@ async def fetch_custom(
     body, object without the field). Raises ``ConfigError`` for a URL or header
     the rules validator should have refused, ``ConnectorError`` for the rest.
     """
+    values = await fetch_custom_fields(client, url=url, post=post, headers=headers, field_name=field_name, key=key,
+                                       caller_id=caller_id, did=did, timeout=timeout)  # fmt: skip
+    return values[field_name]
+
+
+async def fetch_custom_fields(
+    client: httpx.AsyncClient,
+    *,
+    url: str,
+    post: bool,
+    headers: list[tuple[str, str]],
+    field_name: str,
+    key: LookupKey,
+    caller_id: str,
+    did: str,
+    timeout: float,
+    extra_fields: Sequence[str] = (),
+) -> dict[str, str | None]:
+    """``fetch_custom`` for a rule whose rows read other fields too, in the same one request.
+
+    The request also names them (``fields=Region,Tier``; a POST body's ``"fields"`` list); they are read from
+    a JSON object answer by their names (a non-object answer is the rule field's value alone). A 404 is
+    ``None`` for every field.
+    """
+    extra = [name for name in dict.fromkeys(extra_fields) if name != field_name]
     parsed = _checked_url(url)
     for name, value in headers:
         problem = validate_header(name, value)
@@ -138,7 +167,9 @@ async def fetch_custom(
     request_headers = httpx.Headers(headers)
     if post:
         request_headers["Content-Type"] = "application/json"
-        body = {"field_name": field_name, "dtmf": dtmf, "caller_id": caller, "did": did or ""}
+        body: dict[str, Any] = {"field_name": field_name, "dtmf": dtmf, "caller_id": caller, "did": did or ""}
+        if extra:
+            body["fields"] = [field_name, *extra]
         content = json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode()
         request = client.build_request("POST", parsed, headers=request_headers, content=content)
     else:
@@ -146,6 +177,8 @@ async def fetch_custom(
         if dtmf is not None:
             params.append(("dtmf", dtmf))
         params.append(("caller_id", caller))
+        if extra:
+            params.append(("fields", ",".join([field_name, *extra])))
         request = client.build_request("GET", _with_params(parsed, params), headers=request_headers)
 
     response = await send_capped(
@@ -153,7 +186,7 @@ async def fetch_custom(
     )
     status = response.status_code
     if status == 404:
-        return None
+        return dict.fromkeys([field_name, *extra])
     if status == 429:
         limited = RateLimited(
             f"the Custom CRM at {safe_url(url)} is rate limiting (HTTP 429)",
@@ -170,7 +203,22 @@ async def fetch_custom(
             operation=OPERATION,
             reason=f"http_{status}",
         )
-    return parse_answer(response, field_name)
+    values = {field_name: parse_answer(response, field_name)}
+    if extra:
+        values |= parse_fields(response, extra)
+    return values
+
+
+def parse_fields(response: CappedResponse, names: Sequence[str]) -> dict[str, str | None]:
+    """Other fields of a JSON object answer, by name (exact, then case-insensitive); absent or not JSON: ``None``."""
+    try:
+        data = _loads(response.text.strip() or "null")
+    except ValueError:
+        data = None
+    if not isinstance(data, dict):
+        return dict.fromkeys(names)
+    folded = {str(k).casefold(): v for k, v in data.items()}
+    return {name: _scalar_text(data[name] if name in data else folded.get(name.casefold())) for name in names}
 
 
 @functools.lru_cache(maxsize=1024)

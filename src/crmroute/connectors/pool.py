@@ -13,6 +13,7 @@ import hashlib
 import logging
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 
 import httpx
 from pydantic import ValidationError
@@ -49,9 +50,11 @@ class ConnectorSpec:
 
 class ConnectorPool:
     def __init__(
-        self, http: httpx.AsyncClient, box: SecretBox, region: str = "US", credentials: CredentialStore | None = None
-    ) -> None:
+        self, http: httpx.AsyncClient, box: SecretBox, region: str = "US", credentials: CredentialStore | None = None,
+        *, data_dir: Path | None = None,
+    ) -> None:  # fmt: skip
         self.http = http
+        self.data_dir = data_dir  # a relative file setting (the directory kind's path) is read from here
         self.box = box
         self.region = region
         self.credentials = credentials  # None: tokens in this process's memory only
@@ -85,6 +88,7 @@ class ConnectorPool:
                                        operation="connect", reason="misconfigured") from None  # fmt: skip
         connector = cls(settings, self.http, region=self.region, username=spec.username, password=spec.password)
         connector.log_requests = spec.log_level == "debug"
+        connector.data_dir = self.data_dir
         if self.credentials is not None:
             origin, base = origins(spec.kind, settings, spec.username, spec.password)
             shared = SharedCredentials(self.credentials, spec.integration_id, spec.username, origin, base, spec.name)

@@ -1,8 +1,13 @@
-"""Decide where a call goes: fetch one CRM value under a deadline, walk the rows.
+"""Decide where a call goes: fetch the CRM values under a deadline, walk the rows.
 
 ``decide()`` knows nothing of Asterisk, HTTP or the database: it is given the
-rule, the lookup key, a ``fetch`` callable and a deadline. The AGI server,
+rule, the lookup key, a ``fetch`` callable, a deadline and the call's facts
+(its time, DID and caller, for the rows' extra conditions). The AGI server,
 ``crmroute route`` and the UI's Test rule all call it.
+
+``fetch`` returns the rule field's value, or a :class:`Fetched` with the
+values of every field the rows' conditions read (asked in one request where
+the CRM allows) and how many records matched.
 """
 
 from __future__ import annotations
@@ -11,11 +16,12 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from crmroute.deadline import Deadline
 from crmroute.errors import ConnectorError
 from crmroute.routing.compare import Operator, compare
+from crmroute.routing.conditions import CallFacts, Condition, FieldCondition, check_all
 from crmroute.routing.trace import Decision, Destination, Status
 
 logger = logging.getLogger(__name__)
@@ -29,6 +35,7 @@ class Row:
     operator: Operator
     value: str
     destination: Destination
+    conditions: tuple[Condition, ...] = ()  # all must hold too (routing/conditions.py)
 
 
 @dataclass(frozen=True)
@@ -47,6 +54,16 @@ class RuleSpec:
     dtmf_timeout_ms: int = 5000
     dtmf_max_digits: int = 10
 
+    @property
+    def extra_fields(self) -> tuple[str, ...]:
+        """The other CRM fields the rows' conditions read, in order of first use."""
+        names: dict[str, None] = {}
+        for row in self.rows:
+            for condition in row.conditions:
+                if isinstance(condition, FieldCondition) and condition.field != self.crm_field:
+                    names.setdefault(condition.field)
+        return tuple(names)
+
 
 @dataclass(frozen=True)
 class LookupKey:
@@ -54,7 +71,16 @@ class LookupKey:
     source: str  # "dtmf" or "caller_id"
 
 
-Fetch = Callable[[LookupKey], Awaitable[str | None]]
+@dataclass(frozen=True)
+class Fetched:
+    """What a fetch found: the rule field's value, the other fields' values, how many records matched."""
+
+    value: str | None
+    values: dict[str, str | None] = field(default_factory=dict)  # the rule's extra fields
+    matches: int | None = None  # None: 1 when a value came back, else 0
+
+
+Fetch = Callable[[LookupKey], Awaitable["str | None | Fetched"]]
 
 
 def lookup_key(caller_id: str, dtmf: str = "") -> LookupKey | None:
@@ -68,19 +94,36 @@ def lookup_key(caller_id: str, dtmf: str = "") -> LookupKey | None:
     return LookupKey(caller, "caller_id")
 
 
-def walk(rule: RuleSpec, value: str) -> tuple[int, Row] | None:
-    """The first row (1-based index) whose comparison holds for ``value``."""
+def walk(
+    rule: RuleSpec, value: str, facts: CallFacts | None = None, skipped: list[str] | None = None
+) -> tuple[int, Row] | None:
+    """The first row (1-based index) whose comparison and conditions hold for ``value`` and ``facts``.
+
+    ``skipped`` gets a trace line for each row whose comparison held but a condition did not.
+    """
+    facts = facts if facts is not None else CallFacts(values={rule.crm_field: value})
     for index, row in enumerate(rule.rows, start=1):
-        if compare(value, row.operator, row.value):
+        if not compare(value, row.operator, row.value):
+            continue
+        failed = check_all(row.conditions, facts) if row.conditions else None
+        if failed is None:
             return index, row
+        if skipped is not None:
+            which, seen = failed
+            skipped.append(f"row {index} skipped: {row.operator} {row.value!r} held but condition {which} "
+                           f"({row.conditions[which - 1].describe()}) failed: {seen}")  # fmt: skip
     return None
 
 
-async def decide(rule: RuleSpec, key: LookupKey | None, fetch: Fetch, deadline: Deadline) -> Decision:
-    """Fetch the rule's field for ``key`` before ``deadline`` and pick a destination.
+async def decide(
+    rule: RuleSpec, key: LookupKey | None, fetch: Fetch, deadline: Deadline, facts: CallFacts | None = None
+) -> Decision:
+    """Fetch the rule's field(s) for ``key`` before ``deadline`` and pick a destination.
 
-    Never raises for a CRM failure and never returns after ``deadline`` (bar
-    scheduling jitter): a slow or failing CRM gives status ``fallback``.
+    ``facts`` is the call (its instant, DID and caller) the rows' conditions
+    are checked against; the CRM's values are added to it here. Never raises
+    for a CRM failure and never returns after ``deadline`` (bar scheduling
+    jitter): a slow or failing CRM gives status ``fallback``.
     """
     started = time.monotonic()
     decision = Decision(status=Status.DEFAULT, rule=rule.name, destination=rule.default)
@@ -99,7 +142,7 @@ async def decide(rule: RuleSpec, key: LookupKey | None, fetch: Fetch, deadline: 
     asked = time.monotonic()
     try:
         async with asyncio.timeout_at(_loop_time(deadline)):
-            value = await fetch(key)
+            fetched = await fetch(key)
     except TimeoutError:
         decision.status, decision.reason = Status.FALLBACK, "timeout"
         decision.error = "the CRM did not answer before the deadline"
@@ -107,18 +150,30 @@ async def decide(rule: RuleSpec, key: LookupKey | None, fetch: Fetch, deadline: 
         decision.status, decision.reason = Status.FALLBACK, exc.reason
         decision.error = str(exc)
     else:
-        value = "" if value is None else str(value)
+        if not isinstance(fetched, Fetched):
+            fetched = Fetched(fetched)
+        value = "" if fetched.value is None else str(fetched.value)
         decision.value = value
         decision.crm_ms = round((time.monotonic() - asked) * 1000, 3)
         decision.steps.append(f"CRM value for {rule.crm_field}: {value!r}")
-        hit = walk(rule, value)
+        values = {rule.crm_field: value}
+        for name in rule.extra_fields:
+            extra = fetched.values.get(name)
+            values[name] = "" if extra is None else str(extra)
+            decision.steps.append(f"CRM value for {name}: {values[name]!r}")
+        matches = fetched.matches if fetched.matches is not None else (0 if fetched.value is None else 1)
+        facts = replace(facts or CallFacts(), values=values, matches=matches)
+        skipped: list[str] = []
+        hit = walk(rule, value, facts, skipped)
+        decision.steps.extend(skipped)
         if hit is None:
             decision.reason = "no_value" if value == "" else "no_match"
             decision.steps.append("no row matched: default destination")
         else:
             index, row = hit
             decision.status, decision.row, decision.destination = Status.MATCHED, index, row.destination
-            decision.steps.append(f"row {index} matched: {row.operator} {row.value!r}")
+            held = f"; conditions held: {', '.join(c.describe() for c in row.conditions)}" if row.conditions else ""
+            decision.steps.append(f"row {index} matched: {row.operator} {row.value!r}{held}")
         return finish()
 
     decision.crm_ms = round((time.monotonic() - asked) * 1000, 3)

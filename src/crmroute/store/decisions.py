@@ -26,6 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.errors import NotFound
 from crmroute.routing.trace import Decision
+from crmroute.store import dashboard
 from crmroute.store.db import is_id
 from crmroute.store.models import DecisionRecord
 
@@ -35,6 +36,7 @@ FLUSH_INTERVAL = 0.5
 BATCH_SIZE = 500
 MAX_BUFFER = 50_000
 PURGE_INTERVAL = 3600.0
+ROLL_UP_INTERVAL = 5.0  # seconds between counting new rows for the dashboard (store/dashboard.py)
 SLICE_ROWS = 20  # rows per executemany in a batch's transaction
 SLICE_PAUSE = 0.001  # seconds the writer thread sleeps between slices
 
@@ -157,13 +159,19 @@ class DecisionLog:
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
-        next_purge = loop.time()
+        next_purge = next_roll_up = loop.time()
         while True:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(FLUSH_INTERVAL):
                     await self._wake.wait()
             self._wake.clear()
             await self.flush()
+            if loop.time() >= next_roll_up and self.db_ok:
+                next_roll_up = loop.time() + ROLL_UP_INTERVAL
+                try:
+                    await asyncio.to_thread(dashboard.roll_up, self._factory, max_rows=dashboard.CHUNK)
+                except SQLAlchemyError as exc:
+                    logger.warning("decision log: dashboard roll-up failed: %s", exc)
             if self._retention and loop.time() >= next_purge and self.db_ok:
                 next_purge = loop.time() + PURGE_INTERVAL
                 try:
@@ -178,6 +186,7 @@ class DecisionLog:
 def purge(factory: sessionmaker[Session], retention_days: int, now: datetime | None = None) -> int:
     cutoff = (now or datetime.now(timezone.utc)) - timedelta(days=retention_days)
     with factory() as session, session.begin():
+        dashboard.purge(session, cutoff)
         return session.execute(delete(DecisionRecord).where(DecisionRecord.created_at < cutoff)).rowcount or 0
 
 

@@ -16,6 +16,7 @@ from sqlalchemy.orm import Session, selectinload
 from crmroute.connectors import registry
 from crmroute.connectors.base import setting_specs
 from crmroute.errors import ConfigError, Conflict, NotFound
+from crmroute.names import name_key
 from crmroute.schemas import IntegrationIn, problems
 from crmroute.store.db import bump_config_version, is_id
 from crmroute.store.models import Integration
@@ -56,8 +57,7 @@ def create(session: Session, box: SecretBox, data: IntegrationIn) -> Integration
 def update(session: Session, box: SecretBox, integration_id: int, data: IntegrationIn) -> Integration:
     """Replace the integration with ``data`` (renaming allowed; rules keep using it)."""
     row = get(session, integration_id)
-    if data.name != row.name:
-        _refuse_duplicate(session, data.name)
+    _refuse_duplicate(session, data.name, row.id)
     row.name = data.name
     apply(box, row, data)
     _flush(session, data.name)
@@ -78,11 +78,12 @@ def delete(session: Session, integration_id: int) -> None:
 
 
 def upsert(session: Session, box: SecretBox, data: IntegrationIn) -> Integration:
-    """Create or update by name (the rules file)."""
-    row = session.scalar(select(Integration).where(Integration.name == data.name))
+    """Create or update by name, compared ignoring case and spacing (the rules file)."""
+    row = session.scalar(select(Integration).where(Integration.name_key == name_key(data.name)))
     if row is None:
         row = Integration(name=data.name)
         session.add(row)
+    row.name = data.name  # the file's spelling wins (names match ignoring case and spacing)
     apply(box, row, data)
     return row
 
@@ -129,9 +130,12 @@ def connector_problems(kind: str, settings: dict[str, Any], secrets: dict[str, s
     return found
 
 
-def _refuse_duplicate(session: Session, name: str) -> None:
-    if session.scalar(select(Integration.id).where(Integration.name == name)) is not None:
-        raise Conflict(f"an integration named {name!r} already exists")
+def _refuse_duplicate(session: Session, name: str, own_id: int | None = None) -> None:
+    query = select(Integration.name).where(Integration.name_key == name_key(name), Integration.id != (own_id or 0))
+    found = session.scalar(query)
+    if found is not None:
+        same = "" if found == name else " (names are the same ignoring case and spacing)"
+        raise Conflict(f"an integration named {found!r} already exists{same}")
 
 
 def _flush(session: Session, name: str) -> None:

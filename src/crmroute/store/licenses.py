@@ -24,15 +24,17 @@ def current_state(session: Session, license_key: str, today: date | None = None)
     return licensing.license_state(license_key, installed_text(session), today or date.today())
 
 
-def install(session: Session, text: str, license_key: str) -> licensing.License:
+def install(session: Session, text: str, license_key: str, today: date | None = None) -> licensing.License:
     """Verify ``text`` against the key (shape only when none is configured) and make it the license in force.
 
-    Raises ``LicenseError`` for a malformed or badly signed license, ``ConfigError`` for a bad key.
+    Raises ``LicenseError`` for a malformed, badly signed, expired or not yet issued license, ``ConfigError``
+    for a bad key.
     """
     if license_key.strip():
         found = licensing.verify_license(text, licensing.load_public_key(license_key))
     else:
         found = licensing.parse_license(text)
+    licensing.check_current(found, today or date.today())
     session.add(License(text=text))
     session.flush()
     bump_config_version(session)

@@ -6,7 +6,9 @@ from datetime import datetime, timezone
 from typing import Any
 
 from sqlalchemy import JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship, validates
+
+from crmroute.names import name_key
 
 
 def utcnow() -> datetime:
@@ -40,8 +42,10 @@ class Destination(Base):
 
 class Integration(Base):
     __tablename__ = "integrations"
+    __table_args__ = (UniqueConstraint("name_key", name="uq_integrations_name_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    name_key: Mapped[str] = mapped_column(Text)  # names.name_key(name), set with the name: unique
     kind: Mapped[str] = mapped_column(String(32))
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     settings: Mapped[dict[str, Any]] = mapped_column(default=dict)
@@ -52,11 +56,18 @@ class Integration(Base):
     # Read-only views of what points here (the deletion policy refuses to break them).
     rules: Mapped[list[Rule]] = relationship(viewonly=True, order_by="Rule.name")
 
+    @validates("name")
+    def _keyed(self, _key: str, name: str) -> str:
+        self.name_key = name_key(name)
+        return name
+
 
 class Rule(Base):
     __tablename__ = "rules"
+    __table_args__ = (UniqueConstraint("name_key", name="uq_rules_name_key"),)
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(128), unique=True)
+    name_key: Mapped[str] = mapped_column(Text)  # names.name_key(name), set with the name: unique
     crm_field: Mapped[str] = mapped_column(String(255))
     location: Mapped[str] = mapped_column(String(8))
     greeting: Mapped[str] = mapped_column(String(255), default="")
@@ -85,6 +96,11 @@ class Rule(Base):
     dids: Mapped[list[Did]] = relationship(viewonly=True, order_by="Did.number")
     ivrs: Mapped[list[Ivr]] = relationship(viewonly=True, order_by="Ivr.number")
 
+    @validates("name")
+    def _keyed(self, _key: str, name: str) -> str:
+        self.name_key = name_key(name)
+        return name
+
 
 class RuleRow(Base):
     __tablename__ = "rule_rows"
@@ -95,8 +111,21 @@ class RuleRow(Base):
     value: Mapped[str] = mapped_column(Text, default="")
     destination: Mapped[str] = mapped_column(String(16))
     option: Mapped[str] = mapped_column(String(128))
+    conditions: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")  # ConditionIn.to_data() each
 
     rule: Mapped[Rule] = relationship(back_populates="rows")
+
+
+class Schedule(Base):
+    """Weekly opening hours with holidays in a time zone; rows' conditions name it."""
+
+    __tablename__ = "schedules"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(128), unique=True)
+    timezone: Mapped[str] = mapped_column(String(64))
+    hours: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the written form, days grouped
+    holidays: Mapped[list[Any]] = mapped_column(default=list)  # "2026-12-25" or {date, name}
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
 
 class Did(Base):
@@ -298,3 +327,23 @@ class ClusterLease(Base):
     holder: Mapped[str] = mapped_column(String(160))
     expires_at: Mapped[datetime] = mapped_column()
     acquired_at: Mapped[datetime] = mapped_column()
+
+
+class DecisionStat(Base):
+    """Decision log counts per time bucket, for the dashboard (``store/dashboard.py`` keeps them).
+
+    ``span`` is the bucket length in seconds (60 or 3600), ``bucket`` its start in epoch seconds; ``metric``
+    says what ``k1``..``k3`` hold: ``status`` (status, reason, cached), ``row`` (rule, row number or ""),
+    ``latency`` (integration, upper bound of a CRM latency bucket in ms) and ``cache`` (hit or miss).
+    """
+
+    __tablename__ = "decision_stats"
+    __table_args__ = (UniqueConstraint("metric", "span", "bucket", "k1", "k2", "k3", name="uq_decision_stats_key"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    metric: Mapped[str] = mapped_column(String(16))
+    span: Mapped[int] = mapped_column(Integer)
+    bucket: Mapped[int] = mapped_column(Integer)
+    k1: Mapped[str] = mapped_column(String(128), default="")
+    k2: Mapped[str] = mapped_column(String(64), default="")
+    k3: Mapped[str] = mapped_column(String(16), default="")
+    calls: Mapped[int] = mapped_column(Integer, default=0)

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from crmroute.schemas import DidIn, IvrIn, RuleIn, RulesFile, join_path
-from crmroute.store.models import Destination, Did, Integration, Ivr, Rule, RuleRow
+from crmroute.store.models import Destination, Did, Integration, Ivr, Rule, RuleRow, Schedule
 
 Problem = tuple[str, str]
 Assignment = tuple[str, str]  # ("did", "5551000") or ("ivr", "7")
@@ -32,11 +32,13 @@ class References:
     destinations: set[tuple[str, str]] = field(default_factory=set)  # (type, ref)
     rule_locations: dict[str, str] = field(default_factory=dict)  # rule name -> did/ivr
     assigned: dict[str, list[Assignment]] = field(default_factory=dict)  # rule name -> DIDs/IVRs using it
+    schedules: set[str] = field(default_factory=set)
 
     @classmethod
     def stored(cls, session: Session) -> References:
         refs = cls(
             integrations=set(session.scalars(select(Integration.name))),
+            schedules=set(session.scalars(select(Schedule.name))),
             destinations={(t, r) for t, r in session.execute(select(Destination.type, Destination.ref))},
             rule_locations={n: loc for n, loc in session.execute(select(Rule.name, Rule.location))},
         )
@@ -58,6 +60,7 @@ class References:
             destinations=self.destinations | {(d.type, d.ref) for d in data.destinations},
             rule_locations=self.rule_locations | {r.name: r.location for r in data.rules},
             assigned=assigned,
+            schedules=self.schedules | {s.name for s in data.schedules},
         )
 
 
@@ -78,6 +81,9 @@ def check_rule(refs: References, rule: RuleIn, assigned: Sequence[Assignment] = 
     for j, row in enumerate(rule.rows):
         if (row.destination, row.option) not in refs.destinations:
             found.append((f"rows[{j}].option", f"no {row.destination} {row.option!r} among destinations"))
+        for k, condition in enumerate(row.conditions):
+            if condition.schedule is not None and condition.schedule not in refs.schedules:
+                found.append((f"rows[{j}].conditions[{k}].schedule", f"no schedule named {condition.schedule!r}"))
     others = [(kind, number) for kind, number in assigned if kind != rule.location]
     if others:
         message = (f"rule {rule.name!r} is used by {describe(others)}; "

@@ -13,6 +13,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
 
 from crmroute.errors import ConfigError, Conflict, NotFound
+from crmroute.names import name_key
 from crmroute.schemas import RuleIn
 from crmroute.store import licenses
 from crmroute.store.db import bump_config_version, is_id
@@ -59,8 +60,7 @@ def create(session: Session, box: SecretBox, data: RuleIn, *, license_key: str =
 def update(session: Session, box: SecretBox, rule_id: int, data: RuleIn) -> Rule:
     """Replace the rule with ``data`` (renaming allowed); its DIDs and IVRs keep pointing at it."""
     rule = get(session, rule_id)
-    if data.name != rule.name:
-        _refuse_duplicate(session, data.name)
+    _refuse_duplicate(session, data.name, rule.id)
     problems = check_rule(References.stored(session), data, rule_assignments(session, rule.id))
     if problems:
         raise ConfigError(problems)
@@ -84,11 +84,13 @@ def delete(session: Session, rule_id: int) -> None:
 
 
 def upsert(session: Session, box: SecretBox, data: RuleIn, integrations: dict[str, Integration]) -> Rule:
-    """Create or update by name (the rules file); references are checked by the caller."""
-    row = session.scalar(select(Rule).where(Rule.name == data.name).options(selectinload(Rule.rows)))
+    """Create or update by name, compared ignoring case and spacing (the rules file); references are checked
+    by the caller."""
+    row = session.scalar(select(Rule).where(Rule.name_key == name_key(data.name)).options(selectinload(Rule.rows)))
     if row is None:
         row = Rule(name=data.name)
         session.add(row)
+    row.name = data.name  # the file's spelling wins (names match ignoring case and spacing)
     apply(session, box, row, data, integrations)
     return row
 
@@ -116,7 +118,8 @@ def apply(
         row.integration = integrations[data.integration or ""]
     else:
         with session.no_autoflush:  # ``row`` may be half set
-            row.integration = session.scalar(select(Integration).where(Integration.name == data.integration))
+            key = name_key(data.integration or "")
+            row.integration = session.scalar(select(Integration).where(Integration.name_key == key))
     row.crm_module = "" if custom else data.crm_module
     row.crm_username = "" if custom else data.crm_username
     stored_password = box.decrypt(row.crm_password_enc or "")
@@ -140,15 +143,19 @@ def apply(
     row.keep_company = data.keep_company
     row.moh_class = data.moh_class if data.keep_company == "moh" else "default"
     row.rows = [
-        RuleRow(position=i, operator=str(r.operator), value=r.value, destination=r.destination, option=r.option)
+        RuleRow(position=i, operator=str(r.operator), value=r.value, destination=r.destination, option=r.option,
+                conditions=[c.to_data() for c in r.conditions])
         for i, r in enumerate(data.rows, start=1)
     ]
     return row
 
 
-def _refuse_duplicate(session: Session, name: str) -> None:
-    if session.scalar(select(Rule.id).where(Rule.name == name)) is not None:
-        raise Conflict(f"a rule named {name!r} already exists")
+def _refuse_duplicate(session: Session, name: str, own_id: int | None = None) -> None:
+    query = select(Rule.name).where(Rule.name_key == name_key(name), Rule.id != (own_id or 0))
+    found = session.scalar(query)
+    if found is not None:
+        same = "" if found == name else " (names are the same ignoring case and spacing)"
+        raise Conflict(f"a rule named {found!r} already exists{same}")
 
 
 def _flush(session: Session, name: str) -> None:
@@ -204,6 +211,7 @@ def to_data(rule: Rule, box: SecretBox) -> dict:
             data["moh_class"] = rule.moh_class
     data["rows"] = [
         {"operator": r.operator, "value": r.value, "destination": r.destination, "option": r.option}
+        | ({"conditions": list(r.conditions)} if r.conditions else {})
         for r in rule.rows
     ]
     return data

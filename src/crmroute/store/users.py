@@ -12,7 +12,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session, selectinload
 
 from crmroute.errors import ConfigError, Conflict, NotFound
-from crmroute.schemas import MIN_PASSWORD_LENGTH, NAME_PATTERN
+from crmroute.schemas import MIN_PASSWORD_LENGTH, USERNAME_PATTERN
 from crmroute.store.db import is_id
 from crmroute.store.models import ApiToken, User, WebSession, utcnow
 
@@ -22,7 +22,7 @@ _hasher = PasswordHasher()
 
 def create_user(session: Session, username: str, password: str) -> User:
     username = username.strip()
-    if not username or len(username) > 64 or not NAME_PATTERN.match(username) or " " in username:
+    if not username or len(username) > 64 or not USERNAME_PATTERN.match(username) or " " in username:
         raise ConfigError("use 1-64 letters, digits and - _ . only", field="username")
     if len(password) < MIN_PASSWORD_LENGTH:
         raise ConfigError(f"must be at least {MIN_PASSWORD_LENGTH} characters", field="password")

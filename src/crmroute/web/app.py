@@ -12,7 +12,7 @@ from urllib.parse import quote
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.exception_handlers import http_exception_handler
-from fastapi.responses import JSONResponse, RedirectResponse, Response
+from fastapi.responses import FileResponse, JSONResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy import text
 from sqlalchemy.exc import DisconnectionError, InterfaceError, OperationalError, SQLAlchemyError
@@ -22,6 +22,7 @@ from starlette.routing import Match, Mount
 
 from crmroute import __version__
 from crmroute.errors import ConfigError, Conflict, NotFound
+from crmroute.fieldlabels import explain
 from crmroute.metrics import CONTENT_TYPE
 from crmroute.schemas import error_problems
 from crmroute.settings import Settings
@@ -127,6 +128,11 @@ def create_app(
                     "node": body["node"], "ready": body["ready"], "shared_state": body["shared_state"]}
         return JSONResponse(body, status_code=200 if healthy else 503)
 
+    @app.get("/favicon.ico", include_in_schema=False)
+    def favicon() -> FileResponse:  # browsers ask for it whatever the page links
+        return FileResponse(STATIC / "favicon.svg", media_type="image/svg+xml",
+                            headers={"Cache-Control": "public, max-age=86400"})  # fmt: skip
+
     @app.get("/api/v1/openapi.json", include_in_schema=False)
     def openapi(user: ApiUser) -> JSONResponse:
         return JSONResponse(app.openapi())
@@ -147,17 +153,24 @@ def _refused_names(store: Store) -> list[str]:
 
 
 def problem_list(problems: list[tuple[str, str]]) -> list[dict[str, str]]:
-    return [{"field": field, "message": message} for field, message in problems]
+    """``field`` the machine's path (``rows[1].option``), ``message`` the admin's words ("Row 2, ...: ...")."""
+    return [{"field": field, "message": explain(field, message)} for field, message in problems]
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(NotFound)
     async def not_found(request: Request, exc: NotFound) -> Response:
-        if not request.url.path.startswith("/api/"):  # a page: an HTML answer the admin can go back from
-            from crmroute.web.templating import render
-
-            return render(request, "error.html", title="Not found", message=str(exc), status_code=404)
+        if is_page(request):  # a page: an HTML answer the admin can go back from
+            return error_page(request, 404, f"{str(exc)[:1].upper()}{str(exc)[1:]}.")
         return JSONResponse({"detail": str(exc)}, status_code=404)
+
+    @app.exception_handler(Exception)
+    async def server_error(request: Request, exc: Exception) -> Response:
+        # Starlette re-raises it after this answer, so the server logs the traceback.
+        if is_page(request):
+            return error_page(request, 500, "Something went wrong on our side; it is logged. Go back and try "
+                              "again, and tell whoever runs crmroute if it happens again.")  # fmt: skip
+        return JSONResponse({"detail": "internal error; it is logged"}, status_code=500)
 
     @app.exception_handler(Conflict)
     async def conflict(request: Request, exc: Conflict) -> JSONResponse:
@@ -178,6 +191,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return await http_exception_handler(request, StarletteHTTPException(405, exc.detail, {"Allow": allow}))
         if exc.status_code == 400 and exc.detail == BODY_UNREADABLE and exc.__cause__ is not None:
             return JSONResponse({"detail": problem_list([("", body_problem(exc.__cause__))])}, status_code=422)
+        if exc.status_code in PAGE_MESSAGES and is_page(request):
+            return error_page(request, exc.status_code, PAGE_MESSAGES[exc.status_code], headers=exc.headers)
         return await http_exception_handler(request, exc)
 
     for error in UNAVAILABLE:
@@ -189,8 +204,33 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(CsrfFailed)
     async def csrf_failed(request: Request, exc: CsrfFailed) -> Response:
-        return Response("The form expired or came from another site. Go back, reload the page and try again.",
-                        status_code=403, media_type="text/plain")  # fmt: skip
+        return error_page(request, 403, "The form expired or came from another site. Go back, reload the page "
+                          "and try again.")  # fmt: skip
+
+
+# What an HTML error page says (JSON stays for /api/); the title is the status's name.
+PAGE_MESSAGES = {
+    403: "You may not do that here.",
+    404: "There is no page at this address. Check the address, or pick a page from the menu.",
+}
+PAGE_TITLES = {403: "Not allowed", 404: "Page not found", 500: "Something went wrong", 503: "Service unavailable"}
+
+
+def is_page(request: Request) -> bool:
+    return not request.url.path.startswith("/api/") and request.url.path not in ("/healthz", "/metrics")
+
+
+def error_page(request: Request, status: int, message: str, headers: dict[str, str] | None = None) -> Response:
+    """The error inside the normal layout, with the menu when someone is signed in."""
+    from crmroute.web.deps import optional_principal
+    from crmroute.web.templating import render
+
+    principal = optional_principal(request)
+    response = render(request, "error.html", principal, title=PAGE_TITLES.get(status, "Error"), message=message,
+                      status=status, status_code=status, license_notice=None)  # fmt: skip
+    for name, value in (headers or {}).items():
+        response.headers[name] = value
+    return response
 
 
 def allowed_methods(request: Request) -> list[str]:
@@ -214,9 +254,6 @@ def body_problem(cause: BaseException) -> str:
 
 async def database_unavailable(request: Request, exc: Exception) -> Response:
     logger.warning("%s %s: database unavailable: %s", request.method, request.url.path, exc)
-    if not request.url.path.startswith("/api/"):
-        from crmroute.web.templating import render
-
-        return render(request, "error.html", title="Service unavailable",
-                      message="The database cannot be reached. Try again in a moment.", status_code=503)  # fmt: skip
+    if is_page(request):
+        return error_page(request, 503, "The database cannot be reached. Try again in a moment.")
     return JSONResponse({"detail": UNAVAILABLE_MESSAGE}, status_code=503)

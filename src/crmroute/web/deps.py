@@ -117,6 +117,22 @@ def page_principal(request: Request, session: SessionDep) -> Principal:
 PageUser = Annotated[Principal, Depends(page_principal)]
 
 
+def optional_principal(request: Request) -> Principal | None:
+    """Who is signed in by session cookie, for pages drawn outside a route (error pages); ``None`` if nobody
+    or the store cannot be read."""
+    if SESSION_COOKIE not in request.cookies:
+        return None
+    try:
+        with request.app.state.store.factory() as session:
+            web_session = _cookie_session(request, session)
+            if web_session is None:
+                return None
+            web_session.user.username  # loaded before the session closes
+            return Principal(web_session.user, web_session)
+    except SQLAlchemyError:
+        return None
+
+
 async def form_principal(request: Request, principal: PageUser) -> Principal:
     form = await request.form()  # parsed once; the route reads the same form again
     if not _same(str(form.get("csrf_token", "")), principal.csrf_token):

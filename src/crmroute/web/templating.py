@@ -8,6 +8,7 @@ cookie, is shown once and is deleted by the page that shows it.
 from __future__ import annotations
 
 import re
+from datetime import date
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote
@@ -15,8 +16,10 @@ from urllib.parse import quote, unquote
 from fastapi import Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from fastapi.templating import Jinja2Templates
+from sqlalchemy.exc import SQLAlchemyError
 
-from crmroute import __version__
+from crmroute import __version__, licensing
+from crmroute.fieldlabels import describe
 from crmroute.web.deps import Principal
 
 FLASH_COOKIE = "crmroute_flash"
@@ -38,6 +41,7 @@ def describedby(ident: str, hint: Any = "", error: Any = "") -> str:
 templates.env.globals["fid"] = field_id
 templates.env.filters["format_field"] = lambda name: "{" + name + "}"
 templates.env.globals["describedby"] = describedby
+templates.env.globals["field_label"] = describe
 
 
 def redirect(url: str, message: str = "", *, error: bool = False) -> RedirectResponse:
@@ -68,7 +72,21 @@ def render(
         user=principal.user if principal else None,
         csrf_token=principal.csrf_token if principal else "",
     )
+    if principal is not None and "license_notice" not in context:
+        context["license_notice"] = license_notice(request)
     response = templates.TemplateResponse(request, name, context, status_code=status_code)
     if request.cookies.get(FLASH_COOKIE):
         response.delete_cookie(FLASH_COOKIE, path="/")
     return response
+
+
+def license_notice(request: Request) -> tuple[str, str] | None:
+    """The banner every signed-in page shows while CRM routing is unlicensed or the license nears its end."""
+    from crmroute.store import licenses
+
+    try:
+        with request.app.state.store.factory() as session:
+            state = licenses.current_state(session, request.app.state.settings.license_key)
+    except SQLAlchemyError:
+        return None  # the page says what failed; the banner is not worth a second error
+    return licensing.license_notice(state, date.today())

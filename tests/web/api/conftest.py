@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from crmroute.fieldlabels import describe
 from crmroute.settings import Settings
 from crmroute.web.app import create_app
 from tests.conftest import make_settings
@@ -69,9 +70,15 @@ def create(client: TestClient, resource: str, body: dict) -> dict:
 
 
 def fields(response) -> dict[str, str]:
-    """``{field: message}`` of a 422 answer."""
+    """``{field: message}`` of a 422 answer, each message checked to start with its field's label (which is cut)."""
     assert response.status_code == 422, response.text
-    return {p["field"]: p["message"] for p in response.json()["detail"]}
+    found = {}
+    for problem in response.json()["detail"]:
+        label = describe(problem["field"])
+        prefix = f"{label}: " if label else ""
+        assert problem["message"].startswith(prefix), problem
+        found[problem["field"]] = problem["message"].removeprefix(prefix)
+    return found
 
 
 def with_settings(web: Web, **changes: Any) -> Web:

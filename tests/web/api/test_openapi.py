@@ -20,6 +20,7 @@ EXPECTED = {
     "/api/v1/calllog/{delivery_id}/retry": {"post"},
     "/api/v1/agents": {"get", "post"}, "/api/v1/agents/{agent_id}": {"get", "put", "delete"},
     "/api/v1/agents/resolve": {"get"}, "/api/v1/agents/sync": {"post"},
+    "/api/v1/schedules": {"get", "post"}, "/api/v1/schedules/{schedule_id}": {"get", "put", "delete"},
 }  # fmt: skip
 
 

@@ -41,7 +41,7 @@ def test_dry_run_by_did_ivr_and_rule(web, seeded, custom_crm):
 @SQLITE_ONLY  # request validation: the same on both engines
 def test_exactly_one_target(api):
     assert fields(api.post("/api/v1/route", json={"caller": "+15551230001"})) == {
-        "did": "give exactly one of did, ivr or rule"
+        "did": "give exactly one of a DID number, an IVR number or a rule"
     }
     assert fields(api.post("/api/v1/route", json={"did": "1", "rule": "VIP"})).keys() == {"rule"}
     assert fields(api.post("/api/v1/route", json={"did": "1", "extra": True})).keys() == {"extra"}

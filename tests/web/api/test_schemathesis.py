@@ -29,6 +29,11 @@ NAMES_STORED = {
     r"(settings|secrets)(\..+)?": "each CRM kind's connector checks its own settings (the document keeps them open)",
     r"rows\[\d+\]\.value": "a regex operand must compile",
     r"identities\..+": "an agent's identities name stored integrations",
+    r"rows\[\d+\]\.conditions\[\d+\]\.schedule": "a row's schedule condition names a stored schedule",
+    r"rows\[\d+\]\.conditions\[\d+\]\.did": "a DID condition's Asterisk pattern must compile",
+    r"timezone": "a schedule's time zone must be in the time zone database",
+    r"hours": "opening hours must be real times, each range ending after it starts, days and ranges not repeated",
+    r"holidays(\[\d+\]\.date)?": "a holiday must be a real date, each given once",
 }
 # Operations whose body is a file only parsing can judge.
 FILE_BODIES = {

@@ -100,7 +100,7 @@ def test_hostile_files_are_refused_by_path(web, api, name):
 
 @SQLITE_ONLY
 def test_an_empty_file_is_refused(api):
-    empty = "the file is empty: give at least one of integrations, destinations, rules, dids, ivrs, agents"
+    empty = "the file is empty: give at least one of integrations, destinations, rules, dids, ivrs, agents, schedules"
     for body in (b"{}", b"null"):
         response = api.post("/api/v1/import", content=body, headers={"Content-Type": "application/json"})
         assert response.status_code == 422 and fields(response) == {"file": empty}

@@ -16,6 +16,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
@@ -54,6 +55,7 @@ class Site:
 
     url: str
     store: Store
+    app: Any = None  # the FastAPI app (to change its settings for a test, and put them back)
 
     def add_rule(self, name: str, *, location: str = "did", url: str = "https://crm.example.com/lookup",
                  rows: list[dict] | None = None, did: str = "") -> int:  # fmt: skip
@@ -107,7 +109,7 @@ def site(tmp_path_factory: pytest.TempPathFactory, custom_crm_server) -> Iterato
             raise RuntimeError("the web app did not start")
         time.sleep(0.01)
     try:
-        yield Site(f"http://127.0.0.1:{sock.getsockname()[1]}", store)
+        yield Site(f"http://127.0.0.1:{sock.getsockname()[1]}", store, app)
     finally:
         server.should_exit = True
         thread.join(timeout=10)

@@ -42,7 +42,7 @@ def test_create_through_the_form(web, admin):
     form = admin.get("/integrations/new").text
     assert "Zoho CRM" in form and "Microsoft Dynamics CRM 2015" in form
     assert 'id="zoho-client_secret"' in form and 'type="password"' in form  # drawn from the connector's settings
-    assert 'data-show-when="kind=zoho"' in form and '<label for="zoho-client_id">Client id (required)</label>' in form
+    assert 'data-show-when="kind=zoho"' in form and '<label for="zoho-client_id">Client ID (required)</label>' in form
     html = follow(admin, post(admin, "/integrations/new", FORM))
     assert "Saved the integration &#39;Main Zoho&#39;." in html and "Zoho CRM" in html
     public, secrets = stored(web)[0]
@@ -65,7 +65,8 @@ def test_secrets_are_write_only(web, admin):
     assert input_value(html, "zoho-client_id") == "1000.X"
     # empty keeps, typed replaces, "remove" drops; the enabled box unticked disables
     edit = {k: v for k, v in FORM.items() if k != "enabled"} | {
-        "zoho-client_secret": "", "zoho-refresh_token": "", "zoho-refresh_token-clear": "on", "zoho-org_id": "9001"}
+        "zoho-client_secret": "", "zoho-refresh_token": "", "zoho-refresh_token-clear": "on", "zoho-org_id": "9001",
+        "zoho-auth_method": "client_credentials"}
     follow(admin, post(admin, f"/integrations/{integration_id}/edit", edit))
     public, secrets = stored(web)[0]
     assert secrets == {"client_secret": "very-secret-client-secret"}

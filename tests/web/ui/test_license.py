@@ -12,6 +12,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from crmroute.licensing import sign_license
 from crmroute.store.db import config_version
+from crmroute.store.models import License
 from tests.web.ui.conftest import follow, post
 
 KEY = Ed25519PrivateKey.generate()
@@ -52,11 +53,21 @@ def test_missing_then_installed_by_paste(web, admin):
 
 @pytest.mark.usefixtures("enforced")
 def test_install_by_upload_and_expired(web, admin):
-    text = license_text(expires="2025-06-30")
-    response = admin.post("/license", data={"csrf_token": admin.csrf},
-                          files={"license_file": ("crmroute.lic", text.encode(), "application/json")})
-    html = follow(admin, response)
-    assert "Expired" in html and "2025-06-30" in html and "Disabled" in html
+    def upload(text: str):
+        return admin.post("/license", data={"csrf_token": admin.csrf},
+                          files={"license_file": ("crmroute.lic", text.encode(), "application/json")})  # fmt: skip
+
+    html = follow(admin, upload(license_text()))
+    assert ">Valid<" in html and "Enabled" in html
+    expired = (date.today() - timedelta(days=2)).isoformat()
+    refused = upload(license_text(expires=expired))  # refused in red; the license in force stays
+    assert refused.status_code == 422 and f"this license expired on {expired}" in refused.text
+    assert 'class="error" role="alert"' in refused.text and ">Valid<" in refused.text
+    with web.store.factory() as session:  # a license that expires while installed
+        session.add(License(text=license_text(expires=expired)))
+        session.commit()
+    html = admin.get("/license").text
+    assert "Expired" in html and expired in html and "Disabled" in html
 
 
 @pytest.mark.usefixtures("enforced")

@@ -9,7 +9,8 @@ commits after a successful write.
 from fastapi import APIRouter, Depends
 
 from crmroute.web.api import (
-    agents, calllog, decisions, destinations, dids, integrations, ivrs, license, route, rules, transfer, users,
+    agents, calllog, decisions, destinations, dids, integrations, ivrs, license, route, rules, schedules, transfer,
+    users,
 )
 from crmroute.web.deps import api_user
 
@@ -22,6 +23,6 @@ api_router = APIRouter(
         503: {"description": "the database is unavailable"},
     },
 )
-for module in (rules, destinations, dids, ivrs, integrations, agents, decisions, calllog, route, transfer, license,
-               users):  # fmt: skip
+for module in (rules, destinations, dids, ivrs, integrations, agents, schedules, decisions, calllog, route, transfer,
+               license, users):  # fmt: skip
     api_router.include_router(module.router)

@@ -25,6 +25,11 @@ document.addEventListener("DOMContentLoaded", () => {
     destinationOptions(form);
   });
 
+  // Copy buttons (a new API token): the text of the element named by data-copy, to the clipboard.
+  document.querySelectorAll("button[data-copy]").forEach((button) => {
+    button.addEventListener("click", () => copyText(button.dataset.copy));
+  });
+
   // A form re-shown with errors: bring the list of problems into view.
   const summary = document.getElementById("error-summary");
   if (summary) summary.focus();
@@ -127,24 +132,44 @@ function repeater(box) {
   renumber();
 }
 
-// A rule row's Destination Option lists only destinations of the row's
-// Destination type (queue numbers, IVR numbers or recordings).
+// A rule row's Destination Option suggests only destinations of the row's
+// Destination type (queue numbers, IVR numbers or recordings); any value can be typed.
 function destinationOptions(form) {
   const filter = (row) => {
     const type = row.querySelector("[data-dest-type]");
     const option = row.querySelector("[data-dest-option]");
     if (!type || !option) return;
-    option.querySelectorAll("optgroup").forEach((group) => {
-      const mine = group.dataset.type === type.value;
-      group.hidden = !mine;
-      group.disabled = !mine;
-    });
-    const chosen = option.selectedOptions[0];
-    if (chosen && chosen.parentElement.tagName === "OPTGROUP" && chosen.parentElement.disabled) option.value = "";
+    option.setAttribute("list", `dest-options-${type.value}`);
   };
   form.querySelectorAll("[data-item]").forEach(filter);
   form.addEventListener("change", (event) => {
     const row = event.target.closest && event.target.closest("[data-item]");
     if (row) filter(row);
   });
+}
+
+// Copy the text of element `id`; say whether it worked next to the button (data-copy-status).
+async function copyText(id) {
+  const source = document.getElementById(id);
+  const status = document.querySelector(`[data-copy-status="${id}"]`);
+  if (!source) return;
+  const text = source.textContent.trim();
+  let copied = false;
+  try {
+    if (navigator.clipboard && window.isSecureContext) {
+      await navigator.clipboard.writeText(text);
+      copied = true;
+    }
+  } catch (error) {
+    copied = false;
+  }
+  if (!copied) {  // plain http: select the text so Ctrl+C copies it
+    const range = document.createRange();
+    range.selectNodeContents(source);
+    const selection = window.getSelection();
+    selection.removeAllRanges();
+    selection.addRange(range);
+    copied = document.execCommand && document.execCommand("copy");
+  }
+  if (status) status.textContent = copied ? "Copied." : "Selected: press Ctrl+C (or ⌘C) to copy.";
 }

@@ -30,11 +30,6 @@ def safe_next(target: str) -> str:
     return target if target.startswith("/") and not target.startswith("//") and "\\" not in target else "/rules"
 
 
-@router.get("/", response_class=HTMLResponse)
-def home() -> RedirectResponse:
-    return RedirectResponse("/rules", status_code=303)
-
-
 def login_form(request: Request, *, next: str, username: str = "", error: str = "", status_code: int = 200,
                headers: dict[str, str] | None = None) -> HTMLResponse:  # fmt: skip
     """The login page with its CSRF token: the browser's current one, else a new one in a cookie."""

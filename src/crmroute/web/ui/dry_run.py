@@ -25,24 +25,24 @@ TARGETS = [("did", "A DID"), ("ivr", "An IVR"), ("rule", "A rule by name")]
 
 @router.get("/test-rule", response_class=HTMLResponse)
 def test_rule_page(request: Request, principal: PageUser, session: SessionDep, rule: str = "") -> Response:
-    values = {"target": "rule" if rule else "did", "did": "", "ivr": "", "rule": rule, "caller": "", "dtmf": ""}
+    values = {"target": "rule" if rule else "did", "did": "", "ivr": "", "rule": rule, "caller": "", "dtmf": "", "at": ""}
     return page(request, principal, session, values)
 
 
 @router.post("/test-rule", response_class=HTMLResponse)
 def test_rule_run(request: Request, principal: FormUser, session: SessionDep, form: FormDep) -> Response:
-    values = {name: text(form, name) for name in ("target", "did", "ivr", "rule", "caller", "dtmf")}
+    values = {name: text(form, name) for name in ("target", "did", "ivr", "rule", "caller", "dtmf", "at")}
     target = values["target"] if values["target"] in dict(TARGETS) else "did"
     try:
         data = RouteIn.model_validate({target: values[target] or None, "caller": values["caller"],
-                                       "dtmf": values["dtmf"]})  # fmt: skip
+                                       "dtmf": values["dtmf"], "at": values["at"] or None})  # fmt: skip
     except ValidationError as exc:
         errors = {target if path in ("did", "ivr", "rule") else path: m for path, m in problems_of(exc).items()}
         return page(request, principal, session, values, errors=errors, status_code=422)
     kind = "did" if data.did else "ivr" if data.ivr else "rule"
     router = request.app.state.router
     trace = anyio.from_thread.run(partial(router.dry_run, Target(kind, getattr(data, kind) or ""),
-                                          caller_id=data.caller, dtmf=data.dtmf))  # fmt: skip
+                                          caller_id=data.caller, dtmf=data.dtmf, at=data.at))  # fmt: skip
     trace["matched"] = matched_row(session, trace.get("rule", ""), trace.get("row"))
     return page(request, principal, session, values, trace=trace)
 
@@ -56,7 +56,7 @@ def matched_row(session: Session, rule_name: str, row: int | None) -> dict[str, 
         return None
     stored = found[0].rows[row - 1]
     return {"operator": stored.operator, "value": stored.value, "destination": stored.destination,
-            "option": stored.option}  # fmt: skip
+            "option": stored.option, "conditions": list(stored.conditions or [])}  # fmt: skip
 
 
 def page(request: Request, principal: Principal, session: Session, values: dict[str, str], *,

@@ -1,8 +1,11 @@
 """CRM integrations: list, add, edit, delete, and the Test action.
 
 The connection part of the form is drawn from the chosen kind's connector
-settings (``Connector.Settings``): one fieldset per kind, shown when that kind
-is chosen. Secrets are write-only: an empty secret field keeps the stored value.
+settings (``Connector.Settings``), laid out per CRM by ``_crm_forms``: one
+fieldset per kind, shown when that kind is chosen; in it the sign-in method
+first and only its fields. Secrets are write-only: an empty secret field keeps
+the stored value. Changing the kind of an integration rules use needs a
+confirmation (``confirm_kind``) naming those rules.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from crmroute.store import calllog, integrations
 from crmroute.store.secrets import MASK
 from crmroute.web.deps import FormUser, PageUser, Principal, SessionDep
 from crmroute.web.templating import redirect, render
+from crmroute.web.ui import _crm_forms
 from crmroute.web.ui._common import PAGE_SIZE, FormDep, Page, checked, clamp_offset, filters, problems_of, secret, text
 
 router = APIRouter()
@@ -51,6 +55,17 @@ def kind_titles() -> dict[str, str]:
 
 def kind_specs() -> dict[str, list[SettingSpec]]:
     return {kind: setting_specs(cls.Settings) for kind, cls in registry().items()}
+
+
+def stored_fields(stored: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The form's values for a stored integration, with its sign-in method recognised."""
+    kind = stored["kind"]
+    shown = {k: "" if v is None else v for k, v in stored["settings"].items()}
+    crm = _crm_forms.form_of(kind)
+    if crm is not None:
+        defaults = {s.name: s.default for s in kind_specs().get(kind, [])}
+        shown["auth_method"] = crm.chosen(defaults | stored["settings"], set(stored["secrets"]))
+    return {kind: shown}
 
 
 @router.get("/integrations", response_class=HTMLResponse)
@@ -96,8 +111,7 @@ def integration_edit(request: Request, integration_id: int, principal: PageUser,
     stored = integrations.to_public(integrations.get(session, integration_id), request.app.state.store.box)
     values = {
         "name": stored["name"], "kind": stored["kind"], "enabled": stored["enabled"],
-        "fields": {stored["kind"]: {k: "" if v is None else v for k, v in stored["settings"].items()}},
-        "log_options": LogOptions().model_dump() | stored["log_options"],
+        "fields": stored_fields(stored), "log_options": LogOptions().model_dump() | stored["log_options"],
     }  # fmt: skip
     return form_page(request, principal, values, stored=stored)
 
@@ -108,6 +122,8 @@ def integration_update(request: Request, integration_id: int, principal: FormUse
     box = request.app.state.store.box
     stored = integrations.to_public(integrations.get(session, integration_id), box)
     data, values = read_form(form, stored=stored)
+    if data["kind"] != stored["kind"] and stored["used_by"]["rules"] and text(form, "confirm_kind") != data["kind"]:
+        return form_page(request, principal, values, stored=stored, confirm_kind=data["kind"])
     try:
         row = integrations.update(session, box, integration_id, IntegrationIn.model_validate(data))
     except (ValidationError, ConfigError, Conflict) as exc:
@@ -156,8 +172,7 @@ def integration_test(request: Request, integration_id: int, principal: FormUser,
     report = anyio.from_thread.run(run)
     values = {
         "name": stored["name"], "kind": stored["kind"], "enabled": stored["enabled"],
-        "fields": {stored["kind"]: dict(stored["settings"])},
-        "log_options": LogOptions().model_dump() | stored["log_options"],
+        "fields": stored_fields(stored), "log_options": LogOptions().model_dump() | stored["log_options"],
     }  # fmt: skip
     return form_page(request, principal, values, stored=stored, report=report, asked=asked)
 
@@ -165,15 +180,18 @@ def integration_test(request: Request, integration_id: int, principal: FormUser,
 def read_form(form: FormData, stored: dict | None) -> tuple[dict[str, Any], dict[str, Any]]:
     """``IntegrationIn`` data and the values to show again.
 
-    Only the chosen kind's fields are read. An empty secret keeps the stored
-    one (sent as the mask); ticking "remove" drops it.
+    Only the chosen kind's fields are read, and of its credentials only those of
+    the chosen sign-in method. An empty secret keeps the stored one (sent as
+    the mask); ticking "remove" drops it.
     """
     kind = text(form, "kind")
     stored_secrets = set(stored["secrets"]) if stored and stored["kind"] == kind else set()
-    settings: dict[str, Any] = {}
+    method = text(form, f"{kind}-auth_method")
+    specs, fixed = _crm_forms.read_fields(kind, kind_specs().get(kind, []), method)
+    settings: dict[str, Any] = dict(fixed)
     secrets: dict[str, str] = {}
-    shown: dict[str, Any] = {}
-    for spec in kind_specs().get(kind, []):
+    shown: dict[str, Any] = {"auth_method": method} if method else {}
+    for spec in specs:
         name = f"{kind}.{spec.name}"
         if spec.secret:
             value = secret(form, name.replace(".", "-"))
@@ -183,6 +201,11 @@ def read_form(form: FormData, stored: dict | None) -> tuple[dict[str, Any], dict
                 secrets[spec.name] = MASK
         elif spec.type == "boolean":
             settings[spec.name] = shown[spec.name] = checked(form, name.replace(".", "-"))
+        elif spec.type == "table":
+            rows = read_table(form, name.replace(".", "-"))
+            shown[spec.name] = rows
+            if rows:
+                settings[spec.name] = rows
         else:
             value = text(form, name.replace(".", "-"))
             shown[spec.name] = value
@@ -200,13 +223,35 @@ def read_form(form: FormData, stored: dict | None) -> tuple[dict[str, Any], dict
     return data, values
 
 
+def read_table(form: FormData, prefix: str) -> list[dict[str, str]]:
+    """A table setting's grid (``prefix-col-J`` headers, ``prefix-I-J`` cells): the rows with a value, not removed."""
+    try:
+        row_count, column_count = (min(int(n), 10_000) for n in text(form, f"{prefix}-size").split(","))
+    except ValueError:
+        return []
+    names = [text(form, f"{prefix}-col-{j}") for j in range(column_count)]
+    rows = []
+    for i in range(row_count):
+        if checked(form, f"{prefix}-{i}-remove"):
+            continue
+        row = {name: value for j, name in enumerate(names) if name and (value := text(form, f"{prefix}-{i}-{j}"))}
+        if row:
+            rows.append(row)
+    return rows
+
+
 def form_page(request: Request, principal: Principal, values: dict[str, Any], *, stored: dict | None = None,
-              failure: Exception | None = None, report: dict | None = None, asked: dict | None = None) -> Response:  # fmt: skip
+              failure: Exception | None = None, report: dict | None = None, asked: dict | None = None,
+              confirm_kind: str = "") -> Response:  # fmt: skip
     errors: dict[str, str] = {}
     if isinstance(failure, (ValidationError, ConfigError)):
         kind = values.get("kind", "")
+        crm = _crm_forms.form_of(kind)
         for path, message in problems_of(failure).items():  # settings.X / secrets.X: the kind's field X
             head, _, rest = path.partition(".")
+            method = crm.method(values["fields"][kind].get("auth_method", "")) if crm else None
+            if crm and method and rest and rest in (crm.auth_field, *method.sets):
+                rest = "auth_method"  # the method's own setting has no input: its chooser has
             errors[f"{kind}.{rest}" if head in ("settings", "secrets") and rest else path] = message
     elif isinstance(failure, Conflict):
         errors = {"name": str(failure)}
@@ -216,12 +261,23 @@ def form_page(request: Request, principal: Principal, values: dict[str, Any], *,
     if stored:
         with request.app.state.store.factory() as session:
             refused = [r for r in refused_credentials(request, session) if r["integration_id"] == stored["id"]]
-    return render(request, "integrations/form.html", principal, deliveries=deliveries, status_code=422 if failure else 200,
+    specs = kind_specs()
+    layouts = {kind: _crm_forms.layout(kind, kind_specs) for kind, kind_specs in specs.items()}
+    labels = {kind: {s.name: _crm_forms.label(_crm_forms.form_of(kind), s) for s in kind_specs}
+              for kind, kind_specs in specs.items()}  # fmt: skip
+    advanced_errors = {kind: [p.partition(".")[2] for p in errors if p.startswith(f"{kind}.")] for kind in specs}
+    titles = kind_titles()
+    return render(request, "integrations/form.html", principal, deliveries=deliveries,
+                  status_code=422 if failure else 200, layouts=layouts, labels=labels,
+                  advanced_errors=advanced_errors, confirm_kind=confirm_kind,
+                  confirm_titles=(titles.get(stored["kind"], stored["kind"]) if stored else "",
+                                  titles.get(confirm_kind, confirm_kind)),
                   integration_id=stored["id"] if stored else None, original_name=stored["name"] if stored else "",
                   stored_kind=stored["kind"] if stored else "", stored_secrets=stored_secrets,
                   used_by=stored["used_by"]["rules"] if stored else [], values=values, errors=errors,
-                  kinds=list(kind_titles().items()), specs=kind_specs(), log_flags=LOG_FLAGS, log_levels=LOG_LEVELS, link_choices=LINK_CHOICES,
+                  kinds=list(titles.items()), specs=specs,
+                  log_flags=LOG_FLAGS, log_levels=LOG_LEVELS, link_choices=LINK_CHOICES,
                   call_fields=CALL_FIELDS,
                   modules=[(m, m.capitalize()) for m in MODULE_NAMES], report=report,
                   asked=asked or {"key": "", "module": "contacts", "fields": ""},
-                  retype_secrets=bool(failure), refused=refused)  # fmt: skip
+                  retype_secrets=bool(failure or confirm_kind), refused=refused)  # fmt: skip

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, Response
 from starlette.datastructures import UploadFile
 
+from crmroute import licensing
 from crmroute.errors import ConfigError, LicenseError
 from crmroute.store import licenses, rules
 from crmroute.web.deps import FormUser, PageUser, Principal, SessionDep
@@ -54,6 +57,8 @@ def page(request: Request, principal: Principal, session: SessionDep, *, error: 
     key = request.app.state.settings.license_key
     state = licenses.current_state(session, key)
     rule_count = rules.search(session, limit=1)[0]
-    return render(request, "license/show.html", principal, status_code=status_code, state=state,
+    notice = licensing.license_notice(state, date.today())
+    badge = "expiring" if state.status == licensing.STATUS_VALID and notice and notice[0] == "warning" else state.status
+    return render(request, "license/show.html", principal, status_code=status_code, state=state, badge=badge,
                   title=STATUS_TITLES.get(state.status, state.status), info=state.license.as_dict() if state.license else None,
                   key_configured=bool(key.strip()), rule_count=rule_count, error=error, pasted=pasted)  # fmt: skip

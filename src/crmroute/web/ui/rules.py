@@ -12,11 +12,13 @@ from starlette.datastructures import FormData
 
 from crmroute.errors import ConfigError, Conflict
 from crmroute.routing.compare import Operator
-from crmroute.schemas import RuleIn
+from crmroute.schemas import DestinationIn, RuleIn
+from crmroute.sounds import list_sounds
 from crmroute.store import destinations, integrations, rules
 from crmroute.store.secrets import MASK
 from crmroute.web.deps import FormUser, PageUser, SessionDep
 from crmroute.web.templating import redirect, render
+from crmroute.web.ui import conditions as condition_text
 from crmroute.web.ui._common import PAGE_SIZE, FormDep, Page, clamp_offset, filters, indexed, problems_of, secret, text
 
 router = APIRouter()
@@ -63,12 +65,14 @@ def rule_create(request: Request, principal: FormUser, session: SessionDep, form
     data, values = read_form(form, stored=None)
     box = request.app.state.store.box
     try:
+        refuse_unreadable(values)
+        added = add_typed_destinations(session, data["rows"])
         rule = rules.create(session, box, RuleIn.model_validate(data), license_key=request.app.state.settings.license_key)
     except (ValidationError, ConfigError, Conflict) as exc:
         session.rollback()
         return form_page(request, principal, session, values=values, failure=exc, status_code=422)
     session.commit()
-    return redirect("/rules", f"Saved the rule {rule.name!r}.")
+    return redirect("/rules", saved_message(rule.name, added))
 
 
 @router.get("/rules/{rule_id}/edit", response_class=HTMLResponse)
@@ -83,12 +87,43 @@ def rule_update(request: Request, rule_id: int, principal: FormUser, session: Se
     stored = rules.to_public(rules.get(session, rule_id), box)
     data, values = read_form(form, stored=stored)
     try:
+        refuse_unreadable(values)
+        added = add_typed_destinations(session, data["rows"])
         rule = rules.update(session, box, rule_id, RuleIn.model_validate(data))
     except (ValidationError, ConfigError, Conflict) as exc:
         session.rollback()
         return form_page(request, principal, session, values=values, stored=stored, failure=exc, status_code=422)
     session.commit()
-    return redirect("/rules", f"Saved the rule {rule.name!r}.")
+    return redirect("/rules", saved_message(rule.name, added))
+
+
+def add_typed_destinations(session: Session, rows: list[dict[str, str]]) -> list[str]:
+    """Add the destinations rows name that are not stored yet (a typed queue or IVR number, a recording name).
+
+    In the rule's transaction: a rule that is refused adds nothing. An option that is not a valid
+    destination is left for the rule's own check to name.
+    """
+    known = {(d.type, d.ref) for d in destinations.list_all(session)}
+    labels = dict(ROW_DESTINATIONS)
+    added = []
+    for row in rows:
+        kind, option = row.get("destination", ""), row.get("option", "")
+        if kind not in labels or not option or (kind, option) in known:
+            continue
+        try:
+            data = DestinationIn.model_validate({"type": kind, "name" if kind == "recording" else "number": option})
+        except ValidationError:
+            continue
+        destinations.create(session, data)
+        known.add((kind, option))
+        added.append(f"{labels[kind].removeprefix('Play ').lower() if kind == 'recording' else labels[kind]} {option}")
+    return added
+
+
+def saved_message(name: str, added: list[str]) -> str:
+    if not added:
+        return f"Saved the rule {name!r}."
+    return f"Saved the rule {name!r}. Added to Destinations: {', '.join(added)}."
 
 
 # --- the form -------------------------------------------------------------------------
@@ -108,7 +143,8 @@ def values_of(stored: dict[str, Any]) -> dict[str, Any]:
     """What the form shows for a stored rule: never a secret, only whether one is stored."""
     values = blank_values() | {k: v for k, v in stored.items() if k in blank_values() and v is not None}
     values["custom_headers"] = [{"name": h["name"], "stored": True} for h in stored.get("custom_headers", [])]
-    values["rows"] = [dict(row) for row in stored.get("rows", [])]
+    values["rows"] = [dict(row) | {"conditions": condition_text.format(row.get("conditions") or [])}
+                      for row in stored.get("rows", [])]  # fmt: skip
     values["deadline_ms"] = stored.get("deadline_ms") or ""
     values["cache_ttl_s"] = "" if stored.get("cache_ttl_s") is None else stored["cache_ttl_s"]  # 0 is a value
     return values
@@ -136,8 +172,15 @@ def read_form(form: FormData, stored: dict[str, Any] | None) -> tuple[dict[str, 
     values["custom_headers"] = [{"name": h.get("name", ""), "stored": h.get("name", "").lower() in stored_headers}
                                 for h in headers]  # fmt: skip
     values["rows"] = [
-        {k: row.get(k, "") for k in ("operator", "value", "destination", "option")} for row in indexed(form, "rows")
+        {k: row.get(k, "") for k in ("operator", "value", "destination", "option", "conditions")}
+        for row in indexed(form, "rows")
     ]
+    values["unreadable"] = []
+    rows = []  # as RuleIn takes them; values["rows"] keep the conditions as typed, to show again
+    for i, row in enumerate(values["rows"]):
+        written, unreadable = condition_text.parse(row["conditions"])
+        values["unreadable"] += [(f"rows[{i}].conditions", message) for message in unreadable]
+        rows.append({k: v for k, v in row.items() if k != "conditions"} | ({"conditions": written} if written else {}))
     typed_password = secret(form, "crm_password")
     values["retype_secrets"] = bool(typed_password) or any(h.get("value") for h in headers)
 
@@ -173,8 +216,14 @@ def read_form(form: FormData, stored: dict[str, Any] | None) -> tuple[dict[str, 
             data["crm_password"] = typed_password
         elif has_password and not text(form, "clear_password"):
             data["crm_password"] = MASK
-    data["rows"] = values["rows"]
+    data["rows"] = rows
     return data, values
+
+
+def refuse_unreadable(values: dict[str, Any]) -> None:
+    """Condition lines the form could not read are refused like any invalid field."""
+    if values.get("unreadable"):
+        raise ConfigError(values["unreadable"])
 
 
 def form_page(
@@ -192,6 +241,13 @@ def form_page(
         errors = problems_of(failure)
     elif isinstance(failure, Conflict):
         errors = {"name": str(failure)}
+    for path, message in list(errors.items()):  # a condition's own field: shown at the row's conditions box
+        head, found, rest = path.partition(".conditions[")
+        if found:
+            line = rest.split("]", 1)[0]
+            where = f"{head}.conditions"
+            told = f"condition {int(line) + 1}: {message}" if line.isdigit() else message
+            errors[where] = f"{errors[where]}; {told}" if where in errors else told
     dests = destinations.list_all(session)
     extensions = [(d.ref, f"{d.ref} – {d.name}" if d.name else d.ref) for d in dests if d.type == "extension"]
     dest_options = {
@@ -209,4 +265,5 @@ def form_page(
         operators=[(op.value, OPERATOR_LABELS[op]) for op in Operator], row_destinations=ROW_DESTINATIONS,
         default_deadline_ms=request.app.state.settings.deadline_ms,
         default_cache_ttl_s=request.app.state.settings.cache_ttl_s, keep_company_choices=KEEP_COMPANY,
+        sounds=list_sounds(request.app.state.settings.sounds_dir), sounds_dir=request.app.state.settings.sounds_dir,
     )  # fmt: skip
