@@ -101,5 +101,5 @@ class ConfigSync:
             self.last |= {"changed_at": round(notice.sent_at, 6),
                           "delay_ms": round((applied - notice.sent_at) * 1000, 1),
                           "notice_ms": round((notice.received_at - notice.sent_at) * 1000, 1)}  # of it, in transit
-        logger.info("rules reloaded (config version %d, via %s%s)", self._version(), via,
-                    f", {self.last['delay_ms']:.0f} ms after the change" if "delay_ms" in self.last else "")  # fmt: skip
+        after = f", {self.last['delay_ms']:.0f} ms after the change" if "delay_ms" in self.last else ""
+        logger.info("rules reloaded (config version %d, via %s%s)", self._version(), via, after)

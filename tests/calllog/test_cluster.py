@@ -84,7 +84,7 @@ async def test_a_killed_nodes_ami_source_moves_within_10_s_and_no_call_is_lost_o
 
             await pbx1.send(hangups("pbx1-c2", talking.t + 40, up_agent, up_trunk))
             await pbx2.send(hangups("pbx2-c1", other.t + 30, other_agent, other_trunk))
-            counts = await activities(zoho, 3, timeout=60)
+            counts = await activities(zoho, 3, nodes[0].log_path, timeout=60)
     assert set(counts) == {done_trunk.linkedid, up_trunk.linkedid, other_trunk.linkedid}
     assert max(counts.values()) == 1, f"a call was logged twice: {counts}"
     by_id = {a["Subject"].rsplit("[", 1)[1].rstrip("]"): a for a in zoho.activities}
@@ -104,7 +104,7 @@ async def test_nodes_deliver_the_outbox_together_and_log_each_call_once(store, z
         with running_nodes(store, tmp_path, count=2, **env) as nodes:
             with transaction(store.factory) as session:  # as a call logger writes them: every node sees them due
                 assert outbox.add_calls(session, calls) == 60
-            counts = await activities(zoho, 60, timeout=120)
+            counts = await activities(zoho, 60, nodes[0].log_path, timeout=120)
             logs = [node.log() for node in nodes]
     assert len(counts) == 60 and max(counts.values()) == 1, f"a call was logged twice: {counts}"
     by_node = Counter({n.name: len(re.findall(r"call log: call outbox-\d+\.1 logged in", log))
