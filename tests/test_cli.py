@@ -186,6 +186,7 @@ def test_serve_opens_both_ports(env, tmp_path):
         assert health is not None and health.status_code == 200
         body = health.json()
         assert body["database"] == "ok" and body["agi"] == "listening" and body["status"] == "ok"
+        assert body["ready"] is True and body["shared_state"] == "ok" and body["node"].endswith(f":{agi_port}")
         with socket.create_connection(("127.0.0.1", agi_port), timeout=2) as sock:
             sock.sendall(b"agi_network: yes\nagi_network_script: did\nagi_extension: 1\nagi_callerid: 1\n\n")
             reply = sock.recv(1000).decode()

@@ -101,3 +101,41 @@ def test_trusted_proxies_and_metrics_token():
     with pytest.raises(ConfigError) as caught:
         Settings.from_env({"CRMROUTE_TRUSTED_PROXIES": "proxy.example"})
     assert [field for field, _ in caught.value.problems] == ["CRMROUTE_TRUSTED_PROXIES"]
+
+
+def test_ami_sources_name_each_asterisk():
+    from crmroute.settings import AmiSource
+
+    env = {"CRMROUTE_AMI_SOURCES": "pbx1=10.0.0.11:5039, pbx2=10.0.0.12,pbx3=[::1]:5040",
+           "CRMROUTE_AMI_USERNAME": "crm"}  # fmt: skip
+    settings = Settings.from_env(env)
+    assert settings.ami_list == (AmiSource("pbx1", "10.0.0.11", 5039), AmiSource("pbx2", "10.0.0.12", 5038),
+                                 AmiSource("pbx3", "::1", 5040))  # fmt: skip
+    assert settings.ami_enabled
+    legacy = Settings.from_env({"CRMROUTE_AMI_HOST": "10.0.0.5", "CRMROUTE_AMI_USERNAME": "crm"})
+    assert legacy.ami_list == (AmiSource("default", "10.0.0.5", 5038),)
+
+
+@pytest.mark.parametrize(("value", "message"), [
+    ("pbx1", "'pbx1' is not NAME=HOST[:PORT]"),
+    ("pbx 1=10.0.0.1", "a PBX name is 1-32 letters"),
+    ("a=h1,a=h2", "'a' is named twice"),
+    ("a=h1:99999", "the port must be a number from 1 to 65535"),
+])  # fmt: skip
+def test_bad_ami_sources_name_the_setting(value, message):
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CRMROUTE_AMI_SOURCES": value, "CRMROUTE_AMI_USERNAME": "crm"})
+    assert any(field == "CRMROUTE_AMI_SOURCES" and message in text for field, text in caught.value.problems)
+
+
+def test_ami_sources_and_host_are_one_or_the_other():
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env({"CRMROUTE_AMI_SOURCES": "a=h1", "CRMROUTE_AMI_HOST": "h2", "CRMROUTE_AMI_USERNAME": "u"})
+    assert [f for f, _ in caught.value.problems] == ["CRMROUTE_AMI_SOURCES"]
+
+
+def test_node_id_defaults_to_host_name_and_agi_port():
+    import socket
+
+    assert Settings.from_env({"CRMROUTE_AGI_PORT": "4599"}).node_id == f"{socket.gethostname()}:4599"
+    assert Settings.from_env({"CRMROUTE_NODE_ID": "node-a"}).node_id == "node-a"

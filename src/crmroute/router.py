@@ -33,6 +33,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.agi.jumps import JumpTable
+from crmroute.configsync import ConfigSync
 from crmroute.connectors._http import MAX_CONNECTIONS
 from crmroute.connectors.base import Record
 from crmroute.connectors.custom import fetch_custom_fields
@@ -55,7 +56,7 @@ from crmroute.store.secrets import SecretBox
 
 logger = logging.getLogger(__name__)
 
-RELOAD_INTERVAL = 1.0  # seconds between checks of the store's config_version
+RELOAD_INTERVAL = 1.0  # seconds between polls of the store's config_version (notices come at once: configsync.py)
 PRELOAD_TIMEOUT = 10.0  # seconds to read an integration's stored credentials outside any call
 # A CRM request may outlive the deadline of the call that started it by this much. The call
 # itself falls back at its deadline (the engine stops waiting); the request's own time-out,
@@ -158,7 +159,9 @@ class Router:
             self.metrics.track(self.metrics.decisions_pending, lambda: decision_log.pending)
             self.metrics.track(self.metrics.decisions_dropped, lambda: decision_log.dropped)
         self.book = RuleBook()
-        self._task: asyncio.Task | None = None
+        self._reload_lock = asyncio.Lock()
+        self.sync: ConfigSync | None = None
+        self._preloading: asyncio.Task | None = None
 
     def share(self, shared: SharedState) -> None:
         """Keep the guards' state in Redis with the other nodes (started by ``start()``)."""
@@ -176,16 +179,25 @@ class Router:
         logger.info("loaded %d rules (config version %d)", len(self.book.rules), self.book.version)
 
     async def reload_if_changed(self) -> bool:
-        def changed() -> bool:
+        def load_if_changed() -> bool:  # one session and one thread hop: a notice's reload is on the clock
             with self._factory() as session:
-                return config_version(session) != self.book.version
-
-        if await asyncio.to_thread(changed):
-            await asyncio.to_thread(self.load)
-            if self._task is not None:  # a running service: new or changed integrations
-                await self.preload_credentials()
+                if config_version(session) == self.book.version:
+                    return False
+                self.book = load_rulebook(session, self._box, self.settings)
+            logger.info("loaded %d rules (config version %d)", len(self.book.rules), self.book.version)
             return True
-        return False
+
+        async with self._reload_lock:  # a notice, the poll and a dry run may ask at once: load once
+            if not await asyncio.to_thread(load_if_changed):
+                return False
+        if self.sync is not None:  # a running service: new or changed integrations, off the reload's path
+            self._preloading = asyncio.create_task(self.preload_credentials(), name="preload-credentials")
+        return True
+
+    async def settled(self) -> None:
+        """Wait (briefly) for a reload a change notice started, so a call right after a change sees it."""
+        if self.sync is not None:
+            await self.sync.settled()
 
     async def preload_credentials(self, specs: list[ConnectorSpec] | None = None) -> None:
         """Take the integrations' stored tokens before calls need them (see store/credentials.py); best effort."""
@@ -206,30 +218,23 @@ class Router:
         await self.preload_credentials()
         if self.decision_log is not None:
             self.decision_log.start()
-        self._task = asyncio.create_task(self._watch(), name="rulebook-reload")
+        self.sync = ConfigSync(self.reload_if_changed, lambda: self.book.version, self.settings.db_url,
+                               poll=RELOAD_INTERVAL)  # fmt: skip
+        self.sync.start()
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        if self.sync is not None:
+            await self.sync.close()
+        if self._preloading is not None:
+            self._preloading.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._preloading
         await self.guards.aclose()
         if self.guards.shared is not None:
             await self.guards.shared.close()
         if self.decision_log is not None:
             await self.decision_log.close()
         await self.pool.aclose()
-
-    async def _watch(self) -> None:
-        """Keep routing on the last good rule book while the database is away."""
-        while True:
-            await asyncio.sleep(RELOAD_INTERVAL)
-            try:
-                await self.reload_if_changed()
-            except SQLAlchemyError as exc:
-                logger.warning("cannot check for rule changes, routing on the loaded rules: %s", exc)
-            except Exception:
-                logger.exception("reloading rules failed; routing on the loaded rules")
 
     # --- a call ----------------------------------------------------------------
 

@@ -36,6 +36,16 @@ DEFAULT_CALLLOG_MAX_ATTEMPTS = 8
 CALLLOG_PRESETS = ("asterisk", "freepbx")  # contexts and number patterns: crmroute.calllog.calls.PRESETS
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+PBX_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,31}")
+
+
+@dataclass(frozen=True)
+class AmiSource:
+    """One Asterisk whose AMI events the call logger reads; its calls are tagged with ``name``."""
+
+    name: str
+    host: str
+    port: int = DEFAULT_AMI_PORT
 
 
 DEFAULT_SOUNDS_DIR = "/var/lib/asterisk/sounds/en"
@@ -59,6 +69,7 @@ class Settings:
     ami_port: int = DEFAULT_AMI_PORT
     ami_username: str = ""
     ami_secret: str = field(default="", repr=False)
+    ami_sources: tuple[AmiSource, ...] = ()  # CRMROUTE_AMI_SOURCES; empty: the one CRMROUTE_AMI_HOST, if any
     calllog_preset: str = "asterisk"
     calllog_inbound_contexts: tuple[str, ...] = ()  # empty: the preset's
     calllog_outbound_contexts: tuple[str, ...] = ()  # empty: the preset's
@@ -151,8 +162,18 @@ class Settings:
         ami_host, ami_username = get("AMI_HOST"), get("AMI_USERNAME")
         if ami_host and not ami_username:
             problems.append(("CRMROUTE_AMI_USERNAME", "required when CRMROUTE_AMI_HOST is set"))
-        elif ami_username and not ami_host:
-            problems.append(("CRMROUTE_AMI_HOST", "required when CRMROUTE_AMI_USERNAME is set"))
+        elif ami_username and not ami_host and not get("AMI_SOURCES"):
+            problems.append(("CRMROUTE_AMI_HOST", "required when CRMROUTE_AMI_USERNAME is set (or AMI_SOURCES)"))
+        ami_sources: tuple[AmiSource, ...] = ()
+        if get("AMI_SOURCES"):
+            try:
+                ami_sources = parse_ami_sources(get("AMI_SOURCES"))
+            except ValueError as exc:
+                problems.append(("CRMROUTE_AMI_SOURCES", str(exc)))
+            if ami_host:
+                problems.append(("CRMROUTE_AMI_SOURCES", "set either CRMROUTE_AMI_SOURCES or CRMROUTE_AMI_HOST"))
+            if not ami_username:
+                problems.append(("CRMROUTE_AMI_USERNAME", "required when CRMROUTE_AMI_SOURCES is set"))
         redis_url = get("REDIS_URL")
         if redis_url and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             problems.append(("CRMROUTE_REDIS_URL", "must be a redis://, rediss:// or unix:// URL"))
@@ -184,6 +205,7 @@ class Settings:
             ami_port=integer("AMI_PORT", DEFAULT_AMI_PORT, 1, 65535),
             ami_username=ami_username,
             ami_secret=get("AMI_SECRET"),
+            ami_sources=ami_sources,
             calllog_preset=choice("CALLLOG_PRESET", "asterisk", CALLLOG_PRESETS),
             calllog_inbound_contexts=names(get("CALLLOG_INBOUND_CONTEXTS")),
             calllog_outbound_contexts=names(get("CALLLOG_OUTBOUND_CONTEXTS")),
@@ -206,9 +228,9 @@ class Settings:
             custom_max_concurrency=integer("CUSTOM_MAX_CONCURRENCY", DEFAULT_CUSTOM_MAX_CONCURRENCY, 1, 100_000),
             trusted_proxies=trusted_proxies,
             metrics_token=get("METRICS_TOKEN"),
+            node_id=node_id,
             sounds_dir=Path(get("SOUNDS_DIR", DEFAULT_SOUNDS_DIR)),
             redis_url=redis_url,
-            node_id=node_id,
         )
         if problems:
             raise ConfigError(problems)
@@ -233,8 +255,15 @@ class Settings:
 
     @property
     def ami_enabled(self) -> bool:
-        """Whether the call logger runs: an AMI host and user are configured."""
-        return bool(self.ami_host and self.ami_username)
+        """Whether the call logger runs: an AMI host (or sources) and user are configured."""
+        return bool((self.ami_host or self.ami_sources) and self.ami_username)
+
+    @property
+    def ami_list(self) -> tuple[AmiSource, ...]:
+        """The AMI sources in force: CRMROUTE_AMI_SOURCES, else the one CRMROUTE_AMI_HOST named ``default``."""
+        if self.ami_sources:
+            return self.ami_sources
+        return (AmiSource("default", self.ami_host, self.ami_port),) if self.ami_host else ()
 
     def ensure_data_dir(self) -> Path:
         self.data_dir.mkdir(parents=True, exist_ok=True)
@@ -244,6 +273,36 @@ class Settings:
 def names(text: str) -> tuple[str, ...]:
     """``"from-trunk, from-pstn*"`` -> ``("from-trunk", "from-pstn*")``."""
     return tuple(part.strip() for part in text.split(",") if part.strip())
+
+
+def parse_ami_sources(text: str) -> tuple[AmiSource, ...]:
+    """``"pbx1=10.0.0.11:5038, pbx2=10.0.0.12"`` -> sources (port 5038 when not given)."""
+    sources: list[AmiSource] = []
+    for part in names(text):
+        name, sep, address = part.partition("=")
+        name, address = name.strip(), address.strip()
+        if not sep or not address:
+            raise ValueError(f"{part!r} is not NAME=HOST[:PORT]")
+        if not PBX_NAME.fullmatch(name):
+            raise ValueError(f"{name!r}: a PBX name is 1-32 letters, digits, '.', '_' or '-'")
+        if any(s.name == name for s in sources):
+            raise ValueError(f"{name!r} is named twice")
+        host, port = address, DEFAULT_AMI_PORT
+        if address.startswith("["):  # [IPv6]:port
+            host, _, rest = address[1:].partition("]")
+            port_text = rest.removeprefix(":")
+        elif address.count(":") == 1:
+            host, _, port_text = address.partition(":")
+        else:
+            port_text = ""
+        if port_text:
+            if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
+                raise ValueError(f"{part!r}: the port must be a number from 1 to 65535")
+            port = int(port_text)
+        sources.append(AmiSource(name, host, port))
+    if not sources:
+        raise ValueError("at least one NAME=HOST[:PORT] is required")
+    return tuple(sources)
 
 
 def parse_networks(text: str) -> tuple[IpNetwork, ...]:

@@ -15,14 +15,16 @@ def test_healthz_reports_database_and_version(web):
 def test_healthz_shows_only_status_to_strangers(web):
     public = web.client().get("/healthz")
     assert public.status_code == 200
-    assert public.json() == {"status": "ok", "database": "ok", "agi": "not running in this process"}
+    node = public.json()["node"]
+    assert public.json() == {"status": "ok", "database": "ok", "agi": "not running in this process", "node": node,
+                             "ready": False, "shared_state": "ok"}  # fmt: skip
     for client in (web.api(), web.browser()):  # an API token or a session cookie: the details
         details = client.get("/healthz").json()
         assert {"version", "rules_loaded", "crm_circuits", "ami"} <= details.keys()
         assert details["node"] == web.store.settings.node and details["shared_state"] == "off"  # one node alone
     stranger = web.client()
     stranger.headers["Authorization"] = "Bearer not-a-token"
-    assert stranger.get("/healthz").json().keys() == {"status", "database", "agi"}
+    assert stranger.get("/healthz").json().keys() == {"status", "database", "agi", "node", "ready", "shared_state"}
 
 
 def test_metrics_token(web):
@@ -45,7 +47,9 @@ def test_healthz_degrades_when_the_database_is_gone(web, tmp_path):
     assert response.status_code == 503 and response.json()["database"].startswith("error: ")
     public = web.client().get("/healthz")
     assert public.status_code == 503
-    assert public.json() == {"status": "degraded", "database": "error", "agi": "not running in this process"}
+    assert public.json() == {"status": "degraded", "database": "error", "agi": "not running in this process",
+                             "node": public.json()["node"], "ready": False, "shared_state": "degraded"}  # fmt: skip
+    assert response.json()["shared_state_problems"] == ["database unreachable"]
 
 
 def test_metrics_count_calls_latency_and_errors(web):

@@ -84,6 +84,7 @@ class CallHandler:
         except AgiProtocolError as exc:
             logger.warning("%s", exc, extra={"call_id": meta.call_id})
             return Decision(Status.ERROR, reason="bad_script", error=str(exc)), meta
+        await self.router.settled()
         resolved = self.router.resolve(target, extension=env.extension, dnid=env.dnid)
         meta = CallMeta(meta.call_id, meta.channel, meta.caller, did=resolved.did, ivr=resolved.ivr)
         if resolved.refusal is not None or resolved.rule is None:

@@ -178,6 +178,7 @@ class Call:
     hangup_cause: str = ""
     legs: int = 0
     note: str = ""  # how the end was decided when it was not seen (AMI connection lost, ...)
+    pbx: str = ""  # the AMI source (CRMROUTE_AMI_SOURCES name; "default" for CRMROUTE_AMI_HOST)
 
     @property
     def duration(self) -> int:

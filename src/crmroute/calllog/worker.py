@@ -43,6 +43,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.calllog.ami import AmiClient, AmiError, Message
+from crmroute.calllog.feeds import Feed, LeasedFeeds, holder_id
 from crmroute.calllog.presence import Availability
 from crmroute.calllog.calls import INBOUND, INTERNAL, Call, CallConfig, CallTracker, render, template_values
 from crmroute.connectors.base import CallActivity, Connector, Record
@@ -51,7 +52,9 @@ from crmroute.deadline import Deadline
 from crmroute.errors import ConnectorError
 from crmroute.schemas import LogOptions
 from crmroute.store import calllog as outbox
+from crmroute.settings import AmiSource
 from crmroute.store.db import transaction
+from crmroute.store.notify import is_postgresql
 
 logger = logging.getLogger(__name__)
 
@@ -432,7 +435,7 @@ class DeliveryWorker:
 
 
 class CallLogger:
-    """AMI client, call tracker, outbox writer and delivery worker, started and stopped together."""
+    """AMI feeds (one per Asterisk), outbox writer and delivery worker, started and stopped together."""
 
     def __init__(
         self,
@@ -449,7 +452,7 @@ class CallLogger:
         self.settings = settings
         # Device and extension states from the same AMI events, for routing to a free agent (presence.py).
         self.availability = availability if availability is not None else Availability()
-        self.tracker = CallTracker(config or CallConfig.from_settings(settings))
+        config = config or CallConfig.from_settings(settings)
         worker_options.setdefault("max_attempts", settings.calllog_max_attempts)
         worker_options.setdefault("retention_days", getattr(settings, "decision_retention_days", 0))
         self.worker = DeliveryWorker(factory, connector_for, **worker_options)
@@ -457,34 +460,67 @@ class CallLogger:
         self._factory = factory
         self.clock = clock
         self.calls: Counter[tuple[str, str]] = Counter()  # (direction, outcome)
-        self.ami: AmiClient | None = None
-        if settings.ami_enabled:
-            self.ami = AmiClient(settings.ami_host, settings.ami_port, settings.ami_username, settings.ami_secret,
-                                 on_event=self.on_event, on_connect=self._reconcile,
-                                 on_disconnect=self._disconnected, **(ami_options or {}))  # fmt: skip
+        self._ami_options = ami_options or {}
+        sources = settings.ami_list if settings.ami_enabled else (AmiSource("default", ""),)
+        self.feeds = [Feed(source, config, self._client) for source in sources]
+        self.leases: LeasedFeeds | None = None
+        if settings.ami_enabled and is_postgresql(settings.db_url):
+            self.leases = LeasedFeeds(factory, holder_id(settings.node), self.feeds, on_take=self._take, on_lose=self._lose)
         self._tick: asyncio.Task | None = None
 
+    @property
+    def tracker(self) -> CallTracker:
+        """The first (often the only) feed's call tracker."""
+        return self.feeds[0].tracker
+
+    @property
+    def ami(self) -> AmiClient | None:
+        return self.feeds[0].ami
+
+    def _client(self, feed: Feed) -> AmiClient | None:
+        if not feed.source.host:
+            return None
+        s = self.settings
+        return AmiClient(feed.source.host, feed.source.port, s.ami_username, s.ami_secret,
+                         on_event=lambda message: self._on_event(feed, message),
+                         on_connect=lambda client: self._reconcile(feed, client),
+                         on_disconnect=lambda: self._disconnected(feed), **self._ami_options)  # fmt: skip
+
     def on_event(self, message: Message) -> None:
-        """One AMI event (the client calls this; tests may feed events directly)."""
+        """One AMI event of the first feed (the client calls ``_on_event``; tests may feed events here)."""
+        self._on_event(self.feeds[0], message)
+
+    def _on_event(self, feed: Feed, message: Message) -> None:
         if message.event in ("DeviceStateChange", "ExtensionStatus"):
             self.availability.feed(message)
-        self.finished(self.tracker.feed(message, self.clock(), wall=message.received or time.time()))
+        self.finished(feed.tracker.feed(message, self.clock(), wall=message.received or time.time()), feed)
 
-    def finished(self, calls: list[Call]) -> None:
+    def finished(self, calls: list[Call], feed: Feed | None = None) -> None:
+        pbx = (feed or self.feeds[0]).name
         for call in calls:
+            call.pbx = pbx
             self.calls[(call.direction, call.outcome)] += 1
-            logger.info("call %s finished: %s %s %s (%s, ring %d s, talk %d s)%s", call.linked_id, call.direction,
+            logger.info("call %s finished: %s %s %s (%s, ring %d s, talk %d s)%s%s", call.linked_id, call.direction,
                         call.outcome, call.external_number or "-", call.extension or "-", call.ring_seconds,
-                        call.talk_seconds, f" [{call.note}]" if call.note else "")  # fmt: skip
+                        call.talk_seconds, f" on {pbx}" if len(self.feeds) > 1 else "",
+                        f" [{call.note}]" if call.note else "")  # fmt: skip
         self.outbox.add(calls)
 
     def _changes(self, everything: bool) -> tuple[dict[str, dict[str, Any]], set[str]]:
-        return self.tracker.changes(self.clock(), everything=everything)
+        changed: dict[str, dict[str, Any]] = {}
+        gone: set[str] = set()
+        for feed in self.feeds:
+            if self.leases is not None and not feed.held:
+                continue  # another node reads it and saves its calls
+            more, less = feed.tracker.changes(self.clock(), everything=everything)
+            changed.update({lid: data | {"pbx": feed.name} for lid, data in more.items()})
+            gone |= less
+        return changed, gone
 
-    async def _reconcile(self, client: AmiClient) -> None:
+    async def _reconcile(self, feed: Feed, client: AmiClient) -> None:
         """After each login: end the calls whose channels are gone, take in the channels not known;
         then ask the current device and extension states."""
-        await self._channels(client)
+        await self._channels(feed, client)
         try:
             await self.availability.refresh(client)
         except (AmiError, TimeoutError) as exc:  # the connection went meanwhile: the next login asks again
@@ -492,84 +528,115 @@ class CallLogger:
         except Exception:  # a bug here must not drop the AMI session (and with it the call log)
             logger.exception("AMI: reading the device states failed")
 
-    async def _channels(self, client: AmiClient) -> None:
+    async def _channels(self, feed: Feed, client: AmiClient) -> None:
         try:
             channels = await client.action_list({"Action": "CoreShowChannels"})
         except AmiError as exc:
             logger.warning("AMI: cannot list channels after connecting (%s); calls in progress end when stale", exc)
             return
         uids = {c.get("Uniqueid") for c in channels}
-        self.finished(self.tracker.reconcile(uids, self.clock()))
+        self.finished(feed.tracker.reconcile(uids, self.clock()), feed)
         try:
             decisions = await asyncio.to_thread(self._read, outbox.find_decisions, uids)
         except SQLAlchemyError as exc:
             logger.warning("call log: cannot read the decision log for the calls in progress: %s", exc)
             decisions = {}
-        before = self.tracker.open_calls
-        self.finished(self.tracker.adopt(channels, decisions, self.clock(), time.time()))
-        if self.tracker.open_calls > before:
+        before = feed.tracker.open_calls
+        self.finished(feed.tracker.adopt(channels, decisions, self.clock(), time.time()), feed)
+        if feed.tracker.open_calls > before:
             logger.info("call log: %d calls in progress rebuilt from Asterisk's channels",
-                        self.tracker.open_calls - before)  # fmt: skip
+                        feed.tracker.open_calls - before)  # fmt: skip
 
     def _read(self, query: Callable[..., Any], *args: Any) -> Any:
         with transaction(self._factory) as session:
             return query(session, *args)
 
-    async def _restore(self) -> None:
-        """Take back the calls in progress an earlier process saved (a restart, or the last save before a crash)."""
+    async def _restore(self, feed: Feed) -> None:
+        """Take back the feed's calls in progress an earlier process (or the node that read it before) saved."""
         try:
             saved = await asyncio.to_thread(self._read, outbox.open_calls)
         except SQLAlchemyError as exc:
             logger.warning("call log: cannot read the calls in progress saved before the restart: %s", exc)
             return
-        count = self.tracker.restore(saved, self.clock())
+        first = self.feeds[0].name  # rows saved before sources had names belong to the first
+        count = feed.tracker.restore([d for d in saved if d.get("pbx", first) == feed.name], self.clock())
         if count:
-            logger.info("call log: %d calls in progress taken back from before the restart", count)
+            logger.info("call log: %d calls in progress on %s taken back", count, feed.name)
 
-    def _disconnected(self) -> None:
-        self.tracker.connection_lost(self.clock())
+    def _disconnected(self, feed: Feed) -> None:
+        feed.tracker.connection_lost(self.clock())
         self.availability.clear()  # stale states must not keep an agent busy: unknown until Asterisk says again
 
+    async def _take(self, feed: Feed) -> None:
+        """This node got the feed's lease: its saved calls, then its events."""
+        feed.tracker = CallTracker(feed.tracker.config)
+        await self._restore(feed)
+        if feed.ami is not None:
+            feed.ami.start()
+
+    async def _lose(self, feed: Feed) -> None:
+        """Another node reads the feed now: stop, and forget its calls (that node took them back)."""
+        if feed.ami is not None:
+            await feed.ami.close()
+        feed.tracker = CallTracker(feed.tracker.config)
+
     async def start(self) -> None:
-        await self._restore()
         self.outbox.start()
         self.worker.start()
-        if self.ami is not None:
-            self.ami.start()
+        if self.leases is not None:
+            self.leases.start()
+        else:
+            for feed in self.feeds:
+                feed.held = True
+                await self._restore(feed)
+                if feed.ami is not None:
+                    feed.ami.start()
         self._tick = asyncio.create_task(self._ticker(), name="calllog-tick")
 
     async def close(self) -> None:
-        if self.ami is not None:
-            await self.ami.close()
+        if self.leases is not None:
+            await self.leases.stop()
+        for feed in self.feeds:
+            if feed.ami is not None:
+                await feed.ami.close()
         if self._tick is not None:
             self._tick.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._tick
-        self.finished(self.tracker.expire(self.clock() + self.tracker.config.grace))
+        for feed in self.feeds:
+            if feed.held:
+                self.finished(feed.tracker.expire(self.clock() + feed.tracker.config.grace), feed)
         await self.outbox.close()  # the finished calls, and the state of those still up
+        if self.leases is not None:
+            await self.leases.give_back()  # after the state is saved: the next reader takes it back
         await self.worker.close()
 
     async def _ticker(self) -> None:
         while True:
             await asyncio.sleep(TICK_INTERVAL)
-            try:
-                self.finished(self.tracker.expire(self.clock()))
-            except Exception:
-                logger.exception("call log: releasing finished calls failed")
+            for feed in self.feeds:
+                try:
+                    if feed.held:
+                        self.finished(feed.tracker.expire(self.clock()), feed)
+                except Exception:
+                    logger.exception("call log: releasing finished calls failed")
 
     def status(self) -> dict[str, Any]:
-        """What /healthz, the UI and /metrics show."""
-        ami = self.ami.status.as_dict() if self.ami is not None else {"state": "off", "since": None, "last_error": ""}
-        return ami | {"host": f"{self.settings.ami_host}:{self.settings.ami_port}" if self.ami else "",
-                      "open_calls": self.tracker.open_calls, "buffered_calls": self.outbox.pending,
-                      "dropped_calls": self.outbox.dropped, "database": "ok" if self.outbox.db_ok else "unreachable"}  # fmt: skip
+        """What /healthz, the UI and /metrics show: the first source's state, and every source's."""
+        first = self.feeds[0].status()
+        return {k: first[k] for k in ("state", "since", "last_error")} | {
+            "host": first["host"], "open_calls": sum(f.tracker.open_calls for f in self.feeds),
+            "buffered_calls": self.outbox.pending, "dropped_calls": self.outbox.dropped,
+            "database": "ok" if self.outbox.db_ok else "unreachable",
+            "sources": [f.status() for f in self.feeds],
+        }  # fmt: skip
 
 
 def off_status(settings: Any) -> dict[str, Any]:
     """The status when this process runs no call logger."""
     if settings.ami_enabled:
         return {"state": "not running in this process", "since": None, "last_error": "",
-                "host": f"{settings.ami_host}:{settings.ami_port}"}  # fmt: skip
+                "host": ", ".join(f"{s.host}:{s.port}" for s in settings.ami_list)}  # fmt: skip
     return {"state": "off", "since": None, "last_error": "CRMROUTE_AMI_HOST and CRMROUTE_AMI_USERNAME are not set",
             "host": ""}  # fmt: skip
 
@@ -610,6 +677,11 @@ class CalllogCollector:
         for name in AMI_STATES:
             states.add_metric([name], 1 if state == name else 0)
         yield states
+        reading = GaugeMetricFamily("crmroute_ami_reading", "1 while this node reads the PBX's AMI events (its lease)",
+                                    labels=["pbx"])  # fmt: skip
+        for feed in logger_.feeds:
+            reading.add_metric([feed.name], 1 if feed.held and feed.ami is not None else 0)
+        yield reading
         if logger_.ami is not None:
             yield CounterMetricFamily("crmroute_ami_reconnects", "AMI sessions that dropped after logging in",
                                       value=logger_.ami.status.disconnects)  # fmt: skip

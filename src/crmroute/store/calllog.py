@@ -94,8 +94,8 @@ def add_calls(session: Session, calls: Sequence[Call]) -> int:
 def _add(session: Session, call: Call, decisions: Mapping[str, dict], targets: list[tuple[int, dict]]) -> None:
     decision = next((decisions[u] for u in reversed(call.agi_uniqueids) if u in decisions), {})
     row = CallLogCall(linked_id=call.linked_id[:64], started_at=call.started_at, direction=call.direction,
-                      outcome=call.outcome, external_number=call.external_number[:64], data=call.to_dict(),
-                      decision=decision)  # fmt: skip
+                      outcome=call.outcome, external_number=call.external_number[:64], pbx=call.pbx[:32],
+                      data=call.to_dict(), decision=decision)  # fmt: skip
     session.add(row)
     session.flush()
     for integration_id, options in targets:

@@ -15,6 +15,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.settings import Settings
 from crmroute.store.models import Meta
+from crmroute.store.notify import announce
 from crmroute.store.secrets import SecretBox
 
 logger = logging.getLogger(__name__)
@@ -75,12 +76,14 @@ def config_version(session: Session) -> int:
 
 
 def bump_config_version(session: Session) -> None:
-    """Tell every AGI worker sharing this store to reload rules, DIDs and IVRs."""
+    """Tell every AGI worker sharing this store to reload rules, DIDs and IVRs (on PostgreSQL at once: notify.py)."""
     meta = session.get(Meta, CONFIG_VERSION, with_for_update=True)
     if meta is None:
-        session.add(Meta(key=CONFIG_VERSION, value="1"))
+        meta = Meta(key=CONFIG_VERSION, value="1")
+        session.add(meta)
     else:
         meta.value = str(int(meta.value or 0) + 1)
+    announce(session, int(meta.value))
 
 
 @dataclass

@@ -231,6 +231,7 @@ class CallLogCall(Base):
     direction: Mapped[str] = mapped_column(String(16))
     outcome: Mapped[str] = mapped_column(String(16))
     external_number: Mapped[str] = mapped_column(String(64), default="")
+    pbx: Mapped[str] = mapped_column(String(32), default="", server_default="")  # the AMI source's name
     data: Mapped[dict[str, Any]] = mapped_column(default=dict)  # crmroute.calllog.calls.Call.to_dict()
     decision: Mapped[dict[str, Any]] = mapped_column(default=dict)  # the routing decision joined, if any
 
@@ -317,6 +318,16 @@ class ConnectorCredential(Base):
     lease_owner: Mapped[str] = mapped_column(String(128), default="")
     lease_until: Mapped[float] = mapped_column(Float, default=0.0)  # epoch seconds
     updated_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ClusterLease(Base):
+    """A job one node at a time does (reading an AMI source): held until ``expires_at`` unless renewed."""
+
+    __tablename__ = "cluster_leases"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(160))
+    expires_at: Mapped[datetime] = mapped_column()
+    acquired_at: Mapped[datetime] = mapped_column()
 
 
 class DecisionStat(Base):

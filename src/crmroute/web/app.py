@@ -30,6 +30,7 @@ from crmroute.store import credentials
 from crmroute.store.db import Store
 from crmroute.web.deps import ApiUser, CsrfFailed, LoginRequired, check_bearer, signed_in
 from crmroute.web.proxies import ForwardedHeaders
+from crmroute.web.readiness import node_readiness
 from crmroute.web.security_headers import SecurityHeaders
 from crmroute.web.throttle import LoginThrottle
 
@@ -117,8 +118,10 @@ def create_app(
                 body["credentials_refused"] = f"error: {type(exc).__name__}"
         healthy = body["database"] == "ok" and body["agi"] != "down"
         body["status"] = "ok" if healthy else "degraded"
+        body |= node_readiness(settings, router, agi_server, body["database"] == "ok")
         if not signed_in(request):  # names of rules, integrations and the AMI user are for admins only
-            body = {"status": body["status"], "database": body["database"].partition(":")[0], "agi": body["agi"]}
+            body = {"status": body["status"], "database": body["database"].partition(":")[0], "agi": body["agi"],
+                    "node": body["node"], "ready": body["ready"], "shared_state": body["shared_state"]}
         return JSONResponse(body, status_code=200 if healthy else 503)
 
     @app.get("/favicon.ico", include_in_schema=False)
