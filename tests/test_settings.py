@@ -137,5 +137,5 @@ def test_ami_sources_and_host_are_one_or_the_other():
 def test_node_id_defaults_to_host_name_and_agi_port():
     import socket
 
-    assert Settings.from_env({"CRMROUTE_AGI_PORT": "4599"}).node_id == f"{socket.gethostname()}:4599"
-    assert Settings.from_env({"CRMROUTE_NODE_ID": "node-a"}).node_id == "node-a"
+    assert Settings.from_env({"CRMROUTE_AGI_PORT": "4599"}).node == f"{socket.gethostname()}:4599"
+    assert Settings.from_env({"CRMROUTE_NODE_ID": "node-a"}).node == "node-a"

@@ -10,6 +10,7 @@ import asyncio
 import time
 
 from crmroute.settings import Settings
+from crmroute.web.readiness import node_readiness
 from tests.agi.fakeasterisk import call_agi
 from tests.resilience.redisfix import join, own_redis, redis_prefix  # noqa: F401
 from tests.resilience.test_router import GOLD, logged, metric, rules_with
@@ -134,9 +135,15 @@ async def test_redis_stopped_mid_load_fails_no_call_and_sharing_resumes(stack_fa
         shared_requests = len(custom_crm.requests)
         assert shared_requests <= 2 * 7  # one per distinct caller (each node's own, had Redis been slow to answer)
         redis.stop()
-        await load(20, 20)  # the first calls meet the dead Redis; the rest are local
+        await load(20, 20)  # the first calls meet the dead Redis (or cached copies answer them); the rest are local
+        until = time.monotonic() + 10  # calls answered from local copies ask nothing: the heartbeat finds it out
+        while (a.router.guards.shared.up or b.router.guards.shared.up) and time.monotonic() < until:
+            await asyncio.sleep(0.05)
         assert not a.router.guards.shared.up and not b.router.guards.shared.up
         assert a.router.guards.shared_status().startswith("local fallback")
+        readiness = node_readiness(a.router.settings, a.router, None, database_ok=True)
+        assert readiness["shared_state"] == "degraded"
+        assert readiness["shared_state_problems"] == ["Redis unreachable (local cache, budgets and breakers)"]
         assert metric(a, "crmroute_shared_state_up") == 0
         await load(40, 20)
         redis.start()

@@ -21,7 +21,7 @@ def test_healthz_shows_only_status_to_strangers(web):
     for client in (web.api(), web.browser()):  # an API token or a session cookie: the details
         details = client.get("/healthz").json()
         assert {"version", "rules_loaded", "crm_circuits", "ami"} <= details.keys()
-        assert details["node"] == web.store.settings.node and details["shared_state"] == "off"  # one node alone
+        assert details["node"] == web.store.settings.node and details["redis"] == "off"  # one node alone
     stranger = web.client()
     stranger.headers["Authorization"] = "Bearer not-a-token"
     assert stranger.get("/healthz").json().keys() == {"status", "database", "agi", "node", "ready", "shared_state"}

@@ -105,7 +105,7 @@ def create_app(
             body["decisions_dropped"] = router.decision_log.dropped
             body["crm_circuits"] = router.guards.circuits()  # an open one is the CRM's trouble, not ours: no 503
             body["crm_quotas"] = router.guards.quotas()  # 80 % used or more; spent ones make calls fall back
-            body["shared_state"] = router.guards.shared_status()  # Redis away: degraded service, calls still routed
+            body["redis"] = router.guards.shared_status()  # Redis away: degraded service, calls still routed
         body["ami"] = call_logger.status() if call_logger is not None else off_status(settings)  # the call logger
         if body["database"] == "ok":  # refused CRM credentials: calls fall back until an admin fixes them
             try:

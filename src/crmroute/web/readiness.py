@@ -26,6 +26,8 @@ def node_readiness(settings: Settings, router: Any, agi_server: Any, database_ok
     else:
         out["ready"] = True
     problems = [] if database_ok else ["database unreachable"]
+    if router is not None and router.guards.shared_status().startswith("local fallback"):
+        problems.append("Redis unreachable (local cache, budgets and breakers)")
     sync = getattr(router, "sync", None)
     if sync is not None:
         out["config"] = sync.status()  # the rule book's version and how the last change arrived
