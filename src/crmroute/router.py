@@ -17,6 +17,13 @@ and the ``Guards`` every CRM lookup passes (``crmroute.resilience``):
 
 None of it touches the database: calls keep routing on the loaded rules
 while it is away, and the decision log buffers their rows.
+
+Rules with ``owner`` / ``last_agent`` destinations get an ``AgentPicker``
+(``routing/agentpick.py``) per call: the owner comes with the lookup
+(``Connector.fetch(owner=True)``, no extra request), the last agent from the
+in-memory call-log index ``last_agents`` (refreshed with the rule book), and
+availability from ``presence`` (the call logger's AMI states; ``None``: AMI
+off, every agent assumed available).
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Hashable, Iterator
 from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
@@ -42,10 +50,13 @@ from crmroute.errors import ConnectorError, ConnectorUnavailable, CrmrouteError,
 from crmroute.metrics import Metrics
 from crmroute.resilience import BreakerState, Budget, CircuitBreaker, Quota, SingleFlight, ValueCache
 from crmroute.resilience.budget import QUOTA_WARN
-from crmroute.routing.engine import Fetch, LookupKey, decide, lookup_key
-from crmroute.routing.trace import Decision, Status
+from crmroute.routing.agentpick import AgentPicker, Owner, Presence
+from crmroute.routing.engine import WITHHELD_CALLER_IDS, Fetch, LookupKey, decide, lookup_key
+from crmroute.routing.lastagent import LastAgents, Talk
+from crmroute.routing.trace import Decision, DestType, Status
 from crmroute.rulebook import CompiledRule, CustomSource, IntegrationSource, RuleBook, load_rulebook
 from crmroute.settings import Settings
+from crmroute.store import calllog
 from crmroute.store.credentials import CredentialStore
 from crmroute.store.db import config_version
 from crmroute.store.decisions import CallMeta, DecisionLog
@@ -238,6 +249,8 @@ class Router:
             self.metrics.track(self.metrics.decisions_pending, lambda: decision_log.pending)
             self.metrics.track(self.metrics.decisions_dropped, lambda: decision_log.dropped)
         self.book = RuleBook()
+        self.presence: Presence | None = None  # the call logger's Availability, when AMI is on
+        self.last_agents = LastAgents(settings.default_region)
         self._task: asyncio.Task | None = None
 
     # --- the rule book -------------------------------------------------------
@@ -247,6 +260,24 @@ class Router:
         with self._factory() as session:
             self.book = load_rulebook(session, self._box, self.settings)
         logger.info("loaded %d rules (config version %d)", len(self.book.rules), self.book.version)
+        self.load_last_agents()
+
+    def load_last_agents(self) -> None:
+        """Read the call-log rows not seen yet into ``last_agents`` (blocking; only when a rule uses last_agent)."""
+        days = self.book.last_agent_days
+        if not days:
+            return
+        since = datetime.now(timezone.utc) - timedelta(days=days)
+        index = self.last_agents
+        with self._factory() as session:
+            while True:
+                rows = calllog.connected_calls(session, since=since, after_id=index.last_id)
+                for row_id, number, started, direction, extension, talk in rows:
+                    index.add(number, Talk(started, extension, direction, talk))
+                    index.last_id = row_id
+                if len(rows) < 5000:
+                    break
+        index.forget_before(since)
 
     async def reload_if_changed(self) -> bool:
         def changed() -> bool:
@@ -294,7 +325,8 @@ class Router:
         while True:
             await asyncio.sleep(RELOAD_INTERVAL)
             try:
-                await self.reload_if_changed()
+                if not await self.reload_if_changed() and self.book.last_agent_days:
+                    await asyncio.to_thread(self.load_last_agents)
             except SQLAlchemyError as exc:
                 logger.warning("cannot check for rule changes, routing on the loaded rules: %s", exc)
             except Exception:
@@ -353,7 +385,8 @@ class Router:
         notes = Lookup()
         fetch = self.fetcher(rule, caller_id=caller_id, did=did, deadline=deadline, notes=notes, on_crm=on_crm,
                              fresh=fresh)  # fmt: skip
-        decision = await decide(rule.spec, key, fetch, deadline)
+        choose = self.agent_picker(rule, notes, caller_id) if rule.spec.agent_types else None
+        decision = await decide(rule.spec, key, fetch, deadline, choose)
         if not decision.key:
             return decision
         at = 1  # trace notes go after the lookup key
@@ -375,6 +408,20 @@ class Router:
                 decision.steps.insert(at, note)
         return decision
 
+    def agent_picker(self, rule: CompiledRule, notes: Lookup, caller_id: str) -> AgentPicker:
+        """Chooses this call's owner / last agent (see ``routing/agentpick.py``)."""
+        source = rule.source
+        integration_id = source.connector.integration_id if isinstance(source, IntegrationSource) else None
+
+        def owner() -> Owner:
+            record = notes.record
+            return Owner(False) if record is None else Owner(True, record.owner, record.describe())
+
+        caller = caller_id.strip() if caller_id.strip().lower() not in WITHHELD_CALLER_IDS else ""
+        return AgentPicker(self.book.agents, rule.spec.agents, presence=self.presence,
+                           integration_id=integration_id, owner=owner, last_agents=self.last_agents,
+                           caller=caller)  # fmt: skip
+
     def fetcher(
         self,
         rule: CompiledRule,
@@ -390,6 +437,7 @@ class Router:
         notes = notes if notes is not None else Lookup()
         source = rule.source
         field_name = rule.spec.crm_field
+        owner = DestType.OWNER in rule.spec.agent_types  # the owner is asked in the same request
         late = Deadline(deadline.at + LATE_ANSWER_GRACE_S)  # the request's own; the call still ends at ``deadline``
         if isinstance(source, CustomSource):
 
@@ -422,16 +470,16 @@ class Router:
             connector = self.pool.get(source.connector)
             connector.budget = self.guards.integration_budget(source.connector, connector)
             found: list[Record] = []
-            value = await connector.fetch(key, source.module, field_name, deadline=late, found=found)
+            value = await connector.fetch(key, source.module, field_name, deadline=late, found=found, owner=owner)
             record = found[0] if found else None
-            if record is not None:  # kept in the cache: identity and matches only, not every field
-                record = Record(record.module, record.id, {}, record.matches, record.url)
+            if record is not None:  # kept in the cache: identity, matches and owner only, not every field
+                record = Record(record.module, record.id, {}, record.matches, record.url, record.owner)
             return Answer(value, record, found=record is not None)
 
         def integration_identity(key: LookupKey) -> tuple[Hashable, Source]:
             spec = source.connector
             lookup = ("integration", spec.integration_id, spec.username, spec.fingerprint, source.module,
-                      key.source, key.value, field_name)  # fmt: skip
+                      key.source, key.value, field_name, owner)  # fmt: skip
             return lookup, Source(f"integration:{spec.integration_id}", spec.name, spec.kind)
 
         def integration_ttl() -> int | None:
