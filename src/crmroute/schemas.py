@@ -813,6 +813,8 @@ class RouteResult(_Public):
     crm_ms: float | None
     total_ms: float
     cached: bool = Field(False, description="always false: a dry run asks the CRM")
+    agent: str = Field("", description="owner / last_agent destinations: the chosen agent's name (the trace "
+                       "says why others were skipped)")  # fmt: skip
     steps: list[str]
     did: str
     ivr: str

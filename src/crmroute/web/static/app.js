@@ -141,6 +141,10 @@ function destinationOptions(form) {
     });
     const chosen = option.selectedOptions[0];
     if (chosen && chosen.parentElement.tagName === "OPTGROUP" && chosen.parentElement.disabled) option.value = "";
+    // owner / last_agent: the agent is found per call, there is nothing to choose
+    const agent = type.value === "owner" || type.value === "last_agent";
+    option.disabled = agent;
+    if (agent) option.value = "";
   };
   form.querySelectorAll("[data-item]").forEach(filter);
   form.addEventListener("change", (event) => {
