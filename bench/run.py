@@ -21,6 +21,7 @@ Scenarios (``--only`` picks some), each bounded in calls and time:
     burst      1,000 calls from 50 distinct callers: CRM requests made
     never      a CRM that never answers: the slowest decision vs the deadline
     inflight   2,000 calls in flight against a CRM answering in 1 s, in one process
+    owner      the added p99 of routing to the record owner's agent vs plain routing (same CRM, cache warm)
     soak       --soak-calls (default 100,000) calls: RSS after warm-up vs at the end, open fds
 
 Prints a table and the measured ratios against the targets of issue 6, and
@@ -86,6 +87,8 @@ TARGETS = {
     "inflight_errors": "== 0",
     "soak_rss_growth_pct": "< 10",
     "soak_fd_delta": "== 0",
+    "owner_p99_added_ms": "<= 1",  # issue 14
+    "owner_extra_crm_requests": "== 0",
 }
 
 
@@ -187,8 +190,9 @@ def crm_url(crm: Proc) -> str:
     return f"https://127.0.0.1:{crm.port}/lookup"
 
 
-def start_crmroute(work: Work, crm: Proc, *, settings: dict[str, str] | None = None, rule: dict | None = None) -> Proc:
-    """``crmroute agi`` on a fresh SQLite store with the benchmark's rule imported."""
+def start_crmroute(work: Work, crm: Proc, *, settings: dict[str, str] | None = None, rule: dict | None = None,
+                   document: dict | None = None) -> Proc:  # fmt: skip
+    """``crmroute agi`` on a fresh SQLite store with the benchmark's rule (or the rules ``document``) imported."""
     directory = work.sub("crmroute")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMROUTE_")}
@@ -200,6 +204,8 @@ def start_crmroute(work: Work, crm: Proc, *, settings: dict[str, str] | None = N
         "rules": [RULE | {"custom_url": crm_url(crm)} | (rule or {})],
         "dids": [{"number": "5551000", "rule": "VIP"}],
     }  # fmt: skip
+    if document is not None:
+        rules = document
     (directory / "rules.yaml").write_text(yaml.safe_dump(rules))
     for args in (["db", "upgrade"], ["rules", "import", str(directory / "rules.yaml")]):  # upgrade creates the data dir
         subprocess.run([CRMROUTE, *args], env=env, check=True, capture_output=True, cwd=directory)
@@ -527,8 +533,61 @@ async def scenario_soak(work: Work, args: argparse.Namespace, report: dict) -> l
                                             "fds_end": fds_end})]  # fmt: skip
 
 
+def owner_rules(crm: Proc, *, owner: bool) -> dict:
+    """A Proprietary CRM integration on the stand-in (its answer is the record, ``owner`` its owner) and the rule:
+    plain (GOLD -> queue 103) or owner first (any value -> the owner's agent, then GOLD -> queue 103)."""
+    rows = [{"operator": "=", "value": "GOLD", "destination": "queue", "option": "103"}]
+    if owner:
+        rows.insert(0, {"operator": "not_empty", "value": "", "destination": "owner"})
+    return {
+        "integrations": [{"name": "Bench CRM", "kind": "proprietary", "settings": {
+            "lookup_url": crm_url(crm) + "?caller_id={phone}&field_name={field}", "auth": "none",
+            "id_path": "id", "modified_path": "", "owner_path": "owner", "requests_per_second": 1000}}],
+        "destinations": [{"type": "extension", "number": "100"}, {"type": "queue", "number": "103"}],
+        "agents": [{"name": "Olivia", "extension": "201", "identities": {"Bench CRM": "usr_olivia"}}],
+        "rules": [{"name": "VIP", "crm_field": "value", "location": "did", "crm_source": "integration",
+                   "integration": "Bench CRM", "crm_module": "contacts", "default_destination": "100", "rows": rows}],
+        "dids": [{"number": "5551000", "rule": "VIP"}],
+    }  # fmt: skip
+
+
+async def scenario_owner(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
+    """Owner routing vs plain routing on the same integration, cache warm, paced: the p99 it adds, CRM requests."""
+    rows, figures = [], {}
+    conc, distinct = args.concurrency, 1000
+    for owner in (False, True):
+        crm = start_crm(work, latency_ms=5)
+        crmroute = start_crmroute(work, crm, document=owner_rules(crm, owner=owner))
+        name = "crmroute, owner's agent" if owner else "crmroute, plain rows"
+        with running(crm, crmroute):
+            await run_load(crmroute.port, distinct, 10, callers(distinct))  # one CRM request per caller, no herd
+            asked = crm_requests(work, crm)
+            paced = await run_load(crmroute.port, args.paced_calls, conc, callers(distinct), rate=args.paced_rate)
+            row = Row("owner", name, paced, conc, crm_requests=asked)
+            inside = server_decision_ms(crmroute, skip=distinct)
+            row.extra["server_decision_p99_ms"] = _r(percentile(inside, 99), 3)
+            with contextlib.closing(sqlite3.connect(str(crmroute.data_dir / "crmroute.db"))) as db:  # type: ignore[operator]
+                sent = dict(db.execute("SELECT status || ' ' || reason || ' -> ' || dest_type || ' ' || dest, COUNT(*) FROM decisions GROUP BY 1"))
+            row.extra["destinations"] = sent
+            figures[owner] = (percentile(paced.decision_ms(), 99), percentile(inside, 99), asked, sent)
+            rows.append(row)
+    (plain_p99, plain_in, plain_asked, _), (owner_p99, owner_in, owner_asked, sent) = figures[False], figures[True]
+    report["ratios"]["owner_p99_added_ms"] = _r(owner_in - plain_in, 3)  # type: ignore[operator]
+    report["ratios"]["owner_p99_ratio"] = _r(owner_in / plain_in, 3) if plain_in else None  # type: ignore[operator]
+    report["ratios"]["owner_p99_added_ms_at_the_client"] = _r(owner_p99 - plain_p99)  # type: ignore[operator]
+    report["ratios"]["owner_extra_crm_requests"] = owner_asked - plain_asked
+    report["notes"]["owner"] = (
+        f"{distinct} callers once (the CRM asked once each: plain {plain_asked}, owner {owner_asked} requests; "
+        f"the owner rule sent the calls to {sent}), then {args.paced_calls} calls paced at {args.paced_rate:g}/s from the cache. "
+        "The added p99 is judged on crmroute's own decision time (total_ms in the decision log); the client-side "
+        "difference includes the load generator's and the machine's noise."
+    )
+    return rows
+
+
 SCENARIOS = {"cached": scenario_cached, "procagi": scenario_procagi, "burst": scenario_burst,
-             "never": scenario_never, "inflight": scenario_inflight, "soak": scenario_soak}  # fmt: skip
+             "never": scenario_never, "inflight": scenario_inflight, "soak": scenario_soak,
+             "owner": scenario_owner}  # fmt: skip
 
 
 # --- output -------------------------------------------------------------------------------------------

@@ -118,7 +118,7 @@ async def test_the_call_goes_to_the_owners_extension_with_no_extra_crm_request(f
         assert result.variables["CRMROUTE_AGENT"] == "Olivia" and result.variables["CRMROUTE_ROW"] == "1"
         assert result.jump == (context, "201", "1")
         trace = "\n".join(await owner.last_trace())
-        assert f"owner {OWNER_ID} → extension 201 (agent Olivia)" in trace
+        assert f"owner: {OWNER_ID} → extension 201 (agent Olivia)" in trace
         result = await owner.call()  # from the value cache: the owner is kept with it
         assert result.variables["CRMROUTE_DEST"] == "201"
 

@@ -62,7 +62,7 @@ async def test_the_owners_agent_gets_the_call():
     decision = await run(picker(Owner(True, "005OLIVIA", "Contact 003A")))
     assert decision.status is Status.MATCHED and decision.row == 1
     assert decision.destination == Destination(DestType.OWNER, "201") and decision.agent == "Olivia"
-    assert any("owner 005OLIVIA → extension 201 (agent Olivia)" in step for step in decision.steps)
+    assert any("owner: 005OLIVIA → extension 201 (agent Olivia)" in step for step in decision.steps)
 
 
 async def test_an_owner_known_by_e_mail_is_found_ignoring_case():

@@ -95,7 +95,7 @@ class AgentPicker:
         match = self.directory.resolve(self.integration_id, owner.user)
         if match is None:
             return None, f"owner {owner.user!r} of {owner.record} is no agent (add the identity under Agents)"
-        return match.agent, f"owner {match.explain()}"
+        return match.agent, match.explain()
 
     def _last_agent(self) -> tuple[Agent | None, str]:
         if not self.caller or self.last_agents is None:
