@@ -131,7 +131,7 @@ class RowIn(Strict):
     def _option(cls, value: str, info: ValidationInfo) -> str:
         kind = info.data.get("destination")
         if kind in AGENT_DESTINATIONS and value:
-            raise ValueError(f"leave empty for a {kind} destination: the agent's extension is found per call")
+            raise ValueError(f"leave empty for {kind} rows: the agent's extension is found per call")
         if kind not in AGENT_DESTINATIONS and not value:
             raise ValueError(f"required for a {kind or 'row'} destination")
         return value
