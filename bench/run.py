@@ -622,7 +622,8 @@ async def scenario_owner(work: Work, args: argparse.Namespace, report: dict) -> 
             inside = server_decision_ms(crmroute, skip=distinct)
             row.extra["server_decision_p99_ms"] = _r(percentile(inside, 99), 3)
             with contextlib.closing(sqlite3.connect(str(crmroute.data_dir / "crmroute.db"))) as db:  # type: ignore[operator]
-                sent = dict(db.execute("SELECT status || ' ' || reason || ' -> ' || dest_type || ' ' || dest, COUNT(*) FROM decisions GROUP BY 1"))
+                query = "SELECT status || ' ' || reason || ' -> ' || dest_type || ' ' || dest, COUNT(*) FROM decisions"
+                sent = dict(db.execute(query + " GROUP BY 1"))
             row.extra["destinations"] = sent
             figures[owner] = (percentile(paced.decision_ms(), 99), percentile(inside, 99), asked, sent)
             rows.append(row)
