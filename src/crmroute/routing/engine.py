@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 
 from crmroute.deadline import Deadline
@@ -104,12 +104,16 @@ def lookup_key(caller_id: str, dtmf: str = "") -> LookupKey | None:
     return LookupKey(caller, "caller_id")
 
 
-def walk(rule: RuleSpec, value: str) -> tuple[int, Row] | None:
-    """The first row (1-based index) whose comparison holds for ``value``."""
+def matching(rule: RuleSpec, value: str) -> Iterator[tuple[int, Row]]:
+    """The rows (1-based index) whose comparison holds for ``value``, in order."""
     for index, row in enumerate(rule.rows, start=1):
         if compare(value, row.operator, row.value):
-            return index, row
-    return None
+            yield index, row
+
+
+def walk(rule: RuleSpec, value: str) -> tuple[int, Row] | None:
+    """The first row (1-based index) whose comparison holds for ``value``."""
+    return next(matching(rule, value), None)
 
 
 async def decide(
@@ -158,9 +162,7 @@ async def decide(
         decision.value = value
         decision.crm_ms = round((time.monotonic() - asked) * 1000, 3)
         decision.steps.append(f"CRM value for {rule.crm_field}: {value!r}")
-        for index, row in enumerate(rule.rows, start=1):
-            if not compare(value, row.operator, row.value):
-                continue
+        for index, row in matching(rule, value):
             destination = row.destination
             if destination.type in AGENT_DEST_TYPES:
                 destination = _agent(destination.type, choose, decision)
