@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from functools import cached_property
 
 from crmroute.deadline import Deadline
 from crmroute.errors import ConnectorError
@@ -77,7 +78,7 @@ class RuleSpec:
     default_agent: DestType | None = None  # owner / last_agent: try that agent before the default extension
     agents: AgentOptions = AgentOptions()
 
-    @property
+    @cached_property
     def agent_types(self) -> frozenset[DestType]:
         """The agent destination types the rows and the default use."""
         found = {row.destination.type for row in self.rows if row.destination.type in AGENT_DEST_TYPES}
