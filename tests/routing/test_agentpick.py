@@ -55,7 +55,7 @@ def history(*talks: Talk) -> LastAgents:
 
 
 async def run(choose, rule: RuleSpec = RULE):
-    return await decide(rule, LookupKey(CALLER, "caller_id"), value, Deadline.after_ms(2500), choose)
+    return await decide(rule, LookupKey(CALLER, "caller_id"), value, Deadline.after_ms(2500), choose=choose)
 
 
 async def test_the_owners_agent_gets_the_call():
