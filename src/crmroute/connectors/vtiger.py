@@ -194,7 +194,6 @@ class VtigerConnector(Connector):
     Settings = VtigerSettings
     MODULES = {"accounts": "Accounts", "contacts": "Contacts", "leads": "Leads"}
     limits_source = "self-hosted: none; Cloud: per day by edition, unconfirmed (reference section 9)"
-    owner_field = "assigned_user_id"
 
     settings: VtigerSettings
 
