@@ -133,7 +133,7 @@ def test_route_at_a_given_time_checks_schedules(env, custom_crm, tmp_path):  # n
     held = json.loads(run(env, *route, "2026-12-25T15:00:00Z").stdout)
     assert held["row"] == 2 and any("is a holiday" in step for step in held["steps"])
     bad = run(env, *route, "tomorrow")
-    assert bad.returncode == 2 and "--at" in bad.stderr
+    assert bad.returncode == 2 and "At: must be an ISO 8601 date and time" in bad.stderr
 
 
 def make_license(tmp_path: Path, features=("crm_routing",), expires=None, issued_days_ago=1) -> tuple[str, Path]:

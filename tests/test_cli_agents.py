@@ -36,4 +36,4 @@ def test_agents_sync_records_the_zoho_user_ids_by_email(env, tmp_path):  # noqa:
         assert "Zoho EU: olivia.owner@example.com, user id 4150868000000225013 → extension 201" in text
         assert CLIENT_SECRET not in text
     missing = run(env, "agents", "sync", "Nope")
-    assert missing.returncode == 2 and "integration: no integration named 'Nope'" in missing.stderr
+    assert missing.returncode == 2 and "Integration: no integration named 'Nope'" in missing.stderr

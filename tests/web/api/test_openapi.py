@@ -69,6 +69,6 @@ def test_non_text_numbers_and_flags_are_refused(seeded):
 
     assert fields(seeded.post("/api/v1/ivrs", json={"number": None, "rule": "VIP"})).keys() >= {"number"}  # not "None"
     assert fields(seeded.post("/api/v1/destinations", json={"type": "extension", "number": "7", "voicemail": 0})) == {
-        "voicemail": "Input should be a valid boolean"
+        "voicemail": "must be true or false"
     }
     assert seeded.post("/api/v1/destinations", json={"type": "queue", "number": 107}).status_code == 201  # YAML-style
