@@ -17,6 +17,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 
 from crmroute.deadline import Deadline
 from crmroute.errors import ConnectorError
@@ -54,7 +55,7 @@ class RuleSpec:
     dtmf_timeout_ms: int = 5000
     dtmf_max_digits: int = 10
 
-    @property
+    @cached_property  # read on every call: worked out once per rule book
     def extra_fields(self) -> tuple[str, ...]:
         """The other CRM fields the rows' conditions read, in order of first use."""
         names: dict[str, None] = {}
