@@ -3,7 +3,8 @@
     python bench/crm.py --cert cert.pem --key key.pem [--latency-ms 5] [--error-rate 0.0] [--never]
 
 Prints ``PORT <n>`` once listening on 127.0.0.1. Every lookup answers
-``{"value": "GOLD"}`` after ``--latency-ms`` (a share ``--error-rate`` of
+``{"value": "GOLD", "id": "c1", "owner": "usr_olivia"}`` after ``--latency-ms`` (the
+Custom CRM reads ``value``; the owner scenario's Proprietary CRM reads the record) (a share ``--error-rate`` of
 them ``500``); with ``--never`` it reads requests and never answers.
 ``GET /_stats`` answers ``{"requests": N, "errors": E, "open": O}`` and is not
 counted. HTTP/1.1 with keep-alive; stops on SIGTERM or when stdin closes.
@@ -54,7 +55,7 @@ async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, arg
                     Stats.errors += 1
                     status, body = b"500 Internal Server Error", b'{"error": "injected"}'
                 else:
-                    status, body = b"200 OK", b'{"value": "GOLD"}'
+                    status, body = b"200 OK", b'{"value": "GOLD", "id": "c1", "owner": "usr_olivia"}'
             writer.write(b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\nContent-Length: "
                          + str(len(body)).encode() + b"\r\n\r\n" + body)  # fmt: skip
             await writer.drain()

@@ -21,6 +21,7 @@ Scenarios (``--only`` picks some), each bounded in calls and time:
     burst      1,000 calls from 50 distinct callers: CRM requests made
     never      a CRM that never answers: the slowest decision vs the deadline
     inflight   2,000 calls in flight against a CRM answering in 1 s, in one process
+    owner      the added p99 of routing to the record owner's agent vs plain routing (same CRM, cache warm)
     soak       --soak-calls (default 100,000) calls: RSS after warm-up vs at the end, open fds
     cluster-cached  p99 of a cached call, one node alone vs a node sharing state in Redis (needs PostgreSQL
                and Redis on 127.0.0.1, else skipped)
@@ -40,6 +41,7 @@ import argparse
 import asyncio
 import contextlib
 import ctypes
+import gc
 import json
 import os
 import platform
@@ -90,6 +92,8 @@ TARGETS = {
     "soak_rss_growth_pct": "< 10",
     "cluster_cached_p99_added_ms": "<= 1",
     "soak_fd_delta": "== 0",
+    "owner_p99_added_ms": "<= 1",  # issue 14
+    "owner_extra_crm_requests": "== 0",
 }
 
 
@@ -193,9 +197,10 @@ def crm_url(crm: Proc) -> str:
 
 def start_crmroute(
     work: Work, crm: Proc, *, settings: dict[str, str] | None = None, rule: dict | None = None,
-    import_rules: bool = True,
+    import_rules: bool = True, document: dict | None = None,
 ) -> Proc:  # fmt: skip
-    """``crmroute agi`` on a fresh SQLite store (or ``settings``' database) with the benchmark's rule imported."""
+    """``crmroute agi`` on a fresh SQLite store (or ``settings``' database) with the benchmark's rule (or the rules
+    ``document``) imported."""
     directory = work.sub("crmroute")
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CRMROUTE_")}
@@ -207,6 +212,8 @@ def start_crmroute(
         "rules": [RULE | {"custom_url": crm_url(crm)} | (rule or {})],
         "dids": [{"number": "5551000", "rule": "VIP"}],
     }  # fmt: skip
+    if document is not None:
+        rules = document
     (directory / "rules.yaml").write_text(yaml.safe_dump(rules))
     steps = [["db", "upgrade"]] + ([["rules", "import", str(directory / "rules.yaml")]] if import_rules else [])
     for args in steps:  # upgrade creates the data dir
@@ -613,12 +620,122 @@ async def scenario_cluster_burst(work: Work, args: argparse.Namespace, report: d
             rows.append(Row("cluster-burst", f"{count} node{'s' if count > 1 else ''} sharing Redis", load,
                             args.concurrency, crm_requests=asked))  # fmt: skip
             report["ratios"][f"cluster_burst_crm_requests_{count}_nodes"] = asked
+
+
+def owner_rules(crm: Proc, *, owner: bool) -> dict:
+    """A Proprietary CRM integration on the stand-in (its answer is the record, ``owner`` its owner) and the rule:
+    plain (GOLD -> queue 103) or owner first (any value -> the owner's agent, then GOLD -> queue 103)."""
+    rows = [{"operator": "=", "value": "GOLD", "destination": "queue", "option": "103"}]
+    if owner:
+        rows.insert(0, {"operator": "not_empty", "value": "", "destination": "owner"})
+    return {
+        "integrations": [{"name": "Bench CRM", "kind": "proprietary", "settings": {
+            "lookup_url": crm_url(crm) + "?caller_id={phone}&field_name={field}", "auth": "none",
+            "id_path": "id", "modified_path": "", "owner_path": "owner", "requests_per_second": 1000}}],
+        "destinations": [{"type": "extension", "number": "100"}, {"type": "queue", "number": "103"}],
+        "agents": [{"name": "Olivia", "extension": "201", "identities": {"Bench CRM": "usr_olivia"}}],
+        "rules": [{"name": "VIP", "crm_field": "value", "location": "did", "crm_source": "integration",
+                   "integration": "Bench CRM", "crm_module": "contacts", "default_destination": "100", "rows": rows}],
+        "dids": [{"number": "5551000", "rule": "VIP"}],
+    }  # fmt: skip
+
+
+async def in_process_decisions(work: Work, crm: Proc, calls: int, distinct: int) -> dict[bool, list[float]]:
+    """``Router.decide()`` times (ms) in this process, plain and owner rules alternating call by call (the same
+    noise for both), the cache warm: what owner routing adds to the call path, without the load's queueing."""
+    from crmroute import rulesfile
+    from crmroute.service import Store, build_router
+    from crmroute.settings import Settings
+
+    routers, stores = {}, []
+    for owner in (False, True):
+        directory = work.sub(f"in-process-{'owner' if owner else 'plain'}")
+        settings = Settings.from_env({"CRMROUTE_DATA_DIR": str(directory), "CRMROUTE_CA_BUNDLE": str(work.ca)})
+        store = Store(settings)
+        store.upgrade()
+        rulesfile.import_rules(store.factory, store.box,
+                               rulesfile.parse(yaml.safe_dump(owner_rules(crm, owner=owner)), environ={}))  # fmt: skip
+        routers[owner] = build_router(store, with_log=False)
+        stores.append(store)
+        await routers[owner].start()
+    caller = callers(distinct)
+    times: dict[bool, list[float]] = {False: [], True: []}
+    try:
+        for n in range(distinct):  # the cache is warm afterwards
+            for owner, router in routers.items():
+                await router.decide(router.book.rule_named("VIP"), caller_id=caller(n))
+        gc.collect()
+        gc.disable()  # a collection lands on whichever call runs: kept out of both
+        for n in range(calls):
+            for owner in ((False, True) if n % 2 else (True, False)):
+                router = routers[owner]
+                started = time.perf_counter()
+                decision = await router.decide(router.book.rule_named("VIP"), caller_id=caller(n))
+                times[owner].append((time.perf_counter() - started) * 1000)
+                assert decision.destination is not None and decision.destination.type == ("owner" if owner else "queue")
+    finally:
+        gc.enable()
+        for router in routers.values():
+            await router.close()
+            await router.http.aclose()
+        for store in stores:
+            store.close()
+    return {owner: sorted(found) for owner, found in times.items()}
+
+
+async def scenario_owner(work: Work, args: argparse.Namespace, report: dict) -> list[Row]:
+    """Owner routing vs plain routing on the same integration, cache warm, paced: the p99 it adds, CRM requests."""
+    rows, figures = [], {}
+    conc, distinct = args.concurrency, 1000
+    crm = start_crm(work, latency_ms=5)
+    with running(crm):
+        inside = await in_process_decisions(work, crm, args.owner_calls, distinct)
+    plain_p99, owner_p99 = percentile(inside[False], 99), percentile(inside[True], 99)
+    report["ratios"]["owner_p99_added_ms"] = _r(owner_p99 - plain_p99, 4)  # type: ignore[operator]
+    report["ratios"]["owner_p99_ratio"] = _r(owner_p99 / plain_p99, 3) if plain_p99 else None  # type: ignore[operator]
+    report["ratios"]["owner_decide_p99_ms"] = _r(owner_p99, 4)
+    report["ratios"]["plain_decide_p99_ms"] = _r(plain_p99, 4)
+    p50 = {owner: percentile(found, 50) for owner, found in inside.items()}
+    report["ratios"]["owner_p50_added_ms"] = _r(p50[True] - p50[False], 4)  # type: ignore[operator]
+    load_average = os.getloadavg()[0]
+    for owner in (False, True):
+        crm = start_crm(work, latency_ms=5)
+        crmroute = start_crmroute(work, crm, document=owner_rules(crm, owner=owner))
+        name = "crmroute, owner's agent" if owner else "crmroute, plain rows"
+        with running(crm, crmroute):
+            await run_load(crmroute.port, distinct, 10, callers(distinct))  # one CRM request per caller, no herd
+            asked = crm_requests(work, crm)
+            paced = await run_load(crmroute.port, args.paced_calls, conc, callers(distinct), rate=args.owner_rate)
+            row = Row("owner", name, paced, conc, crm_requests=asked)
+            inside = server_decision_ms(crmroute, skip=distinct)
+            row.extra["server_decision_p99_ms"] = _r(percentile(inside, 99), 3)
+            with contextlib.closing(sqlite3.connect(str(crmroute.data_dir / "crmroute.db"))) as db:  # type: ignore[operator]
+                query = "SELECT status || ' ' || reason || ' -> ' || dest_type || ' ' || dest, COUNT(*) FROM decisions"
+                sent = dict(db.execute(query + " GROUP BY 1"))
+            row.extra["destinations"] = sent
+            figures[owner] = (percentile(paced.decision_ms(), 99), percentile(inside, 99), asked, sent)
+            rows.append(row)
+    plain_client, plain_in, plain_asked, _ = figures[False]
+    owner_client, owner_in, owner_asked, sent = figures[True]
+    report["ratios"]["owner_p99_added_ms_in_server"] = _r(owner_in - plain_in, 3)  # type: ignore[operator]
+    report["ratios"]["owner_p99_added_ms_at_the_client"] = _r(owner_client - plain_client)  # type: ignore[operator]
+    report["ratios"]["owner_extra_crm_requests"] = owner_asked - plain_asked
+    report["notes"]["owner"] = (
+        f"Judged in process: {args.owner_calls} Router.decide() calls per rule, plain and owner alternating, cache "
+        f"warm (p99 {plain_p99:.4f} vs {owner_p99:.4f} ms; load average {load_average:.1f} on {os.cpu_count()} "
+        f"CPUs: on a busy machine the p99 of both is the scheduler's). Then each as `crmroute agi`: {distinct} "
+        "callers once "
+        f"(CRM requests: plain {plain_asked}, owner {owner_asked}; the owner rule's decisions: {sent}) and "
+        f"{args.paced_calls} calls paced at {args.owner_rate:g}/s from the cache; the server-logged and client-side "
+        "p99 differences include the machine's and the load generator's noise."
+    )
     return rows
 
 
 SCENARIOS = {"cached": scenario_cached, "procagi": scenario_procagi, "burst": scenario_burst,
              "never": scenario_never, "inflight": scenario_inflight, "soak": scenario_soak,
-             "cluster-cached": scenario_cluster_cached, "cluster-burst": scenario_cluster_burst}  # fmt: skip
+             "cluster-cached": scenario_cluster_cached, "cluster-burst": scenario_cluster_burst,
+             "owner": scenario_owner}  # fmt: skip
 
 
 # --- output -------------------------------------------------------------------------------------------
@@ -697,12 +814,14 @@ def main() -> int:
     parser.add_argument("--never-calls", type=int, default=300)
     parser.add_argument("--inflight-calls", type=int, default=2000)
     parser.add_argument("--soak-calls", type=int, default=100_000)
+    parser.add_argument("--owner-calls", type=int, default=20_000, help="in-process decisions per rule (owner)")
+    parser.add_argument("--owner-rate", type=float, default=300.0, help="calls/s offered in the owner scenario")
     parser.add_argument("--quick", action="store_true", help="smaller sizes everywhere (a smoke run)")
     parser.add_argument("--json", type=Path, help="write the report here too (default: bench/results/)")
     args = parser.parse_args()
     if args.quick:
         args.calls, args.paced_calls, args.procagi_calls, args.memory_concurrency = 2000, 1000, 40, 10
-        args.never_calls, args.inflight_calls, args.soak_calls = 100, 300, 5000
+        args.never_calls, args.inflight_calls, args.soak_calls, args.owner_calls = 100, 300, 5000, 2000
     report = asyncio.run(main_async(args))
     print()
     print(table(report["rows"]))

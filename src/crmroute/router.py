@@ -17,6 +17,13 @@ and the ``Guards`` every CRM lookup passes (``crmroute.resilience``):
 
 None of it touches the database: calls keep routing on the loaded rules
 while it is away, and the decision log buffers their rows.
+
+Rules with ``owner`` / ``last_agent`` destinations get an ``AgentPicker``
+(``routing/agentpick.py``) per call: the owner comes with the lookup
+(``Connector.fetch(owner=True)``, no extra request), the last agent from the
+in-memory call-log index ``last_agents`` (refreshed with the rule book), and
+availability from ``presence`` (the call logger's AMI states; ``None``: AMI
+off, every agent assumed available).
 """
 
 from __future__ import annotations
@@ -26,7 +33,7 @@ import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Hashable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, timedelta, timezone
 
 import httpx
 from sqlalchemy.exc import SQLAlchemyError
@@ -45,10 +52,13 @@ from crmroute.resilience.breaker import Admission
 from crmroute.resilience.guards import LOCAL, Guards
 from crmroute.resilience.shared import SharedState
 from crmroute.routing.conditions import CallFacts
-from crmroute.routing.engine import Fetch, Fetched, LookupKey, decide, lookup_key
-from crmroute.routing.trace import Decision, Status
+from crmroute.routing.agentpick import AgentPicker, Owner, Presence
+from crmroute.routing.engine import WITHHELD_CALLER_IDS, Fetch, Fetched, LookupKey, decide, lookup_key
+from crmroute.routing.lastagent import LastAgents, Talk
+from crmroute.routing.trace import Decision, DestType, Status
 from crmroute.rulebook import CompiledRule, CustomSource, IntegrationSource, RuleBook, load_rulebook
 from crmroute.settings import Settings
+from crmroute.store import calllog
 from crmroute.store.credentials import CredentialStore
 from crmroute.store.db import config_version
 from crmroute.store.decisions import CallMeta, DecisionLog
@@ -94,12 +104,12 @@ def encode_answer(answer: Answer) -> dict:
     """An answer as the shared cache keeps it (JSON; the record's identity only)."""
     record = answer.record
     return {"v": answer.value, "f": answer.found, "x": [list(pair) for pair in answer.values], "m": answer.matches,
-            "r": None if record is None else [record.module, record.id, record.matches, record.url]}  # fmt: skip
+            "r": None if record is None else [record.module, record.id, record.matches, record.url, record.owner]}
 
 
 def decode_answer(data: dict) -> Answer:
     r = data.get("r")
-    return Answer(data.get("v"), None if r is None else Record(r[0], r[1], {}, r[2], r[3]), bool(data.get("f")),
+    return Answer(data.get("v"), None if r is None else Record(r[0], r[1], {}, *r[2:5]), bool(data.get("f")),
                   tuple((str(k), v) for k, v in data.get("x") or ()), int(data.get("m") or 0))
 
 
@@ -162,6 +172,8 @@ class Router:
         self._reload_lock = asyncio.Lock()
         self.sync: ConfigSync | None = None
         self._preloading: asyncio.Task | None = None
+        self.presence: Presence | None = None  # the call logger's Availability, when AMI is on
+        self.last_agents = LastAgents(settings.default_region)
 
     def share(self, shared: SharedState) -> None:
         """Keep the guards' state in Redis with the other nodes (started by ``start()``)."""
@@ -177,6 +189,24 @@ class Router:
         with self._factory() as session:
             self.book = load_rulebook(session, self._box, self.settings)
         logger.info("loaded %d rules (config version %d)", len(self.book.rules), self.book.version)
+        self.load_last_agents()
+
+    def load_last_agents(self) -> None:
+        """Read the call-log rows not seen yet into ``last_agents`` (blocking; only when a rule uses last_agent)."""
+        days = self.book.last_agent_days
+        if not days:
+            return
+        since = datetime.now(timezone.utc) - timedelta(days=days)
+        index = self.last_agents
+        with self._factory() as session:
+            while True:
+                rows = calllog.connected_calls(session, since=since, after_id=index.last_id)
+                for row_id, number, started, direction, extension, talk in rows:
+                    index.add(number, Talk(started, extension, direction, talk))
+                    index.last_id = row_id
+                if len(rows) < 5000:
+                    break
+        index.forget_before(since)
 
     async def reload_if_changed(self) -> bool:
         def load_if_changed() -> bool:  # one session and one thread hop: a notice's reload is on the clock
@@ -188,7 +218,10 @@ class Router:
             return True
 
         async with self._reload_lock:  # a notice, the poll and a dry run may ask at once: load once
-            if not await asyncio.to_thread(load_if_changed):
+            changed = await asyncio.to_thread(load_if_changed)
+            if self.book.last_agent_days:  # the call log's new rows (only those): last_agent's index
+                await asyncio.to_thread(self.load_last_agents)
+            if not changed:
                 return False
         if self.sync is not None:  # a running service: new or changed integrations, off the reload's path
             self._preloading = asyncio.create_task(self.preload_credentials(), name="preload-credentials")
@@ -295,7 +328,8 @@ class Router:
                              fresh=fresh)  # fmt: skip
         facts = CallFacts(at=at or datetime.now(timezone.utc), did=did or called, caller=caller_id,
                           region=self.settings.default_region)  # fmt: skip
-        decision = await decide(rule.spec, key, fetch, deadline, facts)
+        choose = self.agent_picker(rule, notes, caller_id) if rule.spec.agent_types else None
+        decision = await decide(rule.spec, key, fetch, deadline, facts, choose)
         if not decision.key:
             return decision
         at = 1  # trace notes go after the lookup key
@@ -317,6 +351,20 @@ class Router:
                 decision.steps.insert(at, note)
         return decision
 
+    def agent_picker(self, rule: CompiledRule, notes: Lookup, caller_id: str) -> AgentPicker:
+        """Chooses this call's owner / last agent (see ``routing/agentpick.py``)."""
+        source = rule.source
+        integration_id = source.connector.integration_id if isinstance(source, IntegrationSource) else None
+
+        def owner() -> Owner:
+            record = notes.record
+            return Owner(False) if record is None else Owner(True, record.owner, record.describe())
+
+        caller = caller_id.strip() if caller_id.strip().lower() not in WITHHELD_CALLER_IDS else ""
+        return AgentPicker(self.book.agents, rule.spec.agents, presence=self.presence,
+                           integration_id=integration_id, owner=owner, last_agents=self.last_agents,
+                           caller=caller)  # fmt: skip
+
     def fetcher(
         self,
         rule: CompiledRule,
@@ -333,6 +381,7 @@ class Router:
         source = rule.source
         field_name = rule.spec.crm_field
         extra = rule.spec.extra_fields  # asked in the same request as the rule's field
+        owner = DestType.OWNER in rule.spec.agent_types  # the owner is asked in the same request
         late = Deadline(deadline.at + LATE_ANSWER_GRACE_S)  # the request's own; the call still ends at ``deadline``
         if isinstance(source, CustomSource):
 
@@ -367,10 +416,11 @@ class Router:
             connector = self.pool.get(source.connector)
             connector.budget = self.guards.integration_budget(source.connector, connector)
             found: list[Record] = []
-            values = await connector.fetch_fields(key, source.module, (field_name, *extra), deadline=late, found=found)
+            values = await connector.fetch_fields(key, source.module, (field_name, *extra), deadline=late, found=found,
+                                                  owner=owner)  # fmt: skip
             record = found[0] if found else None
-            if record is not None:  # kept in the cache: identity and matches only, not every field
-                record = Record(record.module, record.id, {}, record.matches, record.url)
+            if record is not None:  # kept in the cache: identity, matches and owner only, not every field
+                record = Record(record.module, record.id, {}, record.matches, record.url, record.owner)
             value = values.pop(field_name)
             return Answer(value, record, found=record is not None, values=tuple(values.items()),
                           matches=record.matches if record is not None else 0)  # fmt: skip
@@ -378,7 +428,7 @@ class Router:
         def integration_identity(key: LookupKey) -> tuple[Hashable, Source]:
             spec = source.connector
             lookup = ("integration", spec.integration_id, spec.username, spec.fingerprint, source.module,
-                      key.source, key.value, field_name, extra)  # fmt: skip
+                      key.source, key.value, field_name, extra, owner)  # fmt: skip
             return lookup, Source(f"integration:{spec.integration_id}", spec.name, spec.kind)
 
         def integration_ttl() -> int | None:

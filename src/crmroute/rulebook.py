@@ -27,11 +27,12 @@ from crmroute.routing.conditions import (
     ScheduleCondition,
 )
 from crmroute.routing.schedules import Schedule
-from crmroute.routing.engine import Row, RuleSpec
+from crmroute.routing.agents import AgentDirectory
+from crmroute.routing.engine import AgentOptions, Row, RuleSpec
 from crmroute.routing.patterns import DialPattern, best_match, compile_pattern
 from crmroute.routing.trace import DestType, Destination
 from crmroute.settings import Settings
-from crmroute.store import assignments, rules, schedules
+from crmroute.store import agents, assignments, rules, schedules
 from crmroute.store.db import config_version
 from crmroute.store.models import License, Rule
 from crmroute.store.secrets import SecretBox
@@ -83,6 +84,13 @@ class RuleBook:
     did_patterns: list[tuple[DialPattern, str]] = field(default_factory=list)
     ivrs: dict[str, str] = field(default_factory=dict)  # IVR number -> rule name
     license: LicenseState | None = None
+    agents: AgentDirectory = field(default_factory=AgentDirectory)  # for owner / last_agent destinations
+
+    @property
+    def last_agent_days(self) -> int:
+        """The longest window a rule searches the call log for the last agent (0: no rule does)."""
+        return max((r.spec.agents.last_agent_days for r in self.rules.values()
+                    if DestType.LAST_AGENT in r.spec.agent_types), default=0)  # fmt: skip
 
     def rule_named(self, name: str) -> CompiledRule | None:
         return self.rules.get(name)
@@ -149,6 +157,9 @@ def compile_rule(rule: Rule, box: SecretBox, known: dict[str, Schedule] | None =
         greeting=rule.greeting if rule.location == "ivr" else "",
         dtmf_timeout_ms=rule.dtmf_timeout_ms,
         dtmf_max_digits=rule.dtmf_max_digits,
+        default_agent=DestType(rule.default_agent) if rule.default_agent else None,
+        agents=AgentOptions(rule.check_availability, rule.last_agent_days, rule.last_agent_outbound,
+                            rule.last_agent_min_talk_s),  # fmt: skip
     )
     source: CustomSource | IntegrationSource
     if rule.crm_source == "custom":
@@ -178,6 +189,7 @@ def load_rulebook(session: Session, box: SecretBox, settings: Settings, today: d
             book.dids[did.number] = did.rule.name
     for ivr in assignments.list_ivrs(session):
         book.ivrs[ivr.number] = ivr.rule.name
+    book.agents = agents.directory(session)
     text = session.scalar(select(License.text).order_by(License.id.desc()).limit(1))
     book.license = license_state(settings.license_key, text, today or date.today())
     return book

@@ -38,6 +38,7 @@ CRM_KINDS = (
 )  # fmt: skip
 CRM_MODULES = ("accounts", "contacts", "leads")
 DESTINATION_TYPES = ("extension", "queue", "ivr", "recording")
+AGENT_DESTINATIONS = ("owner", "last_agent")  # row types and default agents found per call (no option)
 
 # Any script's letters and digits (the document's pattern; ``names.name_problem`` also allows combining marks).
 NAME_PATTERN = re.compile(r"^[^\W_][\w .\-]*$")
@@ -239,12 +240,18 @@ class RowIn(Strict):
             _text(pattern=ORDERING_OPERAND), _text(format="date"), _text(format="date-time")]}}}),
         _when("operator", ["contains", "starts_with", "regex"], {
             "required": ["value"], "properties": {"value": _text(pattern=r"\S")}}),
+        _when("destination", ["queue", "ivr", "recording"], {"required": ["option"], "properties": {
+            "option": {"anyOf": [_text(minLength=1), DIGITS]}}}),
+        _when("destination", list(AGENT_DESTINATIONS), {"properties": {"option": _text(maxLength=0)}}),
     ]})  # fmt: skip
 
     operator: Operator
     value: str = Field("", max_length=1024)
-    destination: Literal["queue", "ivr", "recording"]
-    option: str = Field(min_length=1, max_length=128, json_schema_extra=_or_digits)
+    destination: Literal["queue", "ivr", "recording", "owner", "last_agent"] = Field(
+        description="queue, ivr or recording (option names it); owner (the found record's owner's agent) or "
+        "last_agent (the agent who last talked with the caller): the agent's extension, option empty"
+    )  # fmt: skip
+    option: str = Field("", max_length=128, validate_default=True, json_schema_extra=_or_digits)
     conditions: list[ConditionIn] = Field(default_factory=list, max_length=20,
                                           description="extra conditions; all must hold for the row to match")
 
@@ -267,6 +274,16 @@ class RowIn(Strict):
     @classmethod
     def _option_text(cls, value: Any) -> Any:
         return _digits_as_text(value)
+
+    @field_validator("option")
+    @classmethod
+    def _option(cls, value: str, info: ValidationInfo) -> str:
+        kind = info.data.get("destination")
+        if kind in AGENT_DESTINATIONS and value:
+            raise ValueError(f"leave empty for {kind} rows: the agent's extension is found per call")
+        if kind not in AGENT_DESTINATIONS and not value:
+            raise ValueError(f"required for a {kind or 'row'} destination")
+        return value
 
     @model_validator(mode="after")
     def _operand(self) -> "RowIn":
@@ -321,7 +338,25 @@ class RuleIn(Strict):
         "none", description="what the caller hears while the CRM is asked: nothing, ringing, or music on hold"
     )
     moh_class: str = Field("default", max_length=64, json_schema_extra={"pattern": MOH_CLASS_PATTERN.pattern}, description="music-on-hold class when keep_company is moh")
+    default_agent: Literal["", "owner", "last_agent"] = Field(
+        "", description="owner or last_agent: the default tries that agent first, then default_destination; "
+        "empty: the default is default_destination"
+    )  # fmt: skip
+    check_availability: Flag = Field(
+        True, description="owner / last_agent: skip an agent Asterisk reports busy or unreachable (AMI device "
+        "state; unknown counts as available)"
+    )  # fmt: skip
+    last_agent_days: int = Field(30, ge=1, le=3650, description="last_agent: how many days back the call log "
+                                 "is searched")  # fmt: skip
+    last_agent_outbound: Flag = Field(False, description="last_agent: outbound calls to the caller count too")
+    last_agent_min_talk_s: int = Field(5, ge=0, le=86_400, description="last_agent: calls that talked less "
+                                       "(seconds) do not count")  # fmt: skip
     rows: list[RowIn] = Field(default_factory=list, max_length=500)
+
+    @field_validator("default_agent", mode="before")
+    @classmethod
+    def _default_agent(cls, value: Any) -> Any:
+        return "" if value is None or value == "none" else value
 
     @field_validator("crm_field")
     @classmethod
@@ -887,6 +922,11 @@ class RulePublic(_Public):
     cache_ttl_s: int | None = None
     keep_company: str = "none"
     moh_class: str = "default"
+    default_agent: str = ""
+    check_availability: bool = True
+    last_agent_days: int = 30
+    last_agent_outbound: bool = False
+    last_agent_min_talk_s: int = 5
     rows: list[RowPublic]
     used_by: RuleUsage
 
@@ -1062,6 +1102,8 @@ class RouteResult(_Public):
     crm_ms: float | None
     total_ms: float
     cached: bool = Field(False, description="always false: a dry run asks the CRM")
+    agent: str = Field("", description="owner / last_agent destinations: the chosen agent's name (the trace "
+                       "says why others were skipped)")  # fmt: skip
     steps: list[str]
     did: str
     ivr: str

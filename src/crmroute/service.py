@@ -66,6 +66,7 @@ async def run(settings: Settings, *, agi: bool = True, web: bool = True) -> None
                 from crmroute.calllog.worker import CallLogger
 
                 call_logger = CallLogger(settings, store.factory, router.pool.get)
+                router.presence = call_logger.availability  # owner / last_agent: who is free, no round trip
                 await call_logger.start()
         if web:
             from crmroute.web.app import create_app

@@ -16,7 +16,16 @@ SPEC_TABLE = [
     ("recording", "crmroute-recording,{dest},1", "crmroute-recording,{dest},1"),
     ("extension", "crmroute-extension,{dest},1", "from-did-direct,{dest},1"),
     ("voicemail", "crmroute-voicemail,{dest},1", "ext-local,vmu{dest},1"),
+    # SPEC section 11: the agent types jump as extensions
+    ("owner", "crmroute-extension,{dest},1", "from-did-direct,{dest},1"),
+    ("last_agent", "crmroute-extension,{dest},1", "from-did-direct,{dest},1"),
 ]
+
+
+def test_agent_types_follow_the_extension_override_unless_given_their_own():
+    table = JumpTable("asterisk", {"extension": "my-exten,{dest},1", "last_agent": "sticky,{dest},1"})
+    assert table.target(Destination(DestType.OWNER, "201")) == ("my-exten", "201", "1")
+    assert table.target(Destination(DestType.LAST_AGENT, "201")) == ("sticky", "201", "1")
 
 
 @pytest.mark.parametrize(("dest_type", "asterisk", "freepbx"), SPEC_TABLE)

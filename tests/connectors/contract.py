@@ -103,6 +103,10 @@ class RecordContract:
     # A rule whose rows' conditions read a second field (KEY_FIELD here) costs no more requests than one field:
     # both are asked in the find request. False only where the vendor cannot (say why in the test module).
     SAME_REQUEST_FIELDS: ClassVar[bool] = True
+    # The record's owner in the vendor's shape (added to the record's fields) and the user id it reads as;
+    # None: the vendor keeps no owner on these records (say why). ``{}``: the fake always renders one.
+    OWNER_FIELDS: ClassVar[dict[str, Any] | None] = None
+    OWNER_ID: ClassVar[str] = ""
 
     def field_for(self, module: str) -> str:
         """The custom field read in ``module`` (vendors whose custom fields differ per module override this)."""
@@ -181,6 +185,22 @@ class RecordContract:
             assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == expected
             counts.append(len(fake.requests) - before)
         assert tuple(counts) == self.REQUESTS_PER_CALL, [f"{r.method} {r.path}" for r in fake.requests]
+
+    async def test_the_lookup_brings_the_owner_in_the_same_request(self, fake, connector):
+        if self.OWNER_FIELDS is None:
+            pytest.skip("this vendor keeps no owner on the record")
+        fake.records = [self.record(0, fields=self.record().fields | self.OWNER_FIELDS)]
+        key = LookupKey(CALLER, "caller_id")
+        assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"  # signs in
+        before = len(fake.requests)
+        assert await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline()) == "GOLD"
+        plain = len(fake.requests) - before
+        before, found = len(fake.requests), []
+        value = await connector.fetch(key, self.MODULE, self.FIELD, deadline=self.deadline(), found=found, owner=True)
+        assert value == "GOLD"
+        assert len(fake.requests) - before == plain, [f"{r.method} {r.path}" for r in fake.requests[before:]]
+        assert found[0].owner == self.OWNER_ID
+        assert connector.owner_field, "the vendor's owner field is named"
 
     async def test_unknown_number_is_not_found(self, fake, connector):
         fake.records = [self.record()]

@@ -455,6 +455,8 @@ CONTACT_IDS = ("10451", "10452", "10453")
 
 
 class TestBullhorn(ConnectorContract):
+    OWNER_FIELDS = {"owner": {"id": 501, "firstName": "Olivia", "lastName": "Owner"}}
+    OWNER_ID = "501"
     kind = "bullhorn"
     MODULE = "contacts"
     FIELD = "customText1"

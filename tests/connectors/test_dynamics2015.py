@@ -475,6 +475,8 @@ fake_server, fake = vendor_fixtures(make_app)
 
 
 class DynamicsContract(ConnectorContract):
+    OWNER_FIELDS = {"OwnerId": {"Id": "0f1e2d3c-0000-4000-8000-00000000a001", "LogicalName": "systemuser", "Name": "Olivia Owner"}}
+    OWNER_ID = "0f1e2d3c-0000-4000-8000-00000000a001"
     kind = "dynamics2015"
     MODULE = "contacts"
     FIELD = "new_Status"

@@ -416,6 +416,8 @@ fake_server, fake = vendor_fixtures(make_app)
 
 
 class TestHubSpot(ConnectorContract):
+    OWNER_FIELDS = {"hubspot_owner_id": "7001"}
+    OWNER_ID = "7001"
     kind = "hubspot"
     MODULE = "contacts"
     FIELD = "crm_status"  # a custom contact property

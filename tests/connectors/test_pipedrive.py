@@ -460,6 +460,8 @@ fake_server, fake = vendor_fixtures(make_app)
 
 
 class TestPipedrive(ConnectorContract):
+    OWNER_FIELDS = {"owner_id": 10}
+    OWNER_ID = "10"
     kind = "pipedrive"
     MODULE = "contacts"
     FIELD = STATUS  # a custom person field's 40-character key

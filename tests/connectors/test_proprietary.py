@@ -451,6 +451,8 @@ def base_settings(fake: VendorFake) -> dict[str, Any]:
 
 
 class TestProprietary(ConnectorContract):
+    OWNER_FIELDS = {"owner": {"id": "usr_olivia", "name": "Olivia"}}  # owner_path says where (no standard owner)
+    OWNER_ID = "usr_olivia"
     kind = "proprietary"
     MODULE = "contacts"
     FIELD = "vip_status"  # a custom attribute of the in-house CRM
@@ -465,7 +467,7 @@ class TestProprietary(ConnectorContract):
     def settings(self, fake: VendorFake) -> dict[str, Any]:
         return base_settings(fake) | {"auth": "oauth2", "token_url": f"{fake.base_url}/oauth/token",
                                       "client_id": CLIENT_ID, "client_secret": CLIENT_SECRET,
-                                      "scope": "crm.read crm.write"}  # fmt: skip
+                                      "scope": "crm.read crm.write", "owner_path": "owner"}  # fmt: skip
 
 
 # --- helpers -----------------------------------------------------------------------------------------

@@ -244,6 +244,8 @@ fake_server, fake = vendor_fixtures(make_app)
 
 
 class TestProprietaryOne(ConnectorContract):
+    OWNER_FIELDS = {"assigned_user": "42"}  # the integration's owner_path says where (no standard owner)
+    OWNER_ID = "42"
     kind = "proprietary1"
     MODULE = "contacts"
     FIELD = "cf_status"  # a custom field of the session CRM
@@ -267,7 +269,7 @@ class TestProprietaryOne(ConnectorContract):
             "phone_forms": "national_digits,digits", "phone_field": "phone,mobile",  # one criterion per search
             "accounts_module": "Accounts", "contacts_module": "Contacts", "leads_module": "Leads",
             "records_path": "data.records", "total_path": "data.count", "modified_path": "modifiedtime",
-            "success_path": "status", "error_path": "error.message",
+            "success_path": "status", "error_path": "error.message", "owner_path": "assigned_user",
             "record_url": "https://crm.example.com/index.php?module={module}&record={id}",
             "log_url": api, "log_form": LOG_FORM,
             "log_lookup_url": api, "log_lookup_form": "op=search&module=Calls&call_id={call_id}",

@@ -443,6 +443,8 @@ CONTACT_IDS = ("003Dn00000QxAb1IAF", "003Dn00000QxAb2IAF", "003Dn00000QxAb3IAF")
 
 
 class TestSalesforce(ConnectorContract):
+    OWNER_FIELDS = {"OwnerId": "005000000000OWN"}
+    OWNER_ID = "005000000000OWN"
     kind = "salesforce"
     MODULE = "contacts"
     FIELD = "Status__c"

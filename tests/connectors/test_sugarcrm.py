@@ -404,6 +404,8 @@ def filters(fake: VendorFake, module: str | None = None) -> list[dict[str, Any]]
 
 
 class TestSugarCRM(ConnectorContract):
+    OWNER_FIELDS = {"assigned_user_id": "seed_sally_id"}
+    OWNER_ID = "seed_sally_id"
     kind = "sugarcrm"
     MODULE = "contacts"
     FIELD = "customer_status_c"

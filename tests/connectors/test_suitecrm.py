@@ -632,6 +632,8 @@ CONTACT_IDS = ("8f3c2d1e-0b9a-4c7d-8e6f-5a4b3c2d1e0f", "9a4d3e2f-1c0b-4d8e-9f70-
 
 
 class SuiteContract(ConnectorContract):
+    OWNER_FIELDS = {"assigned_user_id": "1"}
+    OWNER_ID = "1"
     kind = "suitecrm"
     MODULE = "contacts"
     FIELD = "tier_c"

@@ -479,6 +479,8 @@ def _form(recorded: Any) -> dict[str, str]:
 
 
 class TestVtiger(ConnectorContract):
+    OWNER_FIELDS = {"assigned_user_id": "19x5"}
+    OWNER_ID = "19x5"
     kind = "vtiger"
     MODULE = "contacts"
     FIELD = "cf_851"  # a custom field (Contacts: Status)

@@ -458,6 +458,8 @@ def settings_for(fake: VendorFake, **changes: Any) -> dict[str, Any]:
 
 
 class TestZoho(ConnectorContract):
+    OWNER_FIELDS = {}  # the fake renders every record with OWNER
+    OWNER_ID = OWNER["id"]
     kind = "zoho"
     MODULE = "contacts"
     FIELD = "Customer_Tier"  # a custom field: Zoho names it after its label

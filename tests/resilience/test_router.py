@@ -263,7 +263,7 @@ class StubConnector(Connector):
         self.fetches = 0
         self.values: dict[str, str] = {}
 
-    async def fetch_fields(self, key, module, api_names, *, deadline, found=None):
+    async def fetch_fields(self, key, module, api_names, *, deadline, found=None, owner=False):
         self.fetches += 1
         await asyncio.sleep(0)
         if key.value not in self.values:
@@ -323,7 +323,7 @@ class MeteredConnector(StubConnector):
 
     quotas = (Quota(3, 86_400, "API requests per 24 h"),)
 
-    async def fetch_fields(self, key, module, api_names, *, deadline, found=None):
+    async def fetch_fields(self, key, module, api_names, *, deadline, found=None, owner=False):
         assert self.budget is not None
         async with self.budget.slot(deadline.at, "find_record"):
             return await super().fetch_fields(key, module, api_names, deadline=deadline, found=found)

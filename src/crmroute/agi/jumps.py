@@ -3,7 +3,10 @@
 Two presets (SPEC section 6, ``CRMROUTE_JUMP_PRESET``) and per-type
 overrides (``CRMROUTE_JUMP_QUEUE`` ... ``CRMROUTE_JUMP_VOICEMAIL``). Each
 part of a template may use ``{dest}``, the destination option (queue
-number, IVR number, recording name or extension).
+number, IVR number, recording name or extension). ``owner`` and
+``last_agent`` destinations jump as extensions (the agent's): the
+``extension`` template, unless ``CRMROUTE_JUMP_OWNER`` /
+``CRMROUTE_JUMP_LAST_AGENT`` give their own.
 """
 
 from __future__ import annotations
@@ -14,7 +17,7 @@ from types import MappingProxyType
 from typing import TYPE_CHECKING
 
 from crmroute.errors import ConfigError
-from crmroute.routing.trace import Destination, DestType
+from crmroute.routing.trace import AGENT_DEST_TYPES, Destination, DestType
 
 if TYPE_CHECKING:
     from crmroute.settings import Settings
@@ -30,6 +33,8 @@ PRESETS: Mapping[str, Mapping[DestType, str]] = MappingProxyType(
                 DestType.RECORDING: "crmroute-recording,{dest},1",
                 DestType.EXTENSION: "crmroute-extension,{dest},1",
                 DestType.VOICEMAIL: "crmroute-voicemail,{dest},1",
+                DestType.OWNER: "crmroute-extension,{dest},1",  # SPEC 11: agents jump as extensions
+                DestType.LAST_AGENT: "crmroute-extension,{dest},1",
             }
         ),
         "freepbx": MappingProxyType(
@@ -39,6 +44,8 @@ PRESETS: Mapping[str, Mapping[DestType, str]] = MappingProxyType(
                 DestType.RECORDING: "crmroute-recording,{dest},1",
                 DestType.EXTENSION: "from-did-direct,{dest},1",
                 DestType.VOICEMAIL: "ext-local,vmu{dest},1",
+                DestType.OWNER: "from-did-direct,{dest},1",
+                DestType.LAST_AGENT: "from-did-direct,{dest},1",
             }
         ),
     }
@@ -84,6 +91,10 @@ class JumpTable:
                 problems.extend(exc.problems)
         if problems:
             raise ConfigError(problems)
+        given = {str(name).lower() for name in overrides or {}}
+        for agent_type in AGENT_DEST_TYPES:  # an agent is rung as its extension: follow that override
+            if DestType.EXTENSION.value in given and agent_type.value not in given:
+                templates[agent_type] = templates[DestType.EXTENSION]
         self._templates = templates
 
     @classmethod

@@ -14,6 +14,7 @@ CRMROUTE_DEST = "CRMROUTE_DEST"
 CRMROUTE_VALUE = "CRMROUTE_VALUE"
 CRMROUTE_RULE = "CRMROUTE_RULE"
 CRMROUTE_ROW = "CRMROUTE_ROW"
+CRMROUTE_AGENT = "CRMROUTE_AGENT"  # owner / last_agent destinations only: the chosen agent's name
 
 # In the order they are written to the channel.
 ALL_VARIABLES = (
@@ -35,7 +36,8 @@ def decision_variables(decision: Decision) -> dict[str, str]:
 
     ``no_rule``, ``unlicensed`` and ``error`` give ``CRMROUTE_STATUS`` and,
     when the rule is known, ``CRMROUTE_RULE``. Every other status gives all
-    six; ``CRMROUTE_ROW`` is ``""`` when no row matched. A ``matched``,
+    six; ``CRMROUTE_ROW`` is ``""`` when no row matched (and ``CRMROUTE_AGENT`` when an
+    owner / last_agent destination chose an agent). A ``matched``,
     ``default`` or ``fallback`` decision without a destination is a bug and
     raises ``ValueError`` (the AGI server then answers ``error``).
     """
@@ -47,7 +49,7 @@ def decision_variables(decision: Decision) -> dict[str, str]:
         return variables
     if decision.destination is None:
         raise ValueError(f"a {status} decision needs a destination")
-    return {
+    variables = {
         CRMROUTE_STATUS: str(status),
         CRMROUTE_DEST_TYPE: str(decision.destination.type),
         CRMROUTE_DEST: decision.destination.option,
@@ -55,6 +57,9 @@ def decision_variables(decision: Decision) -> dict[str, str]:
         CRMROUTE_RULE: decision.rule,
         CRMROUTE_ROW: "" if decision.row is None else str(decision.row),
     }
+    if decision.agent:
+        variables[CRMROUTE_AGENT] = decision.agent
+    return variables
 
 
 def error_variables() -> dict[str, str]:

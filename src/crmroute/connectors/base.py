@@ -161,6 +161,7 @@ class Record:
     fields: dict[str, Any]
     matches: int = 1  # how many records matched the key
     url: str = ""  # where an admin can see it, when the vendor has one
+    owner: str = ""  # fetch(owner=True): the CRM user id of the record's owner ("" when it has none)
 
     def describe(self) -> str:
         extra = f" (picked from {self.matches} matches)" if self.matches > 1 else ""
@@ -250,6 +251,9 @@ class Connector:
     quotas: ClassVar[tuple[Quota, ...]] = ()  # counted limits (per 24 h, per 5 minutes)
     max_concurrency: ClassVar[int] = DEFAULT_MAX_CONCURRENCY
     limits_source: ClassVar[str] = ""  # where the limits above come from
+    # The field holding a record's owner (a CRM user id), asked in the lookup itself when a rule routes to the
+    # owner; "" when the vendor has none (the README lists the gaps).
+    owner_field: ClassVar[str] = ""
 
     def __init__(
         self,
@@ -369,24 +373,41 @@ class Connector:
         return field_text(lookup_path(record.fields, api_name))
 
     async def fetch(
-        self, key: LookupKey, module: str, api_name: str, *, deadline: Deadline, found: list[Record] | None = None
+        self, key: LookupKey, module: str, api_name: str, *, deadline: Deadline, found: list[Record] | None = None,
+        owner: bool = False,
     ) -> str | None:
         """What a routing rule needs: find the record, read one field. ``found`` gets the record, if any."""
-        return (await self.fetch_fields(key, module, (api_name,), deadline=deadline, found=found))[api_name]
+        values = await self.fetch_fields(key, module, (api_name,), deadline=deadline, found=found, owner=owner)
+        return values[api_name]
 
     async def fetch_fields(
         self, key: LookupKey, module: str, api_names: Sequence[str], *, deadline: Deadline,
-        found: list[Record] | None = None,
+        found: list[Record] | None = None, owner: bool = False,
     ) -> dict[str, str | None]:  # fmt: skip
         """Find the record and read several fields: all are asked in the find request (where the vendor can
-        select fields), so a rule whose rows read other fields costs no extra round trip."""
+        select fields), so a rule whose rows read other fields costs no extra round trip.
+
+        ``owner``: the record's owner is asked in the same request (``owner_field``) and set on ``Record.owner``.
+        """
         names = list(dict.fromkeys(api_names))
-        record = await self.find_record(key, module, fields=names, deadline=deadline)
+        asked = names + [self.owner_field] if owner and self.owner_field and self.owner_field not in names else names
+        record = await self.find_record(key, module, fields=asked, deadline=deadline)
         if record is None:
             return dict.fromkeys(names)
+        if owner:
+            record.owner = self.owner_of(record)
         if found is not None:
             found.append(record)
         return {name: await self.read_field(record, name, deadline=deadline) for name in names}
+
+    def owner_of(self, record: Record) -> str:
+        """The owner's CRM user id from the fields the lookup brought back (never a request)."""
+        if not self.owner_field:
+            return ""
+        value = lookup_path(record.fields, self.owner_field)
+        if isinstance(value, dict):  # a lookup object: {"id": ..., "name": ...}
+            value = value.get("id", value.get("Id"))
+        return field_text(value) or ""
 
     async def test(
         self, key: str | None = None, *, module: str = "contacts", fields: Sequence[str] = (), timeout: float = TEST_TIMEOUT

@@ -185,6 +185,7 @@ class BullhornConnector(Connector):
     Settings = BullhornSettings
     MODULES = {"accounts": "ClientCorporation", "contacts": "ClientContact", "leads": "Lead"}
     limits_source = "none published (reference section 2); ratelimit-* headers watched"
+    owner_field = "owner"
 
     settings: BullhornSettings
 

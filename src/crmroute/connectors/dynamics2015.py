@@ -218,6 +218,7 @@ class Dynamics2015Connector(Connector):
     MODULES = {"accounts": "Account", "contacts": "Contact", "leads": "Lead"}
     quotas = (Quota(6_000, 300, "requests per 5 minutes (service protection)"),)
     limits_source = "Online service protection: 6,000 per user per 5 minutes (reference section 4, unconfirmed)"
+    owner_field = "OwnerId"
 
     settings: Dynamics2015Settings
 

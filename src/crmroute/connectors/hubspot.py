@@ -216,6 +216,7 @@ class HubSpotConnector(Connector):
     burst = 4.0
     quotas = (Quota(250_000, 86_400, "API requests per day"),)
     limits_source = "search 4/s per token (changelog); 250,000/day Free/Starter (usage guidelines, reference section 3)"
+    owner_field = "hubspot_owner_id"
 
     settings: HubSpotSettings
 

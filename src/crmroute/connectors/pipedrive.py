@@ -249,6 +249,7 @@ class PipedriveConnector(Connector):
     requests_per_second = 10.0
     burst = 20.0
     limits_source = "burst: 20 requests per 2 s on the lowest plan (rate limiting docs, reference section 5)"
+    owner_field = "owner_id"
 
     settings: PipedriveSettings
 

@@ -416,7 +416,8 @@ DEFAULT_CREATE_BODY = '{"name": "{number}", "phone": "{number}"}'
 
 URL_FIELDS = {"lookup_url": LOOKUP_NAMES, "key_lookup_url": LOOKUP_NAMES, "log_url": LOG_NAMES,
               "log_lookup_url": LOG_NAMES, "create_url": CREATE_NAMES, "record_url": RECORD_URL_NAMES}  # fmt: skip
-PATH_FIELDS = ("records_path", "id_path", "fields_path", "modified_path", "total_path", "success_path", "error_path")
+PATH_FIELDS = ("records_path", "id_path", "fields_path", "modified_path", "total_path", "success_path", "error_path",
+               "owner_path")  # fmt: skip
 
 
 PROBE_NUMBER = "+12025550100"  # fictional (NANP 555-0100): what Test looks up to prove the credentials
@@ -454,6 +455,11 @@ class TemplateSettings(ConnectorSettings):
         "used to pick among several matches; empty: take the first"
     )  # fmt: skip
     total_path: str = Field("", description="JSON path to the total number of matches when the CRM pages, e.g. meta.total")
+    owner_path: str = Field(
+        "", description="Where a record's owner (a user id or e-mail) is, named as a rule's field (fields_path "
+        "first), e.g. owner_id or owner.id; asked in the lookup itself for rules routing to the record owner's "
+        "agent; empty: records have no owner"
+    )  # fmt: skip
     success_path: str = Field(
         "", description="JSON path to a success flag for APIs that report errors with HTTP 200, e.g. success or "
         "status (true, 1, ok, success, yes or no flag mean success; anything else, a failure)"
@@ -692,7 +698,23 @@ class TemplateConnector(Connector):
 
     # --- reading fields ------------------------------------------------------------------------------
 
+    @property
+    def owner_field(self) -> str:  # type: ignore[override]  # the integration's setting, not class data
+        return self.settings.owner_path
+
+    def owner_of(self, record: Record) -> str:
+        """The owner at ``owner_path``, read as a rule's field is (``fields_path`` first); an object gives its ``id``."""
+        if not self.settings.owner_path:
+            return ""
+        value = self._value(record, self.settings.owner_path)
+        if isinstance(value, dict):
+            value = value.get("id")
+        return "" if isinstance(value, list) else field_text(value) or ""
+
     async def read_field(self, record: Record, api_name: str, *, deadline: Deadline) -> str | None:
+        return field_text(self._value(record, api_name))
+
+    def _value(self, record: Record, api_name: str) -> Any:
         try:
             path = parse_path(api_name)
         except ValueError as exc:
@@ -703,8 +725,8 @@ class TemplateConnector(Connector):
         if self.settings.fields_path and not api_name.strip().startswith("$"):
             value = get_path(get_path(record.fields, self.settings.fields_path), path, MISSING)
             if value is not MISSING:  # there, even if null: the record's own keys do not stand in for it
-                return field_text(value)
-        return field_text(get_path(record.fields, path))
+                return value
+        return get_path(record.fields, path)
 
     # --- call log ----------------------------------------------------------------------------------------
 

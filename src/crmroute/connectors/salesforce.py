@@ -179,6 +179,7 @@ class SalesforceConnector(Connector):
     MODULES = {"accounts": "Account", "contacts": "Contact", "leads": "Lead"}
     quotas = (Quota(100_000, 86_400, "API requests per 24 h"),)  # Enterprise base; Sforce-Limit-Info corrects it
     limits_source = "rolling 24 h allocation, Enterprise base 100,000 (reference section 6); no per-second limit"
+    owner_field = "OwnerId"
 
     settings: SalesforceSettings
 

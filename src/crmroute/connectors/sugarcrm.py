@@ -212,6 +212,7 @@ class SugarCRMConnector(Connector):
     Settings = SugarSettings
     MODULES = {"accounts": "Accounts", "contacts": "Contacts", "leads": "Leads"}
     limits_source = "none published for self-hosted; Sugar Cloud's unconfirmed (reference section 7)"
+    owner_field = "assigned_user_id"
 
     settings: SugarSettings
 

@@ -211,6 +211,7 @@ class SuiteCrmConnector(Connector):
     Settings = SuiteCrmSettings
     MODULES = {"accounts": "Accounts", "contacts": "Contacts", "leads": "Leads"}
     limits_source = "no rate limiting (reference section 8)"
+    owner_field = "assigned_user_id"
 
     settings: SuiteCrmSettings
 

@@ -194,6 +194,7 @@ class VtigerConnector(Connector):
     Settings = VtigerSettings
     MODULES = {"accounts": "Accounts", "contacts": "Contacts", "leads": "Leads"}
     limits_source = "self-hosted: none; Cloud: per day by edition, unconfirmed (reference section 9)"
+    owner_field = "assigned_user_id"
 
     settings: VtigerSettings
 

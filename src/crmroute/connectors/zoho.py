@@ -228,6 +228,7 @@ class ZohoConnector(Connector):
     quotas: ClassVar[tuple[Quota, ...]] = (Quota(50_000, 86_400, "API credits per 24 h"),)
     max_concurrency: ClassVar[int] = 5  # the Free edition's concurrency limit per org
     limits_source: ClassVar[str] = "credits per 24 h (Standard base 50,000), concurrency 5-25 (reference section 11)"
+    owner_field = "Owner"
 
     settings: ZohoSettings
 

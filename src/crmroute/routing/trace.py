@@ -25,10 +25,14 @@ class DestType(StrEnum):
     RECORDING = "recording"
     EXTENSION = "extension"
     VOICEMAIL = "voicemail"
+    OWNER = "owner"  # the found record's owner's agent (its extension)
+    LAST_AGENT = "last_agent"  # the agent who last talked with the caller (its extension)
 
 
-# Types a rule row may send a call to (the seed's Queue / IVR / Play recording).
-ROW_DEST_TYPES = (DestType.QUEUE, DestType.IVR, DestType.RECORDING)
+# Types a rule row may send a call to (the seed's Queue / IVR / Play recording, and an agent).
+ROW_DEST_TYPES = (DestType.QUEUE, DestType.IVR, DestType.RECORDING, DestType.OWNER, DestType.LAST_AGENT)
+# Types naming an agent, chosen per call: the row's option is empty, the decision's is the agent's extension.
+AGENT_DEST_TYPES = (DestType.OWNER, DestType.LAST_AGENT)
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Decision:
     crm_ms: float | None = None  # None when the CRM was not asked (no key, cache hit, circuit open)
     total_ms: float = 0.0
     cached: bool = False  # the value came from the value cache, not from the CRM
+    agent: str = ""  # owner / last_agent destinations: the chosen agent's name
     steps: list[str] = field(default_factory=list)  # human-readable trace lines
 
     def as_dict(self) -> dict:

@@ -354,3 +354,25 @@ def to_public(row: CallDelivery) -> dict[str, Any]:
 def integration_names(session: Session) -> list[tuple[int, str]]:
     return [(i, n) for i, n in session.execute(select(Integration.id, Integration.name).order_by(Integration.name)).all()]
 
+
+
+# --- who talked with whom (the last-agent index) ---------------------------------------------------------
+
+
+def connected_calls(
+    session: Session, *, since: datetime, after_id: int = 0, limit: int = 5000
+) -> list[tuple[int, str, datetime, str, str, int]]:
+    """Answered calls started since ``since`` and stored after row ``after_id``, oldest row first:
+    ``(id, external_number, started_at, direction, extension, talk_seconds)``."""
+    query = (select(CallLogCall.id, CallLogCall.external_number, CallLogCall.started_at, CallLogCall.direction,
+                    CallLogCall.data)
+             .where(CallLogCall.id > after_id, CallLogCall.started_at >= since, CallLogCall.outcome == ANSWERED)
+             .order_by(CallLogCall.id).limit(limit))  # fmt: skip
+    found = []
+    for row_id, number, started, direction, data in session.execute(query):
+        data = data or {}
+        started = started if started.tzinfo else started.replace(tzinfo=timezone.utc)
+        talk = data.get("talk_seconds") or 0
+        found.append((row_id, number or "", started, direction, str(data.get("extension") or ""),
+                      int(talk) if isinstance(talk, (int, float)) else 0))  # fmt: skip
+    return found

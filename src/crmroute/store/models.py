@@ -87,6 +87,11 @@ class Rule(Base):
     cache_ttl_s: Mapped[int | None] = mapped_column(Integer)
     keep_company: Mapped[str] = mapped_column(String(8), default="none")
     moh_class: Mapped[str] = mapped_column(String(64), default="default")
+    default_agent: Mapped[str] = mapped_column(String(16), default="")  # "", owner or last_agent
+    check_availability: Mapped[bool] = mapped_column(Boolean, default=True)
+    last_agent_days: Mapped[int] = mapped_column(Integer, default=30)
+    last_agent_outbound: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_agent_min_talk_s: Mapped[int] = mapped_column(Integer, default=5)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
     integration: Mapped[Integration | None] = relationship()
@@ -110,7 +115,7 @@ class RuleRow(Base):
     operator: Mapped[str] = mapped_column(String(16))
     value: Mapped[str] = mapped_column(Text, default="")
     destination: Mapped[str] = mapped_column(String(16))
-    option: Mapped[str] = mapped_column(String(128))
+    option: Mapped[str] = mapped_column(String(128))  # "" for owner / last_agent
     conditions: Mapped[list[Any]] = mapped_column(default=list, server_default="[]")  # ConditionIn.to_data() each
 
     rule: Mapped[Rule] = relationship(back_populates="rows")

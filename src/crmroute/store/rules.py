@@ -142,6 +142,11 @@ def apply(
     row.cache_ttl_s = data.cache_ttl_s
     row.keep_company = data.keep_company
     row.moh_class = data.moh_class if data.keep_company == "moh" else "default"
+    row.default_agent = data.default_agent
+    row.check_availability = data.check_availability
+    row.last_agent_days = data.last_agent_days
+    row.last_agent_outbound = data.last_agent_outbound
+    row.last_agent_min_talk_s = data.last_agent_min_talk_s
     row.rows = [
         RuleRow(position=i, operator=str(r.operator), value=r.value, destination=r.destination, option=r.option,
                 conditions=[c.to_data() for c in r.conditions])
@@ -172,6 +177,20 @@ def list_all(session: Session) -> list[Rule]:
 
 def names(session: Session) -> set[str]:
     return set(session.scalars(select(Rule.name)))
+
+
+def agent_options(rule: Rule) -> dict:
+    """The owner / last_agent settings that differ from their defaults (all of them for the API)."""
+    data: dict = {}
+    if rule.default_agent:
+        data["default_agent"] = rule.default_agent
+    if rule.check_availability is False:
+        data["check_availability"] = False
+    for name, default in (("last_agent_days", 30), ("last_agent_outbound", False), ("last_agent_min_talk_s", 5)):
+        value = getattr(rule, name)
+        if value is not None and value != default:
+            data[name] = value
+    return data
 
 
 def to_public(rule: Rule, box: SecretBox) -> dict:
@@ -209,6 +228,7 @@ def to_data(rule: Rule, box: SecretBox) -> dict:
         data["keep_company"] = rule.keep_company
         if rule.keep_company == "moh":
             data["moh_class"] = rule.moh_class
+    data |= agent_options(rule)
     data["rows"] = [
         {"operator": r.operator, "value": r.value, "destination": r.destination, "option": r.option}
         | ({"conditions": list(r.conditions)} if r.conditions else {})

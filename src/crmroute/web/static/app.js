@@ -140,6 +140,10 @@ function destinationOptions(form) {
     const option = row.querySelector("[data-dest-option]");
     if (!type || !option) return;
     option.setAttribute("list", `dest-options-${type.value}`);
+    // owner / last_agent: the agent is found per call, there is nothing to choose
+    const agent = type.value === "owner" || type.value === "last_agent";
+    option.disabled = agent;
+    if (agent) option.value = "";
   };
   form.querySelectorAll("[data-item]").forEach(filter);
   form.addEventListener("change", (event) => {

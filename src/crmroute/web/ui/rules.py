@@ -29,7 +29,10 @@ OPERATOR_LABELS = {
     Operator.CONTAINS: "contains", Operator.STARTS_WITH: "starts with", Operator.REGEX: "regex",
     Operator.EMPTY: "is empty", Operator.NOT_EMPTY: "is not empty",
 }  # fmt: skip
-ROW_DESTINATIONS = [("queue", "Queue"), ("ivr", "IVR"), ("recording", "Play recording")]
+ROW_DESTINATIONS = [("queue", "Queue"), ("ivr", "IVR"), ("recording", "Play recording"),
+                    ("owner", "Record owner (agent)"), ("last_agent", "Last agent")]  # fmt: skip
+DEFAULT_AGENT = [("", "No: the default destination"), ("owner", "The record owner's agent"),
+                 ("last_agent", "The caller's last agent")]  # fmt: skip
 KEEP_COMPANY = [("none", "Nothing (silence)"), ("ringing", "Ringing"), ("moh", "Music on hold")]
 
 
@@ -135,7 +138,8 @@ def blank_values() -> dict[str, Any]:
         "dtmf_max_digits": 10, "crm_source": "integration", "integration": "", "crm_module": "",
         "crm_username": "", "custom_url": "", "custom_post": False, "custom_headers": [],
         "default_destination": "", "default_voicemail": "not_set", "deadline_ms": "", "cache_ttl_s": "",
-        "keep_company": "none", "moh_class": "default", "rows": [],
+        "keep_company": "none", "moh_class": "default", "rows": [], "default_agent": "",
+        "check_availability": True, "last_agent_days": 30, "last_agent_outbound": False, "last_agent_min_talk_s": 5,
     }  # fmt: skip
 
 
@@ -164,8 +168,10 @@ def read_form(form: FormData, stored: dict[str, Any] | None) -> tuple[dict[str, 
         for name in ("name", "crm_field", "location", "greeting", "dtmf_timeout_ms", "dtmf_max_digits",
                      "crm_source", "integration", "crm_module", "crm_username", "custom_url",
                      "default_destination", "default_voicemail", "deadline_ms", "cache_ttl_s", "keep_company",
-                     "moh_class")
+                     "moh_class", "default_agent", "last_agent_days", "last_agent_min_talk_s")
     }  # fmt: skip
+    values["check_availability"] = text(form, "check_availability") == "on"
+    values["last_agent_outbound"] = text(form, "last_agent_outbound") == "on"
     values["default_voicemail"] = values["default_voicemail"] or "not_set"  # no radio chosen
     values["custom_post"] = text(form, "custom_post") == "yes"
     headers = [h for h in indexed(form, "custom_headers", untrimmed=("value",)) if h.get("name") or h.get("value")]
@@ -216,6 +222,12 @@ def read_form(form: FormData, stored: dict[str, Any] | None) -> tuple[dict[str, 
             data["crm_password"] = typed_password
         elif has_password and not text(form, "clear_password"):
             data["crm_password"] = MASK
+    data["default_agent"] = values["default_agent"]
+    data["check_availability"] = values["check_availability"]
+    data["last_agent_outbound"] = values["last_agent_outbound"]
+    for name in ("last_agent_days", "last_agent_min_talk_s"):
+        if values[name] != "":
+            data[name] = values[name]
     data["rows"] = rows
     return data, values
 
@@ -266,4 +278,5 @@ def form_page(
         default_deadline_ms=request.app.state.settings.deadline_ms,
         default_cache_ttl_s=request.app.state.settings.cache_ttl_s, keep_company_choices=KEEP_COMPANY,
         sounds=list_sounds(request.app.state.settings.sounds_dir), sounds_dir=request.app.state.settings.sounds_dir,
+        default_agent_choices=DEFAULT_AGENT,
     )  # fmt: skip
