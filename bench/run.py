@@ -620,6 +620,7 @@ async def scenario_cluster_burst(work: Work, args: argparse.Namespace, report: d
             rows.append(Row("cluster-burst", f"{count} node{'s' if count > 1 else ''} sharing Redis", load,
                             args.concurrency, crm_requests=asked))  # fmt: skip
             report["ratios"][f"cluster_burst_crm_requests_{count}_nodes"] = asked
+    return rows
 
 
 def owner_rules(crm: Proc, *, owner: bool) -> dict:
