@@ -35,9 +35,9 @@ def test_explain_and_plain_pydantic_messages():
         RuleIn.model_validate(data)
     found = dict(problems(caught.value))
     assert found["name"] == "required"
-    assert found["rows[1].option"] == "required"
+    assert found["rows[1].option"] == "required for a queue destination"
     assert found["dtmf_timeout_ms"] == "must be 500 or more"
-    assert explain("rows[1].option", found["rows[1].option"]) == "Row 2, Destination Option: required"
+    assert explain("rows[1].option", found["rows[1].option"]) == "Row 2, Destination Option: required for a queue destination"
     with pytest.raises(ValidationError) as caught:
         RouteIn.model_validate({})
     assert problems(caught.value) == [("did", "give exactly one of a DID number, an IVR number or a rule")]

@@ -14,7 +14,7 @@ def test_rule_problems_name_labels_and_rows_from_one(seeded):
     assert response.status_code == 422
     detail = response.json()["detail"]
     assert {"field": "name", "message": "Name: required"} in detail
-    assert {"field": "rows[1].option", "message": "Row 2, Destination Option: required"} in detail
+    assert {"field": "rows[1].option", "message": "Row 2, Destination Option: required for a queue destination"} in detail
     assert {"field": "dtmf_timeout_ms", "message": "DTMF timeout (ms): must be 500 or more"} in detail
     assert not any("String should" in p["message"] or "Input should" in p["message"] for p in detail)
     stored = seeded.post("/api/v1/rules", json=rule_body(rows=[

@@ -115,7 +115,7 @@ def test_rule_errors_name_labels_and_rows_from_one(sized: Page, site, tmp_path):
     summary = page.locator("#error-summary")
     expect(summary).to_contain_text("Row 2, Destination Option: required")
     expect(summary).not_to_contain_text("rows[1]")
-    expect(page.locator("#rows-1-option-error")).to_have_text("required")
+    expect(page.locator("#rows-1-option-error")).to_have_text("required for a queue destination")
     shot(page, tmp_path, "rule-errors")
     folder = Path(os.environ.get("CRMROUTE_SCREENSHOTS") or tmp_path)
     page.locator("#error-summary").screenshot(path=str(folder / f"rule-errors-summary-{page.size}.png"))  # type: ignore[attr-defined]
