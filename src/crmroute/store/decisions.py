@@ -4,7 +4,8 @@
 buffer (no ORM object, no query); a background task writes the buffer every
 ``FLUSH_INTERVAL`` seconds (sooner when it fills) in a worker thread, one
 transaction per batch, in small slices so that the thread never keeps the
-event loop waiting for the GIL. When the database is unreachable the rows stay buffered
+event loop waiting for the GIL (on PostgreSQL with ``COPY``: see ``_copy``).
+When the database is unreachable the rows stay buffered
 and are written when it returns; past ``MAX_BUFFER`` the oldest are dropped
 and counted. Rows older than the retention period are purged hourly.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import time
 from collections import deque
@@ -20,8 +22,9 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select
-from sqlalchemy.exc import SQLAlchemyError
+import psycopg
+from sqlalchemy import JSON, delete, func, insert, select
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from crmroute.errors import NotFound
@@ -123,13 +126,17 @@ class DecisionLog:
             self._task = None
         await self.flush()
 
-    async def flush(self) -> None:
+    async def flush(self, rows: int | None = None) -> None:
+        """Write the buffered rows: all, those recorded meanwhile too, or only the oldest ``rows``."""
         async with self._flushing:
-            await self._flush()
+            await self._flush(rows)
 
-    async def _flush(self) -> None:
-        while self._buffer:
-            batch = [self._buffer.popleft() for _ in range(min(BATCH_SIZE, len(self._buffer)))]
+    async def _flush(self, rows: int | None = None) -> None:
+        while self._buffer and (rows is None or rows > 0):
+            size = min(BATCH_SIZE, len(self._buffer), BATCH_SIZE if rows is None else rows)
+            batch = [self._buffer.popleft() for _ in range(size)]
+            if rows is not None:
+                rows -= size
             try:
                 await asyncio.to_thread(self._write, batch)
             except SQLAlchemyError as exc:
@@ -152,8 +159,11 @@ class DecisionLog:
         ~1 ms). A slice holds it well under a millisecond, and the pause lets
         the loop run free.
         """
-        statement = insert(DecisionRecord.__table__)  # Core: the same executemany without per-row ORM work
         with self._factory() as session, session.begin():
+            if session.get_bind().dialect.name == "postgresql":
+                _copy(session, batch)
+                return
+            statement = insert(DecisionRecord.__table__)  # Core: the same executemany without per-row ORM work
             for start in range(0, len(batch), SLICE_ROWS):
                 if start:
                     time.sleep(SLICE_PAUSE)
@@ -167,7 +177,10 @@ class DecisionLog:
                 async with asyncio.timeout(FLUSH_INTERVAL):
                     await self._wake.wait()
             self._wake.clear()
-            await self.flush()
+            # Only the rows there now: those recorded while they are written wait for the next tick, rather than
+            # going out a few at a time in a transaction each, back to back (on PostgreSQL a commit takes ~2 ms,
+            # in which ~2 more calls end: the writer never rested, each small batch taking the GIL from the loop).
+            await self.flush(len(self._buffer))
             if loop.time() >= next_roll_up and self.db_ok:
                 next_roll_up = loop.time() + ROLL_UP_INTERVAL
                 try:
@@ -183,6 +196,33 @@ class DecisionLog:
                 else:
                     if removed:
                         logger.info("decision log: purged %d rows older than %d days", removed, self._retention)
+
+
+JSON_COLUMNS = frozenset(c.name for c in DecisionRecord.__table__.columns if isinstance(c.type, JSON))
+
+
+def _copy(session: Session, batch: list[dict[str, Any]]) -> None:
+    """PostgreSQL: the batch as one ``COPY decisions FROM STDIN`` in the session's transaction, still in slices.
+
+    psycopg formats COPY rows in C, where an INSERT executemany goes through
+    SQLAlchemy's and psycopg's Python per row and statement: about a fifth of
+    the writer's CPU (and GIL) time, and less work for the server. On a
+    2-core machine at 1,000 calls/s the INSERTs raised the paced p99 of a
+    cached call from ~1.5 ms (SQLite) to 3-20 ms, the event loop waiting for
+    the GIL behind the writer.
+    """
+    columns = list(batch[0])  # to_row()'s, the same for every row
+    encode = [(name, name in JSON_COLUMNS) for name in columns]
+    cursor = session.connection().connection.driver_connection.cursor()
+    try:
+        with cursor, cursor.copy(f"COPY decisions ({', '.join(columns)}) FROM STDIN") as copy:
+            for start in range(0, len(batch), SLICE_ROWS):
+                if start:
+                    time.sleep(SLICE_PAUSE)
+                for row in batch[start : start + SLICE_ROWS]:
+                    copy.write_row([json.dumps(row[name]) if as_json else row[name] for name, as_json in encode])
+    except psycopg.Error as exc:  # raised by the driver itself here: as SQLAlchemy would, for _flush to keep the rows
+        raise DBAPIError.instance("COPY decisions", None, exc, psycopg.Error) from exc
 
 
 def purge(factory: sessionmaker[Session], retention_days: int, now: datetime | None = None) -> int:
