@@ -103,6 +103,37 @@ async def test_the_copy_failing_keeps_the_rows_for_the_next_tick(store, monkeypa
     assert log.pending == 0 and log.db_ok and count(store.factory) == 1
 
 
+async def test_rows_wait_for_the_database_and_none_are_lost(store, tmp_path):
+    broken = make_sessionmaker(make_engine(f"sqlite:///{tmp_path / 'missing-dir' / 'x.db'}"))
+    log = DecisionLog(broken, retention_days=30)
+    for i in range(10):
+        log.record(*sample(i))
+    await log.flush()
+    assert log.pending == 10 and not log.db_ok
+    log._factory = store.factory  # the database is back
+    await log.flush()
+    assert log.pending == 0 and log.db_ok and count(store.factory) == 10
+
+
+async def test_buffer_is_bounded_and_drops_are_counted(store, monkeypatch):
+    monkeypatch.setattr("crmroute.store.decisions.MAX_BUFFER", 5)
+    log = DecisionLog(store.factory, retention_days=30)
+    for i in range(8):
+        log.record(*sample(i))
+    assert log.pending == 5 and log.dropped == 3
+    await log.flush()
+    with store.factory() as session:
+        assert sorted(session.scalars(select(DecisionRecord.call_id))) == [f"call-{i}" for i in range(3, 8)]
+
+
+async def test_background_writer_and_close(store):
+    log = DecisionLog(store.factory, retention_days=30)
+    log.start()
+    log.record(*sample(1))
+    await log.close()  # writes what is left
+    assert count(store.factory) == 1
+
+
 def test_retention_purges_old_rows(store):
     now = datetime.now(timezone.utc)
     with store.factory() as session, session.begin():
