@@ -700,8 +700,8 @@ async def scenario_cluster_throughput(work: Work, args: argparse.Namespace, repo
     ratios["cluster_throughput_generator_cpu_ms_per_call"] = generator_ms
     ratios["cluster_throughput_node_cpu_ms_per_call"] = node_ms
     ratios["cluster_throughput_cpu_ceiling_calls_per_s"] = round(cpu_ceiling, 1)
-    busy = {row.server.split(" (")[0]: round(row.extra["cpu_s"]["machine_busy"] / row.extra["cpu_s"]["machine_total"], 2)
-            for row in rows}  # fmt: skip
+    busy = {row.server.split(" (")[0]: round(cpu["machine_busy"] / cpu["machine_total"], 2)
+            for row in rows for cpu in [row.extra["cpu_s"]]}  # fmt: skip
     node_share = one.extra["cpu_s"]["node_0"] / one.load.seconds
     ratios["cluster_throughput_1_node_core_share"] = round(node_share, 2)
     ratios["cluster_throughput_2_vs_1_cpu_bound"] = round(cpu_ceiling / one.load.calls_per_s, 3)
@@ -901,7 +901,8 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__.split("\n\n", 1)[1])  # fmt: skip
     parser.add_argument("--only", help="comma-separated scenarios: " + ", ".join(SCENARIOS))
-    parser.add_argument("--calls", type=int, default=20_000, help="calls per server (cached), per run (cluster-throughput)")
+    parser.add_argument("--calls", type=int, default=20_000,
+                        help="calls per server (cached), per run (cluster-throughput)")
     parser.add_argument("--concurrency", type=int, default=100, help="sessions in flight (cached, burst, never)")
     parser.add_argument("--paced-rate", type=float, default=1000.0, help="calls/s offered in the paced latency run")
     parser.add_argument("--paced-calls", type=int, default=5000)
