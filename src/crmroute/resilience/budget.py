@@ -12,7 +12,9 @@ A vendor publishes two different things, and they are kept apart:
   at 80 % a warning is logged once per window, and when it is spent every call
   falls back at once (``RateLimited`` with reason ``quota_exhausted``) without
   sending anything. A vendor that reports its own count (a header) corrects it
-  (``sync``). Counts are per process (shared counting is the cluster's job).
+  (``sync``). Counts are per process; in a cluster the count is Redis's
+  (``shared_budget.py``): each node's counter ``adopt``s it and counts on
+  from there while Redis is away, and passes the vendor's count on (``on_sync``).
 
 ``TokenBucket`` is the arithmetic: ``rate`` tokens a second up to ``burst``;
 taking a token may mean waiting for it, and a caller only takes one when the
@@ -80,6 +82,7 @@ class QuotaCounter:
         self._slots: deque[list[float]] = deque()  # [slot start, count], oldest first
         self._offset = 0  # what the vendor said it counted beyond our own requests (sync)
         self._warned_at: float | None = None
+        self.on_sync: Callable[[int, int | None], None] | None = None  # a cluster passes the vendor's count on
 
     def _expire(self, now: float) -> None:
         while self._slots and self._slots[0][0] <= now - self.quota.window_s:
@@ -92,7 +95,7 @@ class QuotaCounter:
     def spent(self) -> bool:
         return self.used() >= self.limit
 
-    def count(self) -> None:
+    def count(self, *, warn: bool = True) -> None:
         now = self.clock()
         self._expire(now)
         start = now - now % self._slot_s
@@ -100,12 +103,22 @@ class QuotaCounter:
             self._slots[-1][1] += 1
         else:
             self._slots.append([start, 1])
-        self._warn(now)
+        if warn:
+            self._warn(now)
 
     def sync(self, used: int, limit: int | None = None) -> None:
         """The vendor's own count (and limit) for this window, e.g. Salesforce's ``Sforce-Limit-Info``."""
         if limit:
             self.limit = limit
+        self._expire(self.clock())
+        self._offset = used - int(sum(count for _, count in self._slots))
+        self._warn(self.clock())
+        if self.on_sync is not None:
+            self.on_sync(used, limit)
+
+    def adopt(self, used: int, limit: int) -> None:
+        """The cluster's count (Redis's, this node's requests in it): local counting goes on from there."""
+        self.limit = limit
         self._expire(self.clock())
         self._offset = used - int(sum(count for _, count in self._slots))
         self._warn(self.clock())
@@ -210,6 +223,12 @@ class Budget:
         return RateLimited(f"{self.name}: {why} before the call's deadline", kind=self.kind, operation=operation,
                            reason="rate_budget")  # fmt: skip
 
+    def quota_refusal(self, spent: QuotaCounter, operation: str) -> RateLimited:
+        self.rejected += 1
+        return RateLimited(f"{self.name}: the quota of {spent.quota.describe()} requests is spent "
+                           f"({spent.used():,} used)", kind=self.kind, operation=operation,
+                           reason="quota_exhausted")  # fmt: skip
+
     def quota_spent(self) -> QuotaCounter | None:
         return next((q for q in self.quotas if q.spent()), None)
 
@@ -226,10 +245,7 @@ class Budget:
         """
         spent = self.quota_spent()
         if spent is not None:
-            self.rejected += 1
-            raise RateLimited(f"{self.name}: the quota of {spent.quota.describe()} requests is spent "
-                              f"({spent.used():,} used)", kind=self.kind, operation=operation,
-                              reason="quota_exhausted")  # fmt: skip
+            raise self.quota_refusal(spent, operation)
         while True:
             pauses = self.bucket.pauses
             wait = self.bucket.reserve(deadline_at - self.clock())

@@ -6,6 +6,7 @@ What Redis holds, under ``crmroute:`` (all keys expire on their own):
     lease:<lookup>    the node asking the CRM for that lookup now (single-flight across nodes)
     bucket:<source>   the source's token bucket: ``tokens``, ``updated`` (ms, Redis clock); a 429 moves ``updated``
     busy:<source>     requests in flight to the source (sorted set: member -> expiry ms)
+    quota:<source>:<window s>  a quota's count (hash: slot number -> requests, ``vendor``, ``limit``; see _QUOTA_USED)
     breaker:<source>  the source's circuit: ``state``, ``until``, ``failures``, ``probe_until``
     nodes             live nodes (sorted set: node id -> last heartbeat ms)
 
@@ -26,12 +27,15 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Hashable
+from collections.abc import Awaitable, Callable, Hashable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 import redis.asyncio as aioredis
 from redis.driver_info import DriverInfo
 from redis.exceptions import RedisError
+
+from crmroute.resilience.budget import QUOTA_SLOTS
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +57,42 @@ if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'lease'
 return {'wait', 0}
 """
 
-# A token bucket with reservations (as resilience/budget.py's TokenBucket). KEYS: bucket, busy set.
-# ARGV: rate/s, burst, max wait ms, slot limit, member, slot ms. Returns {ms to wait for the token taken, or
-# -(ms paused) - 1 if refused; 1 if a request slot was taken too (only when there is no wait)}.
-_RESERVE = """
+# A quota's count over its rolling window (as resilience/budget.py's QuotaCounter): a hash of slot number ->
+# requests, plus ``vendor`` (what the vendor counted beyond them, ``sync``) and ``limit`` (the vendor's, if it said).
+# Slots older than the window are dropped. Used by _RESERVE and _QUOTA_SYNC; returns used, limit, current slot.
+_QUOTA_USED = """
+local function quota_used(key, now, limit, window)
+  local slot_ms = window / %d
+  local slot = math.floor(now / slot_ms)
+  local h = redis.call('HGETALL', key)
+  local used, stale = 0, {}
+  for i = 1, #h, 2 do
+    local f, n = h[i], tonumber(h[i + 1])
+    if f == 'limit' then limit = n
+    elseif f == 'vendor' then used = used + n
+    elseif tonumber(f) <= slot - %d then stale[#stale + 1] = f
+    else used = used + n end
+  end
+  if #stale > 0 then redis.call('HDEL', key, unpack(stale)) end
+  return math.max(0, used), limit, slot, slot_ms
+end
+""" % (QUOTA_SLOTS, QUOTA_SLOTS)
+
+# A token bucket with reservations (as resilience/budget.py's TokenBucket), and the source's quotas. KEYS: bucket,
+# busy set, then one hash per quota. ARGV: rate/s, burst, max wait ms, slot limit, member, slot ms, then per quota
+# its limit and window ms. A spent quota refuses first: {'quota', its index (0-based), used, limit}. Else
+# {ms to wait for the token taken, or -(ms paused) - 1 if refused; 1 if a request slot was taken too (only when
+# there is no wait); then per quota used (this request counted) and limit}.
+_RESERVE = _QUOTA_USED + """
 local t = redis.call('TIME')
 local now = t[1] * 1000 + t[2] / 1000
+local quotas = {}
+for i = 3, #KEYS do
+  local a = 7 + (i - 3) * 2
+  local used, limit, slot, slot_ms = quota_used(KEYS[i], now, tonumber(ARGV[a]), tonumber(ARGV[a + 1]))
+  if used >= limit then return {'quota', i - 3, used, limit} end
+  quotas[#quotas + 1] = {KEYS[i], used, limit, slot, slot_ms, tonumber(ARGV[a + 1])}
+end
 local rate, burst, max_wait = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
 local b = redis.call('HMGET', KEYS[1], 'tokens', 'updated')
 local tokens, updated = tonumber(b[1]) or burst, tonumber(b[2]) or now
@@ -67,14 +101,35 @@ local wait = math.max(0, updated - now) + math.max(0, (1 - tokens) * 1000 / rate
 if wait > max_wait then return {tostring(-math.max(0, updated - now) - 1), 0} end
 redis.call('HSET', KEYS[1], 'tokens', tostring(tokens - 1), 'updated', tostring(updated))
 redis.call('PEXPIRE', KEYS[1], math.ceil(wait + 1000 * burst / rate) + 60000)
-if wait > 0 or #KEYS < 2 then return {tostring(wait), 0} end
+local out = {tostring(wait), 0}
+for _, q in ipairs(quotas) do  -- the token is taken: the request is counted
+  redis.call('HINCRBY', q[1], q[4], 1)
+  redis.call('PEXPIRE', q[1], math.ceil(q[6] + q[5]))
+  out[#out + 1] = q[2] + 1
+  out[#out + 1] = q[3]
+end
+if wait > 0 or #KEYS < 2 then return out end
 -- no wait: take a request slot in the same round trip, if one is free (as _ENTER)
 local nowms = math.floor(now)
 redis.call('ZREMRANGEBYSCORE', KEYS[2], '-inf', nowms)
-if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return {tostring(wait), 0} end
+if redis.call('ZCARD', KEYS[2]) >= tonumber(ARGV[4]) then return out end
 redis.call('ZADD', KEYS[2], nowms + tonumber(ARGV[6]), ARGV[5])
 redis.call('PEXPIRE', KEYS[2], tonumber(ARGV[6]) + 1000)
-return {tostring(wait), 1}
+out[2] = 1
+return out
+"""
+
+# The vendor's own count of a quota (and its limit, if > 0): the hash keeps what it counted beyond our requests.
+# KEYS: quota hash. ARGV: used, limit, window ms.
+_QUOTA_SYNC = _QUOTA_USED + """
+local t = redis.call('TIME')
+local now = t[1] * 1000 + t[2] / 1000
+redis.call('HDEL', KEYS[1], 'vendor')
+local used, _, _, slot_ms = quota_used(KEYS[1], now, 0, tonumber(ARGV[3]))
+redis.call('HSET', KEYS[1], 'vendor', tonumber(ARGV[1]) - used)
+if tonumber(ARGV[2]) > 0 then redis.call('HSET', KEYS[1], 'limit', tonumber(ARGV[2])) end
+redis.call('PEXPIRE', KEYS[1], math.ceil(tonumber(ARGV[3]) + slot_ms))
+return 1
 """
 
 # A 429: no token before ARGV[1] ms from now. KEYS: bucket. ARGV: ms, rate, burst.
@@ -156,6 +211,19 @@ return redis.call('ZCARD', KEYS[1])
 """
 
 
+@dataclass
+class Reservation:
+    """What ``SharedState.reserve`` got: ``wait`` (seconds to wait for the token taken; ``None``: no token, the
+    source ``paused`` for so many seconds or a quota spent), whether a request slot was taken too, the quotas'
+    (used, limit) with this request counted, and ``spent``: (the spent quota's index, used, limit)."""
+
+    wait: float | None
+    paused: float
+    entered: bool
+    quotas: list[tuple[int, int]]
+    spent: tuple[int, int, int] | None = None
+
+
 class SharedUnavailable(Exception):
     """Redis did not answer in time (or at all): the caller uses its local state."""
 
@@ -188,11 +256,13 @@ class SharedState:
         self._admit = self.client.register_script(_ADMIT)
         self._outcome = self.client.register_script(_OUTCOME)
         self._heartbeat = self.client.register_script(_HEARTBEAT)
+        self._quota_sync = self.client.register_script(_QUOTA_SYNC)
         self.up = False  # until the first heartbeat reaches Redis
         self.live_nodes = 1  # as last counted (kept while Redis is down: the local budgets' divisor)
         self.outages = 0  # times Redis was found down
         self._check: asyncio.Task | None = None  # a heartbeat sent at once after a command ran out of time
-        self._scripts = (self._claim, self._reserve, self._pause, self._enter, self._admit, self._outcome)
+        self._scripts = (self._claim, self._reserve, self._pause, self._enter, self._admit, self._outcome,
+                         self._quota_sync)
         self._task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
 
@@ -319,15 +389,26 @@ class SharedState:
 
     async def reserve(
         self, source: str, rate: float, burst: float, max_wait_s: float, deadline_at: float,
-        limit: int, member: str, slot_ms: int,
-    ) -> tuple[float | None, float, bool]:  # fmt: skip
-        """(seconds to wait for the token taken, 0, whether ``member`` got a request slot too) or, when no token
-        fits ``max_wait_s``, (None, seconds paused, False)."""
+        limit: int, member: str, slot_ms: int, quotas: Sequence[tuple[int, float]] = (),
+    ) -> Reservation:  # fmt: skip
+        """A token (and a request slot for ``member`` if one is free at once), the request counted in the source's
+        ``quotas`` ((limit, window s) each), in one round trip; see ``Reservation``."""
         keys = [self.key("bucket", source), self.key("busy", source)]
+        keys += [self.key("quota", source, f"{window:g}") for _, window in quotas]
         args = [rate, burst, max(0.0, max_wait_s) * 1000, limit, member, max(1, slot_ms)]
-        head, entered = await self.run(lambda: self._reserve(keys=keys, args=args), deadline_at)
+        args += [x for limit_, window in quotas for x in (limit_, window * 1000)]
+        head, entered, *counts = await self.run(lambda: self._reserve(keys=keys, args=args), deadline_at)
+        if head == "quota":
+            return Reservation(None, 0.0, False, [], spent=(int(entered), int(counts[0]), int(counts[1])))
         ms = float(head)
-        return (ms / 1000, 0.0, bool(entered)) if ms >= 0 else (None, (-ms - 1) / 1000, False)
+        if ms < 0:
+            return Reservation(None, (-ms - 1) / 1000, False, [])
+        return Reservation(ms / 1000, 0.0, bool(entered), [(int(u), int(n)) for u, n in zip(counts[::2], counts[1::2])])
+
+    def sync_quota(self, source: str, window_s: float, used: int, limit: int | None) -> None:
+        """The vendor's own count of a quota (and its limit), for every node (in the background)."""
+        args = [used, limit or 0, window_s * 1000]
+        self.later(lambda: self._quota_sync(keys=[self.key("quota", source, f"{window_s:g}")], args=args))
 
     def pause(self, source: str, seconds: float, rate: float, burst: float) -> None:
         self.later(lambda: self._pause(keys=[self.key("bucket", source)], args=[int(seconds * 1000), rate, burst]))

@@ -7,7 +7,17 @@ the limit of requests in flight are Redis's (``SharedState.reserve`` /
 whatever the number of nodes, and a 429's pause stops every node. When
 Redis is away, the local ``Budget`` it wraps takes over; it was built
 with this node's share of the limits (the budget divided by the live nodes).
-Quotas are counted by each node (a node's own share is not known to the vendor).
+
+A vendor's quota (Salesforce: per 24 h; Dynamics: per 5 minutes) belongs to
+the CRM account, so the nodes count into one counter in Redis, in the same
+script call as the token (no extra round trip; cached calls ask nothing):
+a spent quota refuses at once (``quota_exhausted``) on every node, and a
+vendor's own count (``sync``, e.g. a header) is passed on to Redis for all.
+Each node's ``QuotaCounter`` adopts the shared count it last saw (for the
+80 % warning, once per window per node, and the metrics); while Redis is
+away it counts on locally from there (the other nodes' requests meanwhile
+are not seen). A request counted whose slot then never comes is not sent:
+the count errs on the safe side.
 """
 
 from __future__ import annotations
@@ -19,7 +29,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from crmroute.errors import RateLimited
-from crmroute.resilience.budget import DEFAULT_PAUSE_S, Budget
+from crmroute.resilience.budget import DEFAULT_PAUSE_S, Budget, QuotaCounter
 from crmroute.resilience.shared import POLL_S, SharedState, SharedUnavailable, new_member
 
 UNPACED = 1_000_000.0  # the shared bucket of a source without a pace: only a 429's pause holds it
@@ -35,6 +45,12 @@ class SharedBudget:
         self.shared_rate = rate if rate is not None else UNPACED
         self.shared_burst = max(1.0, burst if burst is not None else self.shared_rate)
         self.shared_concurrency = max_concurrency
+        for quota in local.quotas:
+            quota.on_sync = lambda used, limit, quota=quota: self._sync_quota(quota, used, limit)
+
+    def _sync_quota(self, quota: QuotaCounter, used: int, limit: int | None) -> None:
+        if self.shared.up:
+            self.shared.sync_quota(self.source_id, quota.quota.window_s, used, limit)
 
     def __getattr__(self, name: str) -> Any:  # name, kind, quotas, rate, active, rejected...: the local budget's
         return getattr(self.local, name)
@@ -54,16 +70,22 @@ class SharedBudget:
         if not self.shared.up:
             await local.acquire(deadline_at, operation)
             return None
-        spent = local.quota_spent()
-        if spent is not None:
-            await local.acquire(deadline_at, operation)  # raises quota_exhausted
         member = new_member()
         slot_ms = int((deadline_at - time.monotonic() + SLOT_GRACE_S) * 1000)
+        quotas = local.quotas
         try:
-            wait, paused, entered = await self.shared.reserve(
+            got = await self.shared.reserve(
                 self.source_id, self.shared_rate, self.shared_burst, deadline_at - time.monotonic(), deadline_at,
-                self.shared_concurrency, member, slot_ms,
+                self.shared_concurrency, member, slot_ms, [(q.quota.limit, q.quota.window_s) for q in quotas],
             )  # fmt: skip
+            wait, paused, entered = got.wait, got.paused, got.entered
+            if got.spent is not None:
+                index, used, limit = got.spent
+                quotas[index].adopt(used, limit)
+                raise local.quota_refusal(quotas[index], operation)
+            for quota, (used, limit) in zip(quotas, got.quotas):  # counted in Redis with the token
+                quota.count(warn=False)  # (adopt warns, on the shared count)
+                quota.adopt(used, limit)
             if wait is None:
                 raise self._refuse(f"paused for {paused:.1f} s by the CRM" if paused > 0 else
                                    f"no request left in the budget of {self.shared_rate:g}/s", operation)  # fmt: skip
@@ -79,8 +101,6 @@ class SharedBudget:
             await local.acquire(deadline_at, operation)
             return None
         local.active += 1
-        for quota in local.quotas:
-            quota.count()
         return member
 
     def release(self, member: str | None) -> None:
