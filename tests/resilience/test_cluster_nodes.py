@@ -110,8 +110,8 @@ def env(redis, crm: Crm, **more: str) -> dict[str, str]:
 async def test_a_burst_over_three_nodes_asks_the_crm_once_per_caller(store, tmp_path, crm):
     seed(store, crm)
     with own_redis(tmp_path) as redis, running_nodes(store, tmp_path, count=3, **env(redis, crm)) as nodes:
-        variables = await spread(nodes, [caller(i % 50) for i in range(600)])
-        assert [v.get("CRMROUTE_STATUS") for v in variables].count("matched") == 600
+        variables = await spread(nodes, [caller(i % 50) for i in range(3000)])
+        assert [v.get("CRMROUTE_STATUS") for v in variables].count("matched") == 3000
         assert {v.get("CRMROUTE_DEST") for v in variables} == {"103"}
         assert crm.requests() <= 50  # one per caller, whichever node took the call
 
