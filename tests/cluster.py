@@ -23,6 +23,11 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
+
+from crmroute import rulesfile
+from crmroute.store import users
+from crmroute.store.db import transaction
 
 
 def free_port(host: str) -> int:
@@ -112,3 +117,12 @@ def running_nodes(store: Any, tmp_path: Path, count: int = 3, **env: str) -> Ite
     finally:
         for node in nodes:
             node.stop()
+
+
+def seed(store: Any, rules: dict) -> str:
+    """Import ``rules`` (a rules-file document) and create the user ``admin``; an API token of theirs."""
+    rulesfile.import_rules(store.factory, store.box, rulesfile.parse(yaml.safe_dump(rules), environ={}))
+    with transaction(store.factory) as session:
+        users.create_user(session, "admin", "correct horse")
+    with transaction(store.factory) as session:
+        return users.create_token(session, "admin", "tests")

@@ -12,13 +12,10 @@ import asyncio
 import time
 
 import pytest
-import yaml
 
-from crmroute import rulesfile
-from crmroute.store import users
-from crmroute.store.db import transaction
 from tests.agi.fakeasterisk import call_agi
 from tests.cluster import free_port, running_nodes
+from tests.cluster import seed as seed_rules
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
 
@@ -39,11 +36,7 @@ def seed(store) -> str:
                    "rows": [{"operator": "=", "value": "GOLD", "destination": "queue", "option": "103"}]}],
         "dids": [{"number": "5551000", "rule": "VIP"}],
     }  # fmt: skip
-    rulesfile.import_rules(store.factory, store.box, rulesfile.parse(yaml.safe_dump(rules), environ={}))
-    with transaction(store.factory) as session:
-        users.create_user(session, "admin", "correct horse")
-    with transaction(store.factory) as session:
-        return users.create_token(session, "admin", "tests")
+    return seed_rules(store, rules)
 
 
 async def test_a_rule_change_through_one_node_is_applied_by_the_others_within_200_ms(store, tmp_path):

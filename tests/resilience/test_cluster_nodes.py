@@ -16,13 +16,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-import yaml
 
-from crmroute import rulesfile
-from crmroute.store import users
-from crmroute.store.db import transaction
 from tests.agi.fakeasterisk import call_agi
 from tests.cluster import running_nodes
+from tests.cluster import seed as seed_rules
 from tests.resilience.redisfix import own_redis
 
 pytestmark = pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -75,11 +72,7 @@ def seed(store, crm: Crm) -> str:
                    "rows": [{"operator": "=", "value": "GOLD", "destination": "queue", "option": "103"}]}],
         "dids": [{"number": "5551000", "rule": "VIP"}],
     }  # fmt: skip
-    rulesfile.import_rules(store.factory, store.box, rulesfile.parse(yaml.safe_dump(rules), environ={}))
-    with transaction(store.factory) as session:
-        users.create_user(session, "admin", "correct horse")
-    with transaction(store.factory) as session:
-        return users.create_token(session, "admin", "tests")
+    return seed_rules(store, rules)
 
 
 def caller(i: int) -> str:
