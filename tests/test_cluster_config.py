@@ -50,16 +50,22 @@ async def test_a_rule_change_through_one_node_is_applied_by_the_others_within_20
 
         with first.api(token) as api:
             rule = next(r for r in api.get("/api/v1/rules").json()["items"] if r["name"] == "VIP")
-            body = {k: v for k, v in rule.items() if k not in ("id", "has_custom_headers", "used_by")}
-            changed = api.put(f"/api/v1/rules/{rule['id']}", json=body | {"default_destination": "200"})
-        assert changed.status_code == 200, changed.text
-        # a call placed right after the change, on another node, sees it
-        after = await call_agi(others[0].agi_port, host=others[0].host, env={"extension": "5551000"}, timeout=15)
-        assert after.variables["CRMROUTE_DEST"] == "200", others[0].log()
-
-        version = first.health(token)["config"]["version"]
-        for node in others:
-            config = await applied(node, token, version)
+        body = {k: v for k, v in rule.items() if k not in ("id", "has_custom_headers", "used_by")}
+        for attempt in range(3):
+            with first.api(token) as api:
+                changed = api.put(f"/api/v1/rules/{rule['id']}",
+                                  json=body | {"default_destination": "200", "deadline_ms": 2000 + attempt})  # fmt: skip
+            assert changed.status_code == 200, changed.text
+            # a call placed right after the change, on another node, sees it
+            after = await call_agi(others[0].agi_port, host=others[0].host, env={"extension": "5551000"},
+                                   timeout=15)  # fmt: skip
+            assert after.variables["CRMROUTE_DEST"] == "200", others[0].log()
+            version = first.health(token)["config"]["version"]
+            configs = [await applied(node, token, version) for node in others]
+            if all(config["via"] == "notify" for config in configs):
+                break
+            # A node's once-a-second poll ran between the commit and the notice (a few ms in a second): again.
+        for node, config in zip(others, configs):
             assert config["via"] == "notify", (config, node.log())  # not the poll
             assert config["delay_ms"] < APPLIED_WITHIN_MS, (config, node.log())
             late = await call_agi(node.agi_port, host=node.host, env={"extension": "5551000"}, timeout=15)
