@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 import socket
 import subprocess
@@ -39,6 +40,13 @@ async def join(stack, prefix: str, node: str, url: str = REDIS_URL, **options: f
     shared = SharedState(url, node, prefix=prefix, **options)
     stack.router.share(shared)
     await shared.start()
+    # On a loaded machine the first heartbeat may miss its time (the node then works alone until the next one):
+    # the tests want a node that has joined, so they wait for it.
+    until = time.monotonic() + 15
+    while not shared.up:
+        assert time.monotonic() < until, f"node {node} did not reach Redis at {url} in 15 s"
+        await asyncio.sleep(0.05)
+        await shared.beat()
     return shared
 
 

@@ -32,7 +32,10 @@ async def two_nodes(stack_factory, custom_crm, prefix: str, **env: str):
     b = await stack_factory(rules, node_id="node-b", **env)
     await join(a, prefix, "node-a")
     await join(b, prefix, "node-b")
-    await a.router.guards.shared.beat()  # both counted
+    until = time.monotonic() + 15
+    while a.router.guards.shared.live_nodes < 2 or not a.router.guards.shared.up:  # both counted
+        assert time.monotonic() < until, "node a never counted node b"
+        await a.router.guards.shared.beat()
     return a, b
 
 
@@ -58,7 +61,7 @@ async def test_a_value_read_by_one_node_serves_the_other(stack_factory, custom_c
     a, b = await two_nodes(stack_factory, custom_crm, redis_prefix, cache_ttl_s="60")
     custom_crm.values = {"Status": "GOLD"}
     assert (await call(a)).variables["CRMROUTE_VALUE"] == "GOLD"
-    await asyncio.sleep(0.2)  # the shared copy is written just after the answer
+    await a.router.guards.shared.settled()  # the shared copy is written just after the answer
     custom_crm.values = {"Status": "SILVER"}
     assert (await call(b)).variables["CRMROUTE_VALUE"] == "GOLD"  # within the TTL: node a's answer
     assert len(custom_crm.requests) == 1
@@ -95,7 +98,7 @@ async def test_a_429_pauses_the_source_on_every_node(stack_factory, custom_crm, 
     custom_crm.respond(429, json={"error": "slow down"}, headers={"Retry-After": "30"}, once=True)
     custom_crm.values = {"Status": "GOLD"}
     assert (await call(a, caller(1))).variables["CRMROUTE_STATUS"] == "fallback"
-    await asyncio.sleep(0.3)  # the pause is written in the background
+    await a.router.guards.shared.settled()  # the pause is written in the background
     assert (await call(b, caller(2))).variables["CRMROUTE_STATUS"] == "fallback"
     assert len(custom_crm.requests) == 1  # node b sent nothing while the source is paused
     assert (await logged(b))[-1].reason == "rate_budget"
@@ -107,7 +110,7 @@ async def test_a_circuit_opened_on_one_node_is_open_on_the_other(stack_factory, 
     custom_crm.respond(500, "boom")
     for i in range(2):
         assert (await call(a, caller(i))).variables["CRMROUTE_STATUS"] == "fallback"
-    await asyncio.sleep(0.3)  # outcomes are counted in the background
+    await a.router.guards.shared.settled()  # outcomes are counted in the background
     sent = len(custom_crm.requests)
     result = await call(b, caller(9))
     assert result.variables["CRMROUTE_STATUS"] == "fallback" and len(custom_crm.requests) == sent == 2

@@ -216,16 +216,13 @@ class Guards:
         """Cache an answer here and, with the lease, for every node (which frees the lease)."""
         self.cache.put(lookup, answer, ttl)
         if leased and self.shared is not None:
-            shared, key = self.shared, digest(lookup)
             ttl_ms = int(ttl * 1000 * (1 - random.uniform(0, TTL_JITTER)))  # not a herd expiring at once
-            data = {"a": self._encode(answer), "t": time.time()}
-            shared.later(lambda: shared.store(key, data, ttl_ms, time.monotonic() + shared.op_timeout))
+            self.shared.store(digest(lookup), {"a": self._encode(answer), "t": time.time()}, ttl_ms)
 
     def give_back(self, lookup: Hashable) -> None:
         """Free a lease without an answer (the request failed): a waiting node may ask in its turn."""
         if self.shared is not None:
-            shared, key = self.shared, digest(lookup)
-            shared.later(lambda: shared.store(key, None, 0, time.monotonic() + shared.op_timeout))
+            self.shared.store(digest(lookup), None, 0)
 
     async def admit(self, source_id: str, name: str, deadline_at: float, probe_s: float) -> Admission | None:
         """The source's breaker: the cluster's while Redis answers, else this node's."""

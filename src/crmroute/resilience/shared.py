@@ -245,7 +245,9 @@ class SharedState:
         self.op_timeout = op_timeout
         self.heartbeat_s = heartbeat_s
         self.client = aioredis.Redis.from_url(
-            url, socket_timeout=op_timeout, socket_connect_timeout=op_timeout, retry_on_timeout=False,
+            # The sockets' own time-outs are for the heartbeat and background writes (four op time-outs); a call's
+            # commands are cut at the op time-out by `run`.
+            url, socket_timeout=op_timeout * 4, socket_connect_timeout=op_timeout * 4, retry_on_timeout=False,
             health_check_interval=0, max_connections=200, decode_responses=True,
             driver_info=DriverInfo(name=None, lib_version=None),  # no CLIENT SETINFO: one round trip less a connection
         )  # fmt: skip
@@ -326,11 +328,12 @@ class SharedState:
                            self.live_nodes)  # fmt: skip
         self.up = False
 
-    async def run(self, make: Callable[[], Awaitable[T]], deadline_at: float) -> T:
-        """``make()``'s result within the op time-out and the deadline; ``SharedUnavailable`` else."""
+    async def run(self, make: Callable[[], Awaitable[T]], deadline_at: float, patience: float | None = None) -> T:
+        """``make()``'s result within ``patience`` (the op time-out unless given) and the deadline;
+        ``SharedUnavailable`` else."""
         if not self.up or self._check is not None:
             raise SharedUnavailable
-        left = min(self.op_timeout, deadline_at - time.monotonic())
+        left = min(patience or self.op_timeout, deadline_at - time.monotonic())
         if left <= 0:
             raise SharedUnavailable  # the call has no time left for Redis; not Redis's fault
         try:
@@ -352,15 +355,21 @@ class SharedState:
             self._check = None
 
     def later(self, make: Callable[[], Awaitable[Any]]) -> None:
-        """Run ``make()`` in the background (bounded by the op time-out), errors only marking Redis down."""
+        """Run ``make()`` in the background, errors only marking Redis down. Off the call path, a busy Redis is
+        given four op time-outs (a pause or a breaker's count lost to one slow moment would not be shared)."""
 
         async def go() -> None:
+            patience = self.op_timeout * 4
             with contextlib.suppress(SharedUnavailable):
-                await self.run(make, time.monotonic() + self.op_timeout)
+                await self.run(make, time.monotonic() + patience, patience)
 
         task = asyncio.get_running_loop().create_task(go())
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def settled(self) -> None:
+        """Wait for the background writes started so far."""
+        await asyncio.gather(*self._background, return_exceptions=True)
 
     # --- values and leases -----------------------------------------------------
 
@@ -373,8 +382,9 @@ class SharedState:
             return head, None, 0
         return "value", json.loads(head), int(ttl)
 
-    async def store(self, lookup_digest: str, answer: dict | None, ttl_ms: int, deadline_at: float) -> None:
-        """Keep ``answer`` for ``ttl_ms`` (none: nothing kept) and free the lease, in one round trip."""
+    def store(self, lookup_digest: str, answer: dict | None, ttl_ms: int) -> None:
+        """Keep ``answer`` for ``ttl_ms`` (none: nothing kept) and free the lease, in one round trip (in the
+        background)."""
 
         async def go() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
@@ -383,7 +393,7 @@ class SharedState:
                 pipe.delete(self.key("lease", lookup_digest))
                 await pipe.execute()
 
-        await self.run(go, deadline_at)
+        self.later(go)
 
     # --- budgets -----------------------------------------------------------------
 
