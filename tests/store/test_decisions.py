@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -124,6 +126,38 @@ async def test_buffer_is_bounded_and_drops_are_counted(store, monkeypatch):
     await log.flush()
     with store.factory() as session:
         assert sorted(session.scalars(select(DecisionRecord.call_id))) == [f"call-{i}" for i in range(3, 8)]
+
+
+async def test_each_tick_writes_only_the_rows_there_when_it_starts(store, monkeypatch):
+    """Calls that end while a batch is written wait for the next tick: the writer rests between ticks instead of
+    writing a few rows at a time back to back (each small transaction taking the GIL from the event loop)."""
+    monkeypatch.setattr("crmroute.store.decisions.FLUSH_INTERVAL", 0.2)
+    log = DecisionLog(store.factory, retention_days=30)
+    loop = asyncio.get_running_loop()
+    real_write, writes = log._write, []
+    ended = iter(range(100, 106))
+
+    def write(batch):  # two calls end during each of the first three writes
+        writes.append((time.monotonic(), [row["call_id"] for row in batch]))
+        if len(writes) <= 3:
+            for _ in range(2):
+                loop.call_soon_threadsafe(log.record, *sample(next(ended)))
+        real_write(batch)
+
+    monkeypatch.setattr(log, "_write", write)
+    for i in range(3):
+        log.record(*sample(i))
+    log.start()
+    until = time.monotonic() + 20
+    while log.written < 9:
+        assert time.monotonic() < until, writes
+        await asyncio.sleep(0.02)
+    await log.close()
+    assert [ids for _, ids in writes] == [["call-0", "call-1", "call-2"], ["call-100", "call-101"],
+                                          ["call-102", "call-103"], ["call-104", "call-105"]]  # fmt: skip
+    gaps = [b - a for (a, _), (b, _) in zip(writes, writes[1:])]
+    assert min(gaps) >= 0.1, gaps  # a tick apart (0.2 s; a loaded machine only makes it longer), not back to back
+    assert count(store.factory) == 9
 
 
 async def test_background_writer_and_close(store):
