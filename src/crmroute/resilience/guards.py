@@ -185,12 +185,11 @@ class Guards:
         return f"local fallback: Redis unreachable, each budget at 1/{shared.live_nodes}"
 
     async def claim(self, lookup: Hashable, deadline_at: float, lease_s: float) -> Claim:
-        """A node's cached answer, else the lease to ask the CRM (for ``lease_s``), else "wait"."""
+        """A node's cached answer, else the lease to ask the CRM (held ``lease_s`` at most), else "wait"."""
         if self.shared is None or not self.shared.up:
             return LOCAL
         try:
-            kind, data, ttl_ms = await self.shared.claim(digest(lookup), int((lease_s + LEASE_GRACE_S) * 1000),
-                                                         deadline_at)  # fmt: skip
+            kind, data, ttl_ms = await self.shared.claim(digest(lookup), lease_s + LEASE_GRACE_S, deadline_at)
         except SharedUnavailable:
             return LOCAL
         if kind != "value" or data is None:

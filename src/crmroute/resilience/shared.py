@@ -3,7 +3,8 @@
 What Redis holds, under ``crmroute:`` (all keys expire on their own):
 
     v:<lookup>        a CRM answer (JSON) with the cache TTL, shortened by up to ``TTL_JITTER``
-    lease:<lookup>    the node asking the CRM for that lookup now (single-flight across nodes)
+    lease:<lookup>    the node asking the CRM for that lookup now (single-flight across nodes; it lives
+                      ``LEASE_S`` and its holder renews it while the request runs, so a dead node's lapses soon)
     bucket:<source>   the source's token bucket: ``tokens``, ``updated`` (ms, Redis clock); a 429 moves ``updated``
     busy:<source>     requests in flight to the source (sorted set: member -> expiry ms)
     quota:<source>:<window s>  a quota's count (hash: slot number -> requests, ``vendor``, ``limit``; see _QUOTA_USED)
@@ -47,6 +48,8 @@ HEARTBEAT_S = 1.0  # seconds between a node's heartbeats (and its checks that Re
 NODE_EXPIRY_S = 5.0  # a node without a heartbeat this long is no longer counted live
 TTL_JITTER = 0.1  # a shared value lives its TTL less up to this share of it, so a herd expires spread out
 POLL_S = 0.01  # seconds between looks at a lookup another node is asking the CRM for
+LEASE_S = 1.0  # a lease not renewed lapses after this: the longest a node that died asking the CRM holds a lookup
+LEASE_RENEW_S = LEASE_S / 4  # how often the holder renews it (only requests running longer send a renewal)
 PREFIX = "crmroute:"
 
 # Answer if cached, else the lease if free ("lease"), else "wait". KEYS: value, lease. ARGV: node, lease ms.
@@ -55,6 +58,12 @@ local v = redis.call('GET', KEYS[1])
 if v then return {v, redis.call('PTTL', KEYS[1])} end
 if redis.call('SET', KEYS[2], ARGV[1], 'NX', 'PX', ARGV[2]) then return {'lease', 0} end
 return {'wait', 0}
+"""
+
+# The holder's renewal of its lease. KEYS: lease. ARGV: node, lease ms. 1 if renewed, 0 if it is no longer ours.
+_RENEW = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('PEXPIRE', KEYS[1], ARGV[2]) end
+return 0
 """
 
 # A quota's count over its rolling window (as resilience/budget.py's QuotaCounter): a hash of slot number ->
@@ -252,6 +261,7 @@ class SharedState:
             driver_info=DriverInfo(name=None, lib_version=None),  # no CLIENT SETINFO: one round trip less a connection
         )  # fmt: skip
         self._claim = self.client.register_script(_CLAIM)
+        self._renew = self.client.register_script(_RENEW)
         self._reserve = self.client.register_script(_RESERVE)
         self._pause = self.client.register_script(_PAUSE)
         self._enter = self.client.register_script(_ENTER)
@@ -263,10 +273,11 @@ class SharedState:
         self.live_nodes = 1  # as last counted (kept while Redis is down: the local budgets' divisor)
         self.outages = 0  # times Redis was found down
         self._check: asyncio.Task | None = None  # a heartbeat sent at once after a command ran out of time
-        self._scripts = (self._claim, self._reserve, self._pause, self._enter, self._admit, self._outcome,
+        self._scripts = (self._claim, self._renew, self._reserve, self._pause, self._enter, self._admit, self._outcome,
                          self._quota_sync)
         self._task: asyncio.Task | None = None
         self._background: set[asyncio.Task] = set()
+        self._held: dict[str, asyncio.Task] = {}  # lookup digest -> the renewal of this node's lease on it
 
     def key(self, *parts: str) -> str:
         return self.prefix + ":".join(parts)
@@ -284,7 +295,7 @@ class SharedState:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        for task in [*self._background, *([self._check] if self._check else [])]:
+        for task in [*self._background, *self._held.values(), *([self._check] if self._check else [])]:
             task.cancel()
         if self.up:  # leave the live set at once: the others' budgets grow back without waiting for the expiry
             with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
@@ -373,18 +384,55 @@ class SharedState:
 
     # --- values and leases -----------------------------------------------------
 
-    async def claim(self, lookup_digest: str, lease_ms: int, deadline_at: float) -> tuple[str, dict | None, int]:
-        """``("value", answer, ms left)``, ``("lease", None, 0)`` (ask the CRM) or ``("wait", None, 0)``."""
+    async def claim(self, lookup_digest: str, hold_s: float, deadline_at: float) -> tuple[str, dict | None, int]:
+        """``("value", answer, ms left)``, ``("lease", None, 0)`` (ask the CRM) or ``("wait", None, 0)``.
+
+        A lease won lives ``LEASE_S`` and is renewed until ``store`` frees it, for ``hold_s`` at most (the
+        request's own bound): a node that dies asking lets its waiters ask in its stead within ``LEASE_S``.
+        """
         keys = [self.key("v", lookup_digest), self.key("lease", lookup_digest)]
-        head, ttl = await self.run(lambda: self._claim(keys=keys, args=[self.node_id, max(1, lease_ms)]),
-                                   deadline_at)  # fmt: skip
+        lease_ms = max(1, int(min(LEASE_S, hold_s) * 1000))
+        head, ttl = await self.run(lambda: self._claim(keys=keys, args=[self.node_id, lease_ms]), deadline_at)
+        if head == "lease":
+            self._hold(lookup_digest, time.monotonic() + hold_s)
         if head in ("lease", "wait"):
             return head, None, 0
         return "value", json.loads(head), int(ttl)
 
+    def _hold(self, lookup_digest: str, until: float) -> None:
+        """Renew this node's lease on a lookup every ``LEASE_RENEW_S`` until ``until`` or ``store``."""
+        key = self.key("lease", lookup_digest)
+
+        async def renew() -> None:
+            while True:
+                await asyncio.sleep(LEASE_RENEW_S)
+                left = until - time.monotonic()
+                if left <= 0:
+                    return
+                lease_ms = max(1, int(min(LEASE_S, left) * 1000))
+                try:
+                    if not await self.run(lambda: self._renew(keys=[key], args=[self.node_id, lease_ms]), until):
+                        return  # it lapsed and another node took it (that node asks the CRM too)
+                except SharedUnavailable:
+                    pass  # it lapses unless a later renewal reaches Redis in time
+
+        def forget(done: asyncio.Task) -> None:
+            if self._held.get(lookup_digest) is done:
+                del self._held[lookup_digest]
+
+        previous = self._held.pop(lookup_digest, None)
+        if previous is not None:
+            previous.cancel()
+        task = asyncio.get_running_loop().create_task(renew())
+        self._held[lookup_digest] = task
+        task.add_done_callback(forget)
+
     def store(self, lookup_digest: str, answer: dict | None, ttl_ms: int) -> None:
         """Keep ``answer`` for ``ttl_ms`` (none: nothing kept) and free the lease, in one round trip (in the
         background)."""
+        held = self._held.pop(lookup_digest, None)
+        if held is not None:
+            held.cancel()
 
         async def go() -> None:
             async with self.client.pipeline(transaction=True) as pipe:
