@@ -33,6 +33,9 @@ from tests.test_cli import SAMPLE, SECRETS, free_port
 MEMORY_CEILING_MB = 50
 SECONDS_CEILING = 30  # each is refused in milliseconds; this only catches a runaway
 CALL_DEADLINE_MS = 1000
+# A call's whole AGI session, as the test sees it, may pass crmroute's deadline by this much on a loaded machine
+# (the commands after the decision, the CPU shared with a suite beside).
+CALL_MARGIN_S = 1.0
 GOLD_CALLER = "+15551230001"
 EMPTY = "empty"  # the baseline: a file refused without anything in it
 
@@ -148,6 +151,7 @@ async def test_api_refuses_hostile_files_in_bounded_memory_while_calls_keep_thei
     uploads[HEAVIEST] = (heaviest_within_bounds(), "application/yaml")
     calls: list[AgiResult] = []
     stop = asyncio.Event()
+    parsing_s = 0.0  # the heaviest file's upload, parsed for seconds
     async with httpx.AsyncClient(base_url=base_url, headers={"Authorization": f"Bearer {token}"}, timeout=60) as api:
         warm = await api.post("/api/v1/import", json={"dids": [{"number": "5551000", "rule": "VIP"}]})
         assert warm.status_code == 200, warm.text  # the import path is loaded before anything is measured
@@ -164,6 +168,7 @@ async def test_api_refuses_hostile_files_in_bounded_memory_while_calls_keep_thei
             seconds = time.monotonic() - started
             growth = memory_mb(process.pid, "VmHWM") - before
             print(f"  {name:22} {growth:+6.1f} MB  {seconds:5.2f} s")
+            parsing_s = seconds if name == HEAVIEST else parsing_s
             assert response.status_code == 422, (name, response.text)
             [problem] = response.json()["detail"]
             hostile = HEAVIEST_REFUSAL if name == HEAVIEST else HOSTILE.get(name, HOSTILE["too_large"])
@@ -178,8 +183,14 @@ async def test_api_refuses_hostile_files_in_bounded_memory_while_calls_keep_thei
     slowest = max(call.seconds for call in calls)
     print(f"  {len(calls)} calls alongside, slowest {slowest * 1000:.0f} ms (deadline {CALL_DEADLINE_MS} ms)")
     assert len(calls) >= 30
-    assert {call.variables.get("CRMROUTE_STATUS") for call in calls} == {"matched"}
-    assert slowest < CALL_DEADLINE_MS / 1000
+    statuses = [call.variables.get("CRMROUTE_STATUS") for call in calls]
+    assert set(statuses) <= {"matched", "fallback"}, statuses  # every call answered
+    # On a loaded machine a call may reach its 1 s deadline and fall back, as it should.
+    assert statuses.count("matched") >= 0.9 * len(calls), statuses
+    assert slowest < CALL_DEADLINE_MS / 1000 + CALL_MARGIN_S
+    # A parse holding the event loop holds the calls meanwhile for about its whole time (1.4 s on an idle
+    # machine): past the deadline, no call may last half the heaviest file's parse.
+    assert slowest < CALL_DEADLINE_MS / 1000 or slowest < parsing_s / 2, (slowest, parsing_s)
 
 
 HEAVIEST, STREAMED = "heaviest_within_bounds", "too_large_streamed"
