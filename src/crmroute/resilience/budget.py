@@ -263,7 +263,8 @@ class Budget:
             if left <= 0:
                 raise self._refuse(f"all {self.max_concurrency} request slots busy", operation)
             try:
-                await asyncio.wait_for(self._slots.acquire(), left)
+                async with asyncio.timeout(left):  # (not wait_for: 3.11's can lose a cancel, CPython gh-86296)
+                    await self._slots.acquire()
             except TimeoutError:
                 raise self._refuse(f"all {self.max_concurrency} request slots busy", operation) from None
         else:

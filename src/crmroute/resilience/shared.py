@@ -276,6 +276,7 @@ class SharedState:
         self._scripts = (self._claim, self._renew, self._reserve, self._pause, self._enter, self._admit, self._outcome,
                          self._quota_sync)
         self._task: asyncio.Task | None = None
+        self._closed = False
         self._background: set[asyncio.Task] = set()
         self._held: dict[str, asyncio.Task] = {}  # lookup digest -> the renewal of this node's lease on it
 
@@ -291,6 +292,7 @@ class SharedState:
         self._task = asyncio.create_task(self._beat_forever(), name="shared-state-heartbeat")
 
     async def close(self) -> None:
+        self._closed = True  # ends the heartbeat even if a cancel is lost (see `beat`)
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -298,36 +300,40 @@ class SharedState:
         for task in [*self._background, *self._held.values(), *([self._check] if self._check else [])]:
             task.cancel()
         if self.up:  # leave the live set at once: the others' budgets grow back without waiting for the expiry
-            with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-                await asyncio.wait_for(self.client.zrem(self.key("nodes"), self.node_id), self.op_timeout)
-        with contextlib.suppress(RedisError, OSError, asyncio.TimeoutError):
-            await asyncio.wait_for(self.client.aclose(), self.op_timeout * 4)
+            with contextlib.suppress(RedisError, OSError, TimeoutError):
+                async with asyncio.timeout(self.op_timeout):
+                    await self.client.zrem(self.key("nodes"), self.node_id)
+        with contextlib.suppress(RedisError, OSError, TimeoutError):
+            async with asyncio.timeout(self.op_timeout * 4):
+                await self.client.aclose()
 
     async def beat(self) -> None:
         """One heartbeat: marks Redis up (it answered) or down."""
+        # asyncio.timeout, not wait_for: Python 3.11's wait_for returns the result instead of raising when it is
+        # cancelled as its command answers (CPython gh-86296), and the heartbeat loop would outlive `close`.
+        patience = self.op_timeout * 4  # off the call path: a busy Redis is given longer than a call would give it
         try:
-            count = await asyncio.wait_for(
-                self._heartbeat(keys=[self.key("nodes")], args=[self.node_id, int(NODE_EXPIRY_S * 1000)]),
-                self.op_timeout * 4,  # off the call path: a busy Redis is given longer than a call would give it
-            )  # fmt: skip
-        except (RedisError, OSError, asyncio.TimeoutError) as exc:
+            async with asyncio.timeout(patience):
+                count = await self._heartbeat(keys=[self.key("nodes")], args=[self.node_id, int(NODE_EXPIRY_S * 1000)])
+        except (RedisError, OSError, TimeoutError) as exc:
             self.down(exc)
             return
         self.live_nodes = max(1, int(count))
         if not self.up:
             try:  # a restarted Redis has forgotten the scripts; loaded now, and connections opened, for the calls
                 for script in self._scripts:
-                    await asyncio.wait_for(self.client.script_load(script.script), self.op_timeout * 4)
-                pings = [self.client.ping() for _ in range(WARM_CONNECTIONS)]
-                await asyncio.wait_for(asyncio.gather(*pings), self.op_timeout * 4)
-            except (RedisError, OSError, asyncio.TimeoutError) as exc:
+                    async with asyncio.timeout(patience):
+                        await self.client.script_load(script.script)
+                async with asyncio.timeout(patience):
+                    await asyncio.gather(*(self.client.ping() for _ in range(WARM_CONNECTIONS)))
+            except (RedisError, OSError, TimeoutError) as exc:
                 self.down(exc)
                 return
             logger.info("shared state in Redis reached (node %s, %d live nodes)", self.node_id, self.live_nodes)
             self.up = True
 
     async def _beat_forever(self) -> None:
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.heartbeat_s)
             await self.beat()
 
